@@ -1,0 +1,27 @@
+"""Wall-clock time derived from trio's clock.
+
+Timestamps the engine stores (sent_at, lease expiry, in-doubt deadlines) come
+from here rather than from SQL `now()`, so tests on `trio.testing.MockClock`
+move the database's notion of time together with the engine's.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import trio
+
+
+class WallClock:
+    def __init__(self) -> None:
+        self._wall_at_start = time.time()
+        self._trio_at_start = trio.current_time()
+
+    def now(self) -> datetime:
+        elapsed = trio.current_time() - self._trio_at_start
+        return datetime.fromtimestamp(self._wall_at_start, UTC) + timedelta(seconds=elapsed)
+
+    def trio_time_at(self, moment: datetime) -> float:
+        """The trio deadline at which `moment` (wall clock) is reached."""
+        return trio.current_time() + (moment - self.now()).total_seconds()
