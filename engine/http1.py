@@ -1,0 +1,327 @@
+"""A minimal HTTP/1.1 client: one keep-alive connection per origin, h11 over trio streams.
+
+Each sender task owns its connections (`ConnectionsByOrigin`), so nothing here
+locks or pools: a shared pool costs more CPU than the request itself
+(see MEASUREMENTS.md).
+
+Retry rule (at-most-once). A request is written to the network at most once,
+except in the two cases where the server cannot have processed it:
+
+1. Before reusing an idle keep-alive connection we poll its socket. If it is
+   readable (the server sent EOF, a reset, or stray bytes), the connection is
+   discarded and a fresh one opened; nothing was written to the old one.
+2. If writing the request fails on a *reused* connection before the whole
+   request was handed to the kernel, the server never saw a complete request,
+   so we reconnect and write it once more (once only).
+
+Once the complete request has been written, any failure before the complete
+response (EOF, reset, timeout, protocol error) is raised with
+`request_sent=True`, for every method, and never retried here: the caller
+decides, because the server may have acted on it. Failures while connecting
+carry `request_sent=False`.
+"""
+
+from __future__ import annotations
+
+import select
+import ssl
+from functools import lru_cache
+from types import TracebackType
+from typing import Literal
+from urllib.parse import urlsplit
+
+import h11
+import msgspec
+import trio
+
+Header = tuple[bytes, bytes]
+
+
+class Origin(msgspec.Struct, frozen=True):
+    scheme: Literal["http", "https"]
+    host: str
+    port: int
+
+
+class Response(msgspec.Struct, frozen=True):
+    status: int
+    headers: list[Header]  # names lowercased, as h11 gives them
+    body: bytes
+
+
+class HTTPError(Exception):
+    """The request produced no complete response.
+
+    `request_sent` is False only when the server cannot have received the request.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
+
+
+class HTTPTimeout(HTTPError):
+    """Connecting, or waiting for the response, took longer than allowed."""
+
+
+class HTTPConnectionError(HTTPError):
+    """Refused, reset, closed by the server, or an invalid HTTP answer."""
+
+
+@lru_cache(maxsize=256)
+def split_url(url: str) -> tuple[Origin, str]:
+    """`https://host:port/a/b?q` → (Origin, "/a/b?q"). Cached: callers parse per request."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    port = parts.port or (443 if scheme == "https" else 80)
+    target = parts.path or "/"
+    if parts.query:
+        target = f"{target}?{parts.query}"
+    origin = Origin("https" if scheme == "https" else "http", parts.hostname, port)
+    return origin, target
+
+
+def _socket_is_readable(stream: trio.abc.Stream) -> bool:
+    """True when an idle connection has something to read: EOF, a reset, or junk.
+
+    Either way it must not carry a new request.
+    """
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return False
+    poller = select.poll()
+    poller.register(stream.socket.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
+_CONTENT_LENGTH = b"content-length"
+_CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class HTTPConnection:
+    """One keep-alive connection to one origin, opened lazily, reopened when needed.
+
+    Not safe for concurrent use: one task sends one request at a time.
+    """
+
+    def __init__(
+        self,
+        origin: Origin,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+        receive_size: int = 65536,
+    ) -> None:
+        self.origin = origin
+        self._connect_timeout = connect_timeout
+        # Bounds writing the request and reading the complete response.
+        self._read_timeout = read_timeout
+        self._ssl_context = ssl_context
+        self._receive_size = receive_size
+        default_port = 443 if origin.scheme == "https" else 80
+        host = origin.host if origin.port == default_port else f"{origin.host}:{origin.port}"
+        self._host_header: Header = (b"host", host.encode("idna"))
+        self._stream: trio.abc.Stream | None = None
+        self._h11: h11.Connection | None = None
+        self.connections_opened = 0
+
+    async def request(
+        self, method: str, target: str, headers: list[Header], body: bytes = b""
+    ) -> Response:
+        """Send one request, return the complete response.
+
+        `headers` must not contain Host or Content-Length: both are added here.
+        """
+        head = [self._host_header, *headers]
+        if body or method in ("POST", "PUT", "PATCH"):
+            head.append((_CONTENT_LENGTH, b"%d" % len(body)))
+        request = h11.Request(method=method, target=target, headers=head)
+
+        reused = self._stream is not None
+        if reused and _socket_is_readable(self._stream):  # type: ignore[arg-type]
+            await self.aclose()
+            reused = False
+        if self._stream is None:
+            await self._connect()
+        try:
+            await self._send(request, body)
+        except HTTPConnectionError:
+            # Rule 2: an incomplete request on a reused connection was never processed.
+            if not reused:
+                raise
+            await self._connect()
+            await self._send(request, body)
+        return await self._receive_response()
+
+    async def _connect(self) -> None:
+        await self.aclose()
+        origin = self.origin
+        stream: trio.abc.Stream | None = None
+        try:
+            with trio.fail_after(self._connect_timeout):
+                tcp = await trio.open_tcp_stream(origin.host, origin.port)
+                stream = tcp
+                if origin.scheme == "https":
+                    context = self._ssl_context or _default_ssl_context()
+                    tls = trio.SSLStream(
+                        tcp, context, server_hostname=origin.host, https_compatible=True
+                    )
+                    stream = tls
+                    await tls.do_handshake()
+        except trio.TooSlowError:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            raise HTTPTimeout(
+                f"connect to {origin.host}:{origin.port} timed out", request_sent=False
+            ) from None
+        except (*_CONNECTION_ERRORS, ssl.SSLError) as exc:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            raise HTTPConnectionError(
+                f"connect to {origin.host}:{origin.port} failed: {exc}", request_sent=False
+            ) from exc
+        self._stream = stream
+        self._h11 = h11.Connection(h11.CLIENT)
+        self.connections_opened += 1
+
+    async def _send(self, request: h11.Request, body: bytes) -> None:
+        assert self._stream is not None and self._h11 is not None
+        conn = self._h11
+        data = conn.send(request)
+        assert data is not None
+        if body:
+            data += conn.send(h11.Data(data=body)) or b""
+        data += conn.send(h11.EndOfMessage()) or b""
+        try:
+            with trio.fail_after(self._read_timeout):
+                await self._stream.send_all(data)
+        except trio.TooSlowError:
+            # Part of the request may sit in the kernel: the server could still see it whole.
+            await self._discard()
+            raise HTTPTimeout("timed out writing the request", request_sent=True) from None
+        except _CONNECTION_ERRORS as exc:
+            await self._discard()
+            raise HTTPConnectionError(
+                f"connection broke while writing: {exc!r}", request_sent=False
+            ) from exc
+
+    async def _receive_response(self) -> Response:
+        assert self._stream is not None and self._h11 is not None
+        stream, conn = self._stream, self._h11
+        status = 0
+        headers: list[Header] = []
+        chunks: list[bytes] = []
+        try:
+            with trio.fail_after(self._read_timeout):
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        data = await stream.receive_some(self._receive_size)
+                        conn.receive_data(data)  # type: ignore[arg-type]  # h11 takes bytearray
+                    elif type(event) is h11.Response:
+                        status = event.status_code
+                        headers = list(event.headers)
+                    elif type(event) is h11.Data:
+                        chunks.append(event.data)
+                    elif type(event) is h11.EndOfMessage:
+                        break
+                    elif type(event) is h11.ConnectionClosed:
+                        raise HTTPConnectionError(
+                            "server closed the connection before answering", request_sent=True
+                        )
+                    # InformationalResponse (1xx): keep reading.
+        except trio.TooSlowError:
+            await self._discard()
+            raise HTTPTimeout(
+                f"no complete response within {self._read_timeout} s", request_sent=True
+            ) from None
+        except HTTPConnectionError:
+            await self._discard()
+            raise
+        except h11.RemoteProtocolError as exc:
+            await self._discard()
+            raise HTTPConnectionError(
+                f"invalid or truncated response: {exc}", request_sent=True
+            ) from exc
+        except _CONNECTION_ERRORS as exc:
+            await self._discard()
+            raise HTTPConnectionError(
+                f"connection broke while reading: {exc!r}", request_sent=True
+            ) from exc
+
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+        else:  # Connection: close, HTTP/1.0, or a response before our body was read
+            await self.aclose()
+        return Response(status, headers, b"".join(chunks))
+
+    async def _discard(self) -> None:
+        stream, self._stream, self._h11 = self._stream, None, None
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
+
+    async def aclose(self) -> None:
+        stream, self._stream, self._h11 = self._stream, None, None
+        if stream is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                try:
+                    await stream.aclose()
+                except _CONNECTION_ERRORS:
+                    pass
+
+
+@lru_cache(maxsize=1)
+def _default_ssl_context() -> ssl.SSLContext:
+    return ssl.create_default_context()
+
+
+class ConnectionsByOrigin:
+    """The keep-alive connections of one task, one per origin.
+
+    Owned by a single task; `async with` closes every connection on exit.
+    """
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._ssl_context = ssl_context
+        self._connections: dict[Origin, HTTPConnection] = {}
+
+    def get(self, origin: Origin) -> HTTPConnection:
+        connection = self._connections.get(origin)
+        if connection is None:
+            connection = HTTPConnection(
+                origin,
+                connect_timeout=self._connect_timeout,
+                read_timeout=self._read_timeout,
+                ssl_context=self._ssl_context,
+            )
+            self._connections[origin] = connection
+        return connection
+
+    async def aclose(self) -> None:
+        connections = list(self._connections.values())
+        self._connections.clear()
+        for connection in connections:
+            await connection.aclose()
+
+    async def __aenter__(self) -> ConnectionsByOrigin:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
