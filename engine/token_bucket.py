@@ -1,0 +1,85 @@
+"""A token bucket that paces sends, with no I/O and no clock of its own.
+
+The caller passes `now` (trio time) to every method, so tests drive it with
+plain floats and the actors with `trio.current_time()`.
+
+The state is kept as a point in time rather than a token count: `_empty_at` is
+the moment at which the bucket held zero tokens, so it holds
+`(now - _empty_at) * rate` tokens (at most `capacity`). Taking a token moves
+`_empty_at` forward by exactly one interval, so the grant schedule never drifts
+however often the consumer wakes up.
+"""
+
+from __future__ import annotations
+
+import math
+
+# A consumer that sleeps exactly `seconds_until_available` can wake a rounding
+# error early (now + (t - now) != t in floating point); it must still get its
+# token, or it would spin on sub-nanosecond waits.
+_TOKEN_EPSILON = 1e-9
+
+
+class TokenBucket:
+    """Grants whole tokens at `rate_per_second`, holding at most `capacity`.
+
+    It starts with one token, so the first send is immediate. With capacity 1
+    consecutive grants are at least one interval (1 / rate) apart; in general
+    the grants inside any window of `w` seconds number at most
+    `capacity + rate * w`.
+    """
+
+    def __init__(self, rate_per_second: float, *, now: float, capacity: float = 1.0) -> None:
+        _check_rate(rate_per_second)
+        if not (math.isfinite(capacity) and capacity >= 1.0):
+            # A bucket that cannot hold one whole token would never grant one.
+            raise ValueError(f"capacity must be a finite number >= 1, got {capacity!r}")
+        self._rate = rate_per_second
+        self._capacity = capacity
+        self._empty_at = now - 1.0 / rate_per_second
+
+    @property
+    def rate_per_second(self) -> float:
+        return self._rate
+
+    @property
+    def capacity(self) -> float:
+        return self._capacity
+
+    def take(self, now: float, max_tokens: int = 1) -> int:
+        """Take as many whole tokens as are available, up to `max_tokens`."""
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+        self._drop_overflow(now)
+        available = math.floor((now - self._empty_at) * self._rate + _TOKEN_EPSILON)
+        granted = max(0, min(max_tokens, available))
+        self._empty_at += granted / self._rate
+        return granted
+
+    def seconds_until_available(self, now: float) -> float:
+        """How long until one token can be taken; 0 if one can be taken now."""
+        if (now - self._empty_at) * self._rate + _TOKEN_EPSILON >= 1.0:
+            return 0.0
+        return self._empty_at + 1.0 / self._rate - now
+
+    def set_rate(self, rate_per_second: float, now: float) -> None:
+        """Change the rate from `now` on.
+
+        Tokens (and the fraction of a token) accrued so far at the old rate are
+        kept; the rest accrues at the new rate, so a waiting consumer's next
+        token time moves accordingly.
+        """
+        _check_rate(rate_per_second)
+        self._drop_overflow(now)
+        tokens = (now - self._empty_at) * self._rate
+        self._rate = rate_per_second
+        self._empty_at = now - tokens / rate_per_second
+
+    def _drop_overflow(self, now: float) -> None:
+        # Tokens beyond capacity are lost, not banked for later.
+        self._empty_at = max(self._empty_at, now - self._capacity / self._rate)
+
+
+def _check_rate(rate_per_second: float) -> None:
+    if not (math.isfinite(rate_per_second) and rate_per_second > 0):
+        raise ValueError(f"rate_per_second must be a finite number > 0, got {rate_per_second!r}")
