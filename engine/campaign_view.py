@@ -1,0 +1,100 @@
+"""The campaign object of CONTRACT section 4, built from a campaigns row and its counters.
+
+Shared by the HTTP API and the `campaign:completed` event, so both show the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from engine.metrics import CampaignStats, compute_metrics, progress_percent
+
+# Select this next to `c.*` to have everything `campaign_object` needs in one row.
+COUNTER_COLUMNS = """coalesce(k.pending, 0) AS stat_pending, coalesce(k.sent, 0) AS stat_sent,
+    coalesce(k.delivered, 0) AS stat_delivered, coalesce(k.read, 0) AS stat_read,
+    coalesce(k.replied, 0) AS stat_replied, coalesce(k.failed, 0) AS stat_failed,
+    coalesce(k.in_doubt, 0) AS stat_in_doubt"""
+
+CAMPAIGN_WITH_COUNTERS = f"""SELECT c.*, {COUNTER_COLUMNS}
+    FROM campaigns c LEFT JOIN campaign_counters k ON k.campaign_id = c.id"""
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO-8601 UTC with `Z`, as the contract writes every time."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def stats_from_row(row: Mapping[str, Any]) -> CampaignStats:
+    return CampaignStats(
+        pending=int(row["stat_pending"]),
+        sent=int(row["stat_sent"]),
+        delivered=int(row["stat_delivered"]),
+        read=int(row["stat_read"]),
+        replied=int(row["stat_replied"]),
+        failed=int(row["stat_failed"]),
+        in_doubt=int(row["stat_in_doubt"]),
+    )
+
+
+def processed_count(stats: CampaignStats, total: int) -> int:
+    """Recipients in a final state: sent or beyond, or failed."""
+    return max(0, total - stats.pending - stats.in_doubt)
+
+
+def stats_payload(stats: CampaignStats) -> dict[str, int]:
+    return {
+        "pending": stats.pending,
+        "sent": stats.sent,
+        "delivered": stats.delivered,
+        "read": stats.read,
+        "replied": stats.replied,
+        "failed": stats.failed,
+        "in_doubt": stats.in_doubt,
+    }
+
+
+def metrics_payload(stats: CampaignStats, total: int) -> dict[str, float]:
+    m = compute_metrics(stats, total)
+    return {
+        "delivery_rate": m.delivery_rate,
+        "read_rate": m.read_rate,
+        "reply_rate": m.reply_rate,
+        "failure_rate": m.failure_rate,
+    }
+
+
+def campaign_object(row: Mapping[str, Any]) -> dict[str, Any]:
+    """`row` is a campaigns row with the counter columns of CAMPAIGN_WITH_COUNTERS."""
+    stats = stats_from_row(row)
+    total = int(row["total_recipients"])
+    return {
+        "id": str(row["id"]),
+        "name": row["name"],
+        "status": row["status"],
+        "account_id": str(row["account_id"]),
+        "message_type": row["message_type"],
+        "message_content": row["message_content"],
+        "media_url": row["media_url"],
+        "audience_type": row["audience_type"],
+        "audience_config": row["audience_config"],
+        "schedule_type": row["schedule_type"],
+        "scheduled_at": iso(row["scheduled_at"]),
+        "started_at": iso(row["started_at"]),
+        "paused_at": iso(row["paused_at"]),
+        "pause_reason": row["pause_reason"],
+        "completed_at": iso(row["completed_at"]),
+        "cancelled_at": iso(row["cancelled_at"]),
+        "throttle_config": row["throttle_config"],
+        "template_variables": row["template_variables"],
+        "total_recipients": total,
+        "progress": progress_percent(processed_count(stats, total), total),
+        "stats": stats_payload(stats),
+        "metrics": metrics_payload(stats, total),
+        "error": row["error"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }

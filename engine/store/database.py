@@ -1,0 +1,173 @@
+"""The connection pool, and the only door from trio into asyncpg.
+
+asyncpg is an asyncio library; it runs inside the trio-asyncio loop that the
+process opens once at the top. Each call here crosses that bridge exactly once
+(~100 µs), so callers pass whole logical operations — a batch claim, a batch of
+outcomes, a transaction — never a single row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+import trio_asyncio
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+Connection = asyncpg.Connection
+Record = asyncpg.Record
+
+# Every migrating daemon takes this lock, so two starting at once apply each
+# migration exactly once.
+_MIGRATION_LOCK_KEY = 0x63616D70  # "camp"
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    return b"\x01" + msgspec.json.encode(value)
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return msgspec.json.decode(data[1:])
+
+
+async def _init_connection(conn: Connection) -> None:
+    # msgspec instead of the stdlib json codec: the recipients' variables are jsonb.
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=_encode_jsonb, decoder=_decode_jsonb, format="binary"
+    )
+
+
+class Database:
+    """A pool of PostgreSQL connections, used from trio."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def fetch(self, query: str, *args: Any) -> list[Record]:
+        rows: list[Record] = await trio_asyncio.aio_as_trio(self._pool.fetch)(query, *args)
+        return rows
+
+    async def fetchrow(self, query: str, *args: Any) -> Record | None:
+        row: Record | None = await trio_asyncio.aio_as_trio(self._pool.fetchrow)(query, *args)
+        return row
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await trio_asyncio.aio_as_trio(self._pool.fetchval)(query, *args)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        status: str = await trio_asyncio.aio_as_trio(self._pool.execute)(query, *args)
+        return status
+
+    async def run(self, operation: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run `operation(connection, *args)` — an asyncio coroutine function — in one crossing."""
+
+        async def on_connection() -> T:
+            async with self._pool.acquire() as conn:
+                return await operation(conn, *args)
+
+        result: T = await trio_asyncio.aio_as_trio(on_connection)()
+        return result
+
+    async def transaction(self, operation: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Like `run`, inside one transaction."""
+
+        async def in_transaction(conn: Connection, *inner: Any) -> T:
+            async with conn.transaction():
+                return await operation(conn, *inner)
+
+        return await self.run(in_transaction, *args)
+
+    async def copy_records(
+        self, table: str, records: Sequence[tuple[Any, ...]], columns: Sequence[str]
+    ) -> None:
+        await trio_asyncio.aio_as_trio(self._pool.copy_records_to_table)(
+            table, records=records, columns=list(columns)
+        )
+
+    async def listen(self, channel: str, callback: Callable[[str], None]) -> Callable[[], Awaitable[None]]:
+        """Call `callback(payload)` for each NOTIFY on `channel`; returns an async stopper.
+
+        The callback runs on the event loop thread; it must only hand the payload on
+        (e.g. `send_nowait` on a trio channel).
+        """
+
+        async def start() -> Connection:
+            conn: Connection = await self._pool.acquire()
+            await conn.add_listener(channel, lambda _c, _pid, _ch, payload: callback(payload))
+            return conn
+
+        conn = await trio_asyncio.aio_as_trio(start)()
+
+        async def stop() -> None:
+            async def release() -> None:
+                try:
+                    await conn.remove_listener(channel, lambda *a: None)
+                finally:
+                    await self._pool.release(conn)
+
+            await trio_asyncio.aio_as_trio(release)()
+
+        return stop
+
+
+@asynccontextmanager
+async def open_database(dsn: str, *, min_size: int = 2, max_size: int = 10) -> AsyncIterator[Database]:
+    """Open a pool. Must run inside `trio_asyncio.open_loop()`."""
+    pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection
+    )
+    try:
+        yield Database(pool)
+    finally:
+        await trio_asyncio.aio_as_trio(pool.close)()
+
+
+def _migration_files() -> list[tuple[int, str, str]]:
+    folder = resources.files("engine.store").joinpath("migrations")
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+async def _apply_migrations(conn: Connection) -> list[str]:
+    applied: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version integer PRIMARY KEY,
+                   name text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, sql in _migration_files():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+                )
+            applied.append(name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
+    return applied
+
+
+async def apply_migrations(db: Database) -> list[str]:
+    """Apply pending migrations; returns the names applied (empty when up to date)."""
+    applied = await db.run(_apply_migrations)
+    for name in applied:
+        log.info("applied migration %s", name)
+    return applied

@@ -1,0 +1,359 @@
+"""Set-based operations on campaign recipients: one statement per logical step.
+
+The recipient state machine (CONTRACT section 4):
+
+    pending → sending → sent → delivered → read
+                      ↘ failed, in_doubt (the daemon died mid-request)
+
+Only `mark_sending` moves rows out of `pending` for a send, and only the ids it
+returns may be sent: that is what makes a send happen at most once, even with
+two daemons racing for one campaign.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+from engine.metrics import CampaignStats
+from engine.store.database import Connection, Database
+
+
+class PendingRecipient(msgspec.Struct, frozen=True):
+    id: int
+    phone: str
+    variables: dict[str, str]
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """The result of sending to one recipient, as the sender pool reports it."""
+
+    recipient_id: int
+    status: Literal["sent", "failed", "pending"]  # pending: requeued for later (131056)
+    attempts: int  # requests made for this recipient in this dispatch
+    provider_message_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    not_before: datetime | None = None
+
+
+class StatusUpdate(msgspec.Struct, frozen=True):
+    """One fact from a webhook. `recipient_id` comes from biz_opaque_callback_data
+    when present; otherwise the message is found by its wamid."""
+
+    recipient_id: int | None
+    provider_message_id: str | None
+    kind: Literal["sent", "delivered", "read", "failed", "replied"]
+    at: datetime
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+_MATERIALISE = """
+WITH c AS (
+    SELECT id, owner_id, audience_type, audience_config FROM campaigns WHERE id = $1
+), audience_filter AS (
+    -- A segment is resolved to the same shape as an inline audience: tags and ids.
+    SELECT
+        CASE c.audience_type
+            WHEN 'tags' THEN c.audience_config -> 'tags'
+            WHEN 'segment' THEN (SELECT s.filter -> 'tags' FROM segments s
+                                  WHERE s.id = (c.audience_config ->> 'segmentId')::uuid
+                                    AND s.owner_id = c.owner_id)
+        END AS tags,
+        CASE c.audience_type
+            WHEN 'contacts' THEN c.audience_config -> 'contactIds'
+            WHEN 'segment' THEN (SELECT s.filter -> 'contactIds' FROM segments s
+                                  WHERE s.id = (c.audience_config ->> 'segmentId')::uuid
+                                    AND s.owner_id = c.owner_id)
+        END AS contact_ids,
+        c.audience_type = 'all' AS everyone,
+        c.owner_id
+    FROM c
+)
+INSERT INTO campaign_recipients (campaign_id, contact_id, phone, variables)
+SELECT $1, k.id, k.phone,
+       jsonb_strip_nulls(k.attributes || jsonb_build_object(
+           'firstName', k.first_name, 'lastName', k.last_name,
+           'name', nullif(trim(concat_ws(' ', k.first_name, k.last_name)), ''),
+           'phone', k.phone, 'email', k.email, 'company', k.company))
+FROM contacts k, audience_filter f
+WHERE k.owner_id = f.owner_id
+  AND NOT k.opted_out
+  AND (f.everyone
+       OR k.tags && ARRAY(SELECT jsonb_array_elements_text(coalesce(f.tags, '[]')))
+       OR k.id = ANY(ARRAY(SELECT jsonb_array_elements_text(coalesce(f.contact_ids, '[]'))::uuid)))
+ORDER BY k.id
+ON CONFLICT (campaign_id, phone) DO NOTHING
+"""
+
+
+async def _materialise(conn: Connection, campaign_id: str) -> int:
+    frozen = await conn.fetchval(
+        "SELECT recipients_frozen FROM campaigns WHERE id = $1 FOR UPDATE", campaign_id
+    )
+    if frozen is None:
+        raise LookupError(f"campaign {campaign_id} does not exist")
+    await conn.execute(
+        "INSERT INTO campaign_counters (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING",
+        campaign_id,
+    )
+    if not frozen:
+        await conn.execute(_MATERIALISE, campaign_id)
+    total: int = await conn.fetchval(
+        """UPDATE campaigns SET recipients_frozen = true,
+               total_recipients = (SELECT count(*) FROM campaign_recipients WHERE campaign_id = $1)
+           WHERE id = $1 RETURNING total_recipients""",
+        campaign_id,
+    )
+    return total
+
+
+async def materialise_recipients(db: Database, campaign_id: str) -> int:
+    """Freeze the campaign's audience into recipients; returns the total. Idempotent:
+    the audience is read once, the first time, and never again."""
+    return await db.transaction(_materialise, campaign_id)
+
+
+async def materialise_in(conn: Connection, campaign_id: str) -> int:
+    """`materialise_recipients` inside a transaction the caller already holds."""
+    return await _materialise(conn, campaign_id)
+
+
+async def claim_batch(
+    db: Database, campaign_id: str, *, after_id: int, limit: int, now: datetime
+) -> list[PendingRecipient]:
+    """The next pending recipients after the cursor, in id order. Reading claims
+    nothing in the database: a row is only taken by `mark_sending`."""
+    rows = await db.fetch(
+        """SELECT id, phone, variables FROM campaign_recipients
+           WHERE campaign_id = $1 AND status = 'pending' AND id > $2
+             AND (not_before IS NULL OR not_before <= $4)
+           ORDER BY id LIMIT $3""",
+        campaign_id,
+        after_id,
+        limit,
+        now,
+    )
+    return [PendingRecipient(r["id"], r["phone"], r["variables"]) for r in rows]
+
+
+async def next_requeued_at(db: Database, campaign_id: str) -> datetime | None:
+    """When the earliest requeued recipient becomes sendable again (None: none waits)."""
+    moment: datetime | None = await db.fetchval(
+        """SELECT min(not_before) FROM campaign_recipients
+           WHERE campaign_id = $1 AND status = 'pending' AND not_before IS NOT NULL""",
+        campaign_id,
+    )
+    return moment
+
+
+async def mark_sending(
+    db: Database, campaign_id: str, recipient_ids: Sequence[int], *, lease_owner: str, now: datetime
+) -> list[int]:
+    """Move recipients from `pending` to `sending`, durably, just before sending them.
+
+    Only the returned ids may be sent. The campaign row is read FOR SHARE, so a
+    pause, cancel or lease loss committed before this statement leaves nothing to
+    send, and one committed after it waits for it: "no send starts after a pause
+    is accepted" holds across daemons.
+    """
+    rows = await db.fetch(
+        """WITH live AS (
+               SELECT c.id FROM campaigns c
+               JOIN campaign_leases l ON l.campaign_id = c.id AND l.owner = $3
+               WHERE c.id = $1 AND c.status = 'running'
+               FOR SHARE OF c
+           )
+           UPDATE campaign_recipients r SET status = 'sending', sending_at = $4
+           WHERE r.campaign_id IN (SELECT id FROM live)
+             AND r.id = ANY($2::bigint[]) AND r.status = 'pending'
+           RETURNING r.id""",
+        campaign_id,
+        list(recipient_ids),
+        lease_owner,
+        now,
+    )
+    return [r["id"] for r in rows]
+
+
+async def record_outcomes(db: Database, outcomes: Sequence[Outcome], *, now: datetime) -> int:
+    """Store a batch of send results in one statement; returns the rows changed.
+
+    A status webhook may have overtaken the answer (the row is already
+    `delivered`): the status then never moves backwards.
+    """
+    if not outcomes:
+        return 0
+    status = await db.execute(
+        """UPDATE campaign_recipients r SET
+               status = CASE
+                   WHEN o.status = 'sent' AND r.status IN ('pending', 'sending', 'in_doubt') THEN 'sent'
+                   WHEN o.status = 'sent' THEN r.status
+                   ELSE o.status END,
+               attempts = r.attempts + o.attempts,
+               sent_at = CASE WHEN o.status = 'sent' THEN coalesce(r.sent_at, $8) ELSE r.sent_at END,
+               failed_at = CASE WHEN o.status = 'failed' THEN $8 ELSE r.failed_at END,
+               provider_message_id = coalesce(r.provider_message_id, o.provider_message_id),
+               error_code = CASE WHEN o.status = 'sent' THEN r.error_code ELSE o.error_code END,
+               error_message = CASE WHEN o.status = 'sent' THEN r.error_message ELSE o.error_message END,
+               not_before = o.not_before
+           FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
+                       $7::timestamptz[])
+                AS o(id, status, attempts, provider_message_id, error_code, error_message, not_before)
+           WHERE r.id = o.id
+             AND (r.status IN ('sending', 'in_doubt') OR (o.status = 'sent' AND r.status <> 'pending'))""",
+        [o.recipient_id for o in outcomes],
+        [o.status for o in outcomes],
+        [o.attempts for o in outcomes],
+        [o.provider_message_id for o in outcomes],
+        [o.error_code for o in outcomes],
+        [o.error_message for o in outcomes],
+        [o.not_before for o in outcomes],
+        now,
+    )
+    return int(status.rsplit(" ", 1)[1])
+
+
+_APPLY_STATUSES = """
+WITH u AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
+        AS u(id, wamid, kind, at, error_code, error_message)
+), keyed AS (
+    SELECT coalesce(u.id, (SELECT r.id FROM campaign_recipients r
+                            WHERE r.provider_message_id = u.wamid LIMIT 1)) AS rid, u.*
+    FROM u
+), g AS (
+    -- Several facts about one message in one batch collapse into one row: an
+    -- UPDATE applies at most one source row per target.
+    SELECT rid,
+           min(at) FILTER (WHERE kind IN ('sent', 'delivered', 'read', 'failed')) AS sent_at,
+           min(at) FILTER (WHERE kind IN ('delivered', 'read')) AS delivered_at,
+           min(at) FILTER (WHERE kind = 'read') AS read_at,
+           min(at) FILTER (WHERE kind = 'failed') AS failed_at,
+           min(at) FILTER (WHERE kind = 'replied') AS replied_at,
+           max(error_code) AS error_code, max(error_message) AS error_message,
+           max(wamid) AS wamid
+    FROM keyed WHERE rid IS NOT NULL GROUP BY rid
+)
+UPDATE campaign_recipients r SET
+    status = CASE
+        WHEN r.status = 'failed' THEN 'failed'
+        WHEN coalesce(r.read_at, g.read_at) IS NOT NULL THEN 'read'
+        WHEN coalesce(r.delivered_at, g.delivered_at) IS NOT NULL THEN 'delivered'
+        WHEN g.failed_at IS NOT NULL THEN 'failed'
+        WHEN coalesce(r.sent_at, g.sent_at) IS NOT NULL THEN 'sent'
+        ELSE r.status END,
+    sent_at = coalesce(r.sent_at, g.sent_at),
+    delivered_at = coalesce(r.delivered_at, g.delivered_at),
+    read_at = coalesce(r.read_at, g.read_at),
+    replied_at = coalesce(r.replied_at, g.replied_at),
+    failed_at = CASE WHEN r.status <> 'failed' AND g.failed_at IS NOT NULL
+                      AND coalesce(r.delivered_at, g.delivered_at) IS NULL
+                     THEN g.failed_at ELSE r.failed_at END,
+    error_code = CASE WHEN g.failed_at IS NOT NULL AND r.status <> 'failed'
+                      THEN g.error_code ELSE r.error_code END,
+    error_message = CASE WHEN g.failed_at IS NOT NULL AND r.status <> 'failed'
+                         THEN g.error_message ELSE r.error_message END,
+    provider_message_id = coalesce(r.provider_message_id, g.wamid)
+FROM g
+WHERE r.id = g.rid
+RETURNING r.campaign_id
+"""
+
+
+async def apply_status_updates(db: Database, updates: Sequence[StatusUpdate]) -> list[str]:
+    """Apply a batch of webhook facts in one statement; returns the campaigns touched.
+
+    Idempotent and order-independent: timestamps only ever fill in, a status only
+    ever moves forward, and a reply is recorded once.
+    """
+    if not updates:
+        return []
+    rows = await db.fetch(
+        _APPLY_STATUSES,
+        [u.recipient_id for u in updates],
+        [u.provider_message_id for u in updates],
+        [u.kind for u in updates],
+        [u.at for u in updates],
+        [u.error_code for u in updates],
+        [u.error_message for u in updates],
+    )
+    return sorted({str(r["campaign_id"]) for r in rows})
+
+
+async def campaign_stats(db: Database, campaign_id: str) -> CampaignStats:
+    row = await db.fetchrow(
+        """SELECT pending, sent, delivered, read, replied, failed, in_doubt
+           FROM campaign_counters WHERE campaign_id = $1""",
+        campaign_id,
+    )
+    if row is None:
+        return CampaignStats()
+    return CampaignStats(**{k: int(v) for k, v in row.items()})
+
+
+async def count_by_status(db: Database, campaign_id: str) -> dict[str, int]:
+    """Exact counts by scanning the rows (for checks; the counters serve the hot path)."""
+    rows = await db.fetch(
+        "SELECT status, count(*) AS n FROM campaign_recipients WHERE campaign_id = $1 GROUP BY status",
+        campaign_id,
+    )
+    return {r["status"]: int(r["n"]) for r in rows}
+
+
+async def mark_abandoned_in_doubt(db: Database, campaign_id: str) -> int:
+    """A dead owner's `sending` rows: the request may or may not have left. They
+    are never resent blindly; a webhook or the in-doubt timeout resolves them."""
+    status = await db.execute(
+        "UPDATE campaign_recipients SET status = 'in_doubt' WHERE campaign_id = $1 AND status = 'sending'",
+        campaign_id,
+    )
+    return int(status.rsplit(" ", 1)[1])
+
+
+async def next_in_doubt_since(db: Database, campaign_id: str) -> datetime | None:
+    moment: datetime | None = await db.fetchval(
+        """SELECT min(sending_at) FROM campaign_recipients
+           WHERE campaign_id = $1 AND status = 'in_doubt'""",
+        campaign_id,
+    )
+    return moment
+
+
+async def expire_in_doubt(
+    db: Database, campaign_id: str, *, cutoff: datetime, resend: bool, now: datetime
+) -> int:
+    """Resolve in-doubt rows older than the cutoff: fail them (`outcome_unknown`),
+    or, when the operator chose it, put them back to `pending` to be sent again."""
+    if resend:
+        query = """UPDATE campaign_recipients SET status = 'pending', not_before = NULL
+                   WHERE campaign_id = $1 AND status = 'in_doubt' AND sending_at < $2"""
+        status = await db.execute(query, campaign_id, cutoff)
+    else:
+        query = """UPDATE campaign_recipients SET status = 'failed', failed_at = $3,
+                       error_code = 'outcome_unknown',
+                       error_message = 'The daemon stopped before the answer to this send was stored'
+                   WHERE campaign_id = $1 AND status = 'in_doubt' AND sending_at < $2"""
+        status = await db.execute(query, campaign_id, cutoff, now)
+    return int(status.rsplit(" ", 1)[1])
+
+
+def recipient_row(record: Any) -> dict[str, Any]:
+    """A recipient as the API shows it."""
+    return {
+        "contact_id": str(record["contact_id"]) if record["contact_id"] else None,
+        "phone": record["phone"],
+        "status": record["status"],
+        "attempts": record["attempts"],
+        "error_code": record["error_code"],
+        "error_message": record["error_message"],
+        "provider_message_id": record["provider_message_id"],
+        "sent_at": record["sent_at"],
+        "delivered_at": record["delivered_at"],
+        "read_at": record["read_at"],
+        "replied_at": record["replied_at"],
+    }

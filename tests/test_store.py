@@ -1,0 +1,276 @@
+"""The store against the real PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from typing import Any
+
+import trio
+
+from engine.store import campaigns as campaign_store
+from engine.store import recipients as recipient_store
+from engine.store.database import Database, apply_migrations, open_database
+from engine.store.recipients import Outcome, StatusUpdate
+from engine.store.resources import ContactInput, create_segment, upsert_contacts
+from tests.store_helpers import (
+    LEASE_OWNER,
+    OWNER,
+    make_account,
+    make_campaign,
+    make_contacts,
+    make_running,
+    phone,
+    utc_now,
+)
+
+
+class CountingDatabase(Database):
+    """The real Database, counting bridge crossings."""
+
+    crossings = 0
+
+    async def execute(self, query: str, *args: Any) -> str:
+        self.crossings += 1
+        return await super().execute(query, *args)
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        self.crossings += 1
+        return await super().fetch(query, *args)
+
+
+async def test_migrations_apply_once_and_then_change_nothing(
+    aio_loop: object, empty_database_url: str
+) -> None:
+    with trio.fail_after(30):
+        async with open_database(empty_database_url, min_size=1, max_size=2) as db:
+            first = await apply_migrations(db)
+            tables_before = await db.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            second = await apply_migrations(db)
+            tables_after = await db.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    assert first == ["0001_initial.sql"]
+    assert second == []
+    assert sorted(r[0] for r in tables_before) == sorted(r[0] for r in tables_after)
+
+
+async def test_concurrent_migrate_runs_both_succeed(aio_loop: object, empty_database_url: str) -> None:
+    results: list[list[str]] = []
+
+    async def migrate() -> None:
+        async with open_database(empty_database_url, min_size=1, max_size=1) as db:
+            results.append(await apply_migrations(db))
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(migrate)
+    assert sorted(results, key=len) == [[], [], [], ["0001_initial.sql"]]
+
+
+async def test_materialise_excludes_opted_out_keeps_one_per_phone_and_is_idempotent(
+    db: Database,
+) -> None:
+    account = await make_account(db)
+    await make_contacts(db, 50)
+    await upsert_contacts(db, OWNER, [ContactInput(phone=phone(i), opted_out=True) for i in range(10)])
+    # Another user's contacts never leak into this user's audience.
+    await make_contacts(db, 20, owner_id="someone-else")
+    campaign = await make_campaign(db, account)
+
+    assert await recipient_store.materialise_recipients(db, campaign) == 40
+    await make_contacts(db, 60)  # more contacts after the audience was frozen
+    assert await recipient_store.materialise_recipients(db, campaign) == 40
+    phones = await db.fetch("SELECT phone FROM campaign_recipients WHERE campaign_id = $1", campaign)
+    assert len({r["phone"] for r in phones}) == 40
+    assert await recipient_store.count_by_status(db, campaign) == {"pending": 40}
+    assert (await recipient_store.campaign_stats(db, campaign)).pending == 40
+
+
+async def test_materialise_audiences_by_tags_contacts_and_segment(db: Database) -> None:
+    account = await make_account(db)
+    await upsert_contacts(
+        db,
+        OWNER,
+        [
+            ContactInput(phone=phone(1), tags=["vip"]),
+            ContactInput(phone=phone(2), tags=["vip", "beta"]),
+            ContactInput(phone=phone(3), tags=["beta"]),
+            ContactInput(phone=phone(4)),
+        ],
+    )
+    ids = {r["phone"]: str(r["id"]) for r in await db.fetch("SELECT id, phone FROM contacts")}
+    by_tags = await make_campaign(db, account, audience_type="tags", audience_config={"tags": ["vip"]})
+    by_ids = await make_campaign(
+        db, account, audience_type="contacts", audience_config={"contactIds": [ids[phone(4)]]}
+    )
+    segment = await create_segment(
+        db, OWNER, name="s", filter={"tags": ["beta"], "contactIds": [ids[phone(4)]]}
+    )
+    by_segment = await make_campaign(
+        db, account, audience_type="segment", audience_config={"segmentId": str(segment["id"])}
+    )
+
+    async def phones_of(campaign: str) -> set[str]:
+        rows = await db.fetch("SELECT phone FROM campaign_recipients WHERE campaign_id = $1", campaign)
+        return {r["phone"] for r in rows}
+
+    assert await phones_of(by_tags) == {phone(1), phone(2)}
+    assert await phones_of(by_ids) == {phone(4)}
+    assert await phones_of(by_segment) == {phone(2), phone(3), phone(4)}
+
+
+async def test_variables_are_frozen_at_materialisation(db: Database) -> None:
+    account = await make_account(db)
+    await upsert_contacts(
+        db,
+        OWNER,
+        [ContactInput(phone=phone(1), first_name="Ann", last_name="Lee", attributes={"city": "Oslo"})],
+    )
+    campaign = await make_campaign(db, account)
+    await upsert_contacts(db, OWNER, [ContactInput(phone=phone(1), first_name="Changed")])
+    [recipient] = await recipient_store.claim_batch(db, campaign, after_id=0, limit=10, now=utc_now())
+    assert recipient.variables == {
+        "firstName": "Ann",
+        "lastName": "Lee",
+        "name": "Ann Lee",
+        "phone": phone(1),
+        "city": "Oslo",
+    }
+
+
+async def test_concurrent_markers_never_get_the_same_recipient(aio_loop: object, database_url: str) -> None:
+    async with open_database(database_url, min_size=4, max_size=12) as db:
+        account = await make_account(db)
+        await make_contacts(db, 5_000)
+        campaign = await make_campaign(db, account)
+        await make_running(db, campaign)
+        rows = await db.fetch("SELECT id FROM campaign_recipients WHERE campaign_id = $1", campaign)
+        all_ids = [r["id"] for r in rows]
+        won: list[int] = []
+
+        async def marker(seed: int) -> None:
+            rng = random.Random(seed)
+            for _ in range(10):
+                group = rng.sample(all_ids, 1_000)
+                won.extend(
+                    await recipient_store.mark_sending(
+                        db, campaign, group, lease_owner=LEASE_OWNER, now=utc_now()
+                    )
+                )
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for seed in range(12):
+                    nursery.start_soon(marker, seed)
+        assert len(won) == len(set(won))
+        counts = await recipient_store.count_by_status(db, campaign)
+        assert counts.get("sending", 0) == len(won)
+
+
+async def test_mark_sending_refuses_when_paused_or_lease_lost(db: Database) -> None:
+    account = await make_account(db)
+    await make_contacts(db, 10)
+    campaign = await make_campaign(db, account)
+    await make_running(db, campaign)
+    ids = [r.id for r in await recipient_store.claim_batch(db, campaign, after_id=0, limit=10, now=utc_now())]
+
+    assert await recipient_store.mark_sending(db, campaign, ids[:2], lease_owner="intruder", now=utc_now()) == []
+    await campaign_store.apply_action(db, campaign, OWNER, "pause", now=utc_now())
+    assert await recipient_store.mark_sending(db, campaign, ids, lease_owner=LEASE_OWNER, now=utc_now()) == []
+    assert await recipient_store.count_by_status(db, campaign) == {"pending": 10}
+
+
+async def test_ten_thousand_outcomes_in_one_round_trip(aio_loop: object, database_url: str) -> None:
+    async with open_database(database_url, min_size=1, max_size=4) as db:
+        account = await make_account(db)
+        await make_contacts(db, 10_000)
+        campaign = await make_campaign(db, account)
+        await make_running(db, campaign)
+        ids = [r["id"] for r in await db.fetch("SELECT id FROM campaign_recipients ORDER BY id")]
+        marked = await recipient_store.mark_sending(
+            db, campaign, ids, lease_owner=LEASE_OWNER, now=utc_now()
+        )
+        assert len(marked) == 10_000
+        outcomes = [
+            Outcome(i, "sent", 1, provider_message_id=f"wamid.{i}")
+            if n % 10
+            else Outcome(i, "failed", 3, error_code="131026", error_message="undeliverable")
+            for n, i in enumerate(ids)
+        ]
+        counting = CountingDatabase(db._pool)  # noqa: SLF001 - the same pool, counted
+        with trio.fail_after(60):
+            changed = await recipient_store.record_outcomes(counting, outcomes, now=utc_now())
+        assert counting.crossings == 1
+        assert changed == 10_000
+        assert await recipient_store.count_by_status(db, campaign) == {"sent": 9_000, "failed": 1_000}
+        stats = await recipient_store.campaign_stats(db, campaign)
+        assert (stats.pending, stats.sent, stats.failed) == (0, 9_000, 1_000)
+        attempts = await db.fetchval("SELECT sum(attempts) FROM campaign_recipients")
+        assert attempts == 9_000 + 3 * 1_000
+
+
+async def test_webhook_facts_are_idempotent_and_order_independent(db: Database) -> None:
+    account = await make_account(db)
+    await make_contacts(db, 3)
+    campaign = await make_campaign(db, account)
+    await make_running(db, campaign)
+    ids = [r.id for r in await recipient_store.claim_batch(db, campaign, after_id=0, limit=10, now=utc_now())]
+    await recipient_store.mark_sending(db, campaign, ids, lease_owner=LEASE_OWNER, now=utc_now())
+    t0 = utc_now()
+    # The webhook overtakes the stored answer for recipient 0.
+    read_first = [
+        StatusUpdate(ids[0], "wamid.0", "read", t0 + timedelta(seconds=3)),
+        StatusUpdate(None, "wamid.0", "replied", t0 + timedelta(seconds=4)),
+    ]
+    await recipient_store.apply_status_updates(db, read_first)
+    await recipient_store.record_outcomes(
+        db, [Outcome(i, "sent", 1, provider_message_id=f"wamid.{n}") for n, i in enumerate(ids)], now=t0
+    )
+    later = [
+        StatusUpdate(ids[0], "wamid.0", "delivered", t0 + timedelta(seconds=2)),
+        StatusUpdate(ids[1], "wamid.1", "delivered", t0 + timedelta(seconds=2)),
+        StatusUpdate(None, "wamid.2", "failed", t0 + timedelta(seconds=2), "131047", "re-engagement"),
+    ]
+    for _ in range(3):  # replays change nothing further
+        await recipient_store.apply_status_updates(db, later + read_first)
+    counts = await recipient_store.count_by_status(db, campaign)
+    assert counts == {"read": 1, "delivered": 1, "failed": 1}
+    stats = await recipient_store.campaign_stats(db, campaign)
+    assert (stats.sent, stats.delivered, stats.read, stats.replied, stats.failed) == (3, 2, 1, 1, 1)
+    row = await db.fetchrow("SELECT * FROM campaign_recipients WHERE id = $1", ids[0])
+    assert row is not None and row["replied_at"] == t0 + timedelta(seconds=4)
+
+
+async def test_in_doubt_recovery_and_timeout(db: Database) -> None:
+    account = await make_account(db)
+    await make_contacts(db, 4)
+    campaign = await make_campaign(db, account)
+    await make_running(db, campaign)
+    ids = [r.id for r in await recipient_store.claim_batch(db, campaign, after_id=0, limit=10, now=utc_now())]
+    started = utc_now()
+    await recipient_store.mark_sending(db, campaign, ids[:3], lease_owner=LEASE_OWNER, now=started)
+    assert await recipient_store.mark_abandoned_in_doubt(db, campaign) == 3
+    await recipient_store.apply_status_updates(db, [StatusUpdate(ids[0], None, "delivered", started)])
+    assert await recipient_store.expire_in_doubt(
+        db, campaign, cutoff=started + timedelta(seconds=1), resend=False, now=utc_now()
+    ) == 2
+    assert await recipient_store.count_by_status(db, campaign) == {"delivered": 1, "failed": 2, "pending": 1}
+    stats = await recipient_store.campaign_stats(db, campaign)
+    assert (stats.in_doubt, stats.failed, stats.pending) == (0, 2, 1)
+
+
+async def test_leases(db: Database) -> None:
+    account = await make_account(db)
+    campaign = await make_campaign(db, account)
+    now = utc_now()
+    assert await campaign_store.claimable_campaigns(db, now=now, limit=10, exclude=[]) == [campaign]
+    assert await campaign_store.try_acquire_lease(db, campaign, owner="a", now=now, ttl=30)
+    assert not await campaign_store.try_acquire_lease(db, campaign, owner="b", now=now, ttl=30)
+    assert await campaign_store.claimable_campaigns(db, now=now, limit=10, exclude=[]) == []
+    later = now + timedelta(seconds=31)
+    assert await campaign_store.renew_leases(db, [campaign], owner="b", now=now, ttl=30) == set()
+    assert await campaign_store.claimable_campaigns(db, now=later, limit=10, exclude=[]) == [campaign]
+    assert await campaign_store.try_acquire_lease(db, campaign, owner="b", now=later, ttl=30)
+    assert await campaign_store.renew_leases(db, [campaign], owner="a", now=later, ttl=30) == set()
+    await campaign_store.release_lease(db, campaign, owner="b")
+    assert await campaign_store.try_acquire_lease(db, campaign, owner="a", now=later, ttl=30)
