@@ -141,24 +141,36 @@ class HTTPConnection:
             head.append((_CONTENT_LENGTH, b"%d" % len(body)))
         request = h11.Request(method=method, target=target, headers=head)
 
+        if self._stream is not None and _socket_is_readable(self._stream):
+            await self._discard()  # rule 1: a dead idle connection never carries a request
         reused = self._stream is not None
-        if reused and _socket_is_readable(self._stream):  # type: ignore[arg-type]
-            await self.aclose()
-            reused = False
-        if self._stream is None:
+        if not reused:
             await self._connect()
+        completed = False
         try:
-            await self._send(request, body)
-        except HTTPConnectionError:
-            # Rule 2: an incomplete request on a reused connection was never processed.
-            if not reused:
-                raise
-            await self._connect()
-            await self._send(request, body)
-        return await self._receive_response()
+            # One deadline for writing the request and reading the whole response.
+            with trio.fail_after(self._read_timeout):
+                try:
+                    await self._send(request, body)
+                except HTTPConnectionError:
+                    if not reused:
+                        raise
+                    await self._connect()  # rule 2: the server never saw the whole request
+                    await self._send(request, body)
+                response = await self._receive_response()
+            completed = True
+            return response
+        except trio.TooSlowError:
+            # Counted as sent even if the write had not finished: it may yet arrive whole.
+            raise HTTPTimeout(
+                f"no complete response within {self._read_timeout} s", request_sent=True
+            ) from None
+        finally:
+            if not completed:  # failed or cancelled mid-exchange: the h11 state is unusable
+                await self._discard()
 
     async def _connect(self) -> None:
-        await self.aclose()
+        await self._discard()
         origin = self.origin
         stream: trio.abc.Stream | None = None
         try:
@@ -172,18 +184,18 @@ class HTTPConnection:
                     )
                     stream = tls
                     await tls.do_handshake()
-        except trio.TooSlowError:
+        except BaseException as exc:
             if stream is not None:
                 await trio.aclose_forcefully(stream)
-            raise HTTPTimeout(
-                f"connect to {origin.host}:{origin.port} timed out", request_sent=False
-            ) from None
-        except (*_CONNECTION_ERRORS, ssl.SSLError) as exc:
-            if stream is not None:
-                await trio.aclose_forcefully(stream)
-            raise HTTPConnectionError(
-                f"connect to {origin.host}:{origin.port} failed: {exc}", request_sent=False
-            ) from exc
+            if isinstance(exc, trio.TooSlowError):
+                raise HTTPTimeout(
+                    f"connect to {origin.host}:{origin.port} timed out", request_sent=False
+                ) from None
+            if isinstance(exc, (*_CONNECTION_ERRORS, ssl.SSLError)):
+                raise HTTPConnectionError(
+                    f"connect to {origin.host}:{origin.port} failed: {exc}", request_sent=False
+                ) from exc
+            raise
         self._stream = stream
         self._h11 = h11.Connection(h11.CLIENT)
         self.connections_opened += 1
@@ -197,12 +209,7 @@ class HTTPConnection:
             data += conn.send(h11.Data(data=body)) or b""
         data += conn.send(h11.EndOfMessage()) or b""
         try:
-            with trio.fail_after(self._read_timeout):
-                await self._stream.send_all(data)
-        except trio.TooSlowError:
-            # Part of the request may sit in the kernel: the server could still see it whole.
-            await self._discard()
-            raise HTTPTimeout("timed out writing the request", request_sent=True) from None
+            await self._stream.send_all(data)
         except _CONNECTION_ERRORS as exc:
             await self._discard()
             raise HTTPConnectionError(
@@ -216,39 +223,28 @@ class HTTPConnection:
         headers: list[Header] = []
         chunks: list[bytes] = []
         try:
-            with trio.fail_after(self._read_timeout):
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        data = await stream.receive_some(self._receive_size)
-                        conn.receive_data(data)  # type: ignore[arg-type]  # h11 takes bytearray
-                    elif type(event) is h11.Response:
-                        status = event.status_code
-                        headers = list(event.headers)
-                    elif type(event) is h11.Data:
-                        chunks.append(event.data)
-                    elif type(event) is h11.EndOfMessage:
-                        break
-                    elif type(event) is h11.ConnectionClosed:
-                        raise HTTPConnectionError(
-                            "server closed the connection before answering", request_sent=True
-                        )
-                    # InformationalResponse (1xx): keep reading.
-        except trio.TooSlowError:
-            await self._discard()
-            raise HTTPTimeout(
-                f"no complete response within {self._read_timeout} s", request_sent=True
-            ) from None
-        except HTTPConnectionError:
-            await self._discard()
-            raise
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    data = await stream.receive_some(self._receive_size)
+                    conn.receive_data(data)  # type: ignore[arg-type]  # h11 takes bytearray
+                elif type(event) is h11.Response:
+                    status = event.status_code
+                    headers = list(event.headers)
+                elif type(event) is h11.Data:
+                    chunks.append(event.data)
+                elif type(event) is h11.EndOfMessage:
+                    break
+                elif type(event) is h11.ConnectionClosed:
+                    raise HTTPConnectionError(
+                        "server closed the connection before answering", request_sent=True
+                    )
+                # InformationalResponse (1xx): keep reading.
         except h11.RemoteProtocolError as exc:
-            await self._discard()
             raise HTTPConnectionError(
                 f"invalid or truncated response: {exc}", request_sent=True
             ) from exc
         except _CONNECTION_ERRORS as exc:
-            await self._discard()
             raise HTTPConnectionError(
                 f"connection broke while reading: {exc!r}", request_sent=True
             ) from exc

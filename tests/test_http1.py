@@ -225,3 +225,29 @@ def test_split_url() -> None:
     )
     with pytest.raises(ValueError):
         split_url("ftp://example.com/")
+
+
+async def test_cancelled_request_leaves_the_connection_usable() -> None:
+    received = trio.Event()
+
+    async def slow_first(stream: trio.SocketStream, conn: h11.Connection) -> None:
+        while (body := await _read_request(stream, conn)) is not None:
+            server.requests.append(body)
+            if body == b"slow":
+                received.set()
+                await trio.sleep_forever()
+            await _respond(stream, conn, body)
+            conn.start_next_cycle()
+
+    server = _Server(slow_first)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            connection = HTTPConnection(await server.start(nursery))
+            async with trio.open_nursery() as requests:
+                requests.start_soon(connection.request, "POST", "/", [], b"slow")
+                await received.wait()
+                requests.cancel_scope.cancel()
+            assert (await connection.request("POST", "/", [], b"next")).body == b"next"
+            await connection.aclose()
+            nursery.cancel_scope.cancel()
+    assert server.requests == [b"slow", b"next"] and connection.connections_opened == 2
