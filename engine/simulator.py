@@ -275,7 +275,7 @@ class _Sender:
         ):
             return 100
         if self.config.mps > 0:
-            now = time.monotonic()
+            now = trio.current_time()
             window = self.windows.get(phone_number_id)
             if window is None:
                 window = self.windows[phone_number_id] = deque()
