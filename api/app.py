@@ -1,0 +1,101 @@
+"""The Quart-Trio application: routes, authentication and the error envelope."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+from quart import Response, g, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from api import context
+from api.auth import authenticate
+from api.envelope import ApiError, failure
+from api.routes import accounts, campaigns, contacts, docs, health, queue, segments, webhooks
+from engine.lifecycle import TransitionRefused
+from engine.settings import Settings
+from engine.store.campaigns import NotFound
+from engine.store.resources import InvalidReference
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+class ClientCount(Protocol):
+    @property
+    def clients(self) -> int: ...
+
+
+def create_app(
+    engine: Engine, settings: Settings, *, sockets: ClientCount | None = None
+) -> QuartTrio:
+    """`sockets` (the Socket.IO server) only feeds the client count of /metrics."""
+    app = QuartTrio(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
+    app.extensions[context.ENGINE] = engine
+    app.extensions[context.SETTINGS] = settings
+    app.extensions[context.SOCKETS] = sockets
+
+    for module in (accounts, contacts, segments, campaigns, queue):
+        app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
+    for module in (webhooks, health, docs):
+        app.register_blueprint(module.blueprint)
+
+    @app.before_request
+    async def require_token() -> None:
+        if request.path == API_PREFIX or request.path.startswith(API_PREFIX + "/"):
+            g.user_id = authenticate(settings.auth.jwt_secret, request.headers.get("Authorization"))
+
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(NotFound, _campaign_not_found)
+    app.register_error_handler(TransitionRefused, _transition_refused)
+    app.register_error_handler(InvalidReference, _invalid_reference)
+    app.register_error_handler(Exception, _unexpected)
+    return app
+
+
+async def _api_error(error: ApiError) -> Response:
+    return failure(error)
+
+
+async def _http_error(error: HTTPException) -> Response:
+    status = error.code or 500
+    match status:
+        case 404:
+            message, code = f"No route for {request.method} {request.path}", "not_found"
+        case 405:
+            message, code = (
+                f"{request.method} is not allowed on {request.path}",
+                "method_not_allowed",
+            )
+        case 413:
+            limit = request.max_content_length
+            message = f"The request body is larger than the limit of {limit} bytes"
+            code = "payload_too_large"
+        case _:
+            message = error.description or error.name
+            code = error.name.lower().replace(" ", "_")
+    return failure(ApiError(status, code, message))
+
+
+async def _campaign_not_found(error: NotFound) -> Response:
+    return failure(ApiError(404, "not_found", "Campaign not found"))
+
+
+async def _transition_refused(error: TransitionRefused) -> Response:
+    return failure(ApiError(400, error.code, error.message))
+
+
+async def _invalid_reference(error: InvalidReference) -> Response:
+    return failure(ApiError(400, "validation_failed", error.message, error.field))
+
+
+async def _unexpected(error: Exception) -> Response:
+    log.exception("unexpected error serving %s %s", request.method, request.path, exc_info=error)
+    return failure(ApiError(500, "internal_error", "Something went wrong on our side; try again"))

@@ -1,0 +1,152 @@
+"""The OpenAPI 3.1 document, from the app's route table and the request models.
+
+The request schemas are msgspec's own (`schema_components`), so they cannot
+drift from what the handlers decode.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from quart import Quart
+
+from api import schemas
+
+# Endpoint -> the model its JSON body is decoded as.
+REQUEST_MODELS: dict[str, type[msgspec.Struct]] = {
+    "accounts.create_account": schemas.AccountCreate,
+    "accounts.update_account": schemas.AccountPatch,
+    "contacts.upsert_contacts": schemas.ContactBody,
+    "contacts.update_contact": schemas.ContactPatch,
+    "segments.create_segment": schemas.SegmentCreate,
+    "campaigns.create_campaign": schemas.CampaignCreate,
+    "campaigns.update_campaign": schemas.CampaignPatch,
+}
+_EXTRA_MODELS: tuple[type[msgspec.Struct], ...] = (
+    schemas.ContactBatch,
+    schemas.TemplateContent,
+    schemas.SegmentAudience,
+    schemas.TagsAudience,
+    schemas.ContactsAudience,
+)
+_PAGINATED = {
+    "accounts.list_accounts",
+    "contacts.list_contacts",
+    "segments.list_segments",
+    "campaigns.list_campaigns",
+    "campaigns.list_recipients",
+}
+_STATUS_FILTERED = {"campaigns.list_campaigns", "campaigns.list_recipients"}
+_PUBLIC_PREFIXES = ("/healthz", "/metrics", "/webhooks", "/openapi.json", "/docs")
+_PARAMETER = re.compile(r"<(?:[a-z_]+:)?([a-z_]+)>")
+
+_ENVELOPE = {
+    "type": "object",
+    "required": ["success", "message", "data"],
+    "properties": {
+        "success": {"type": "boolean", "const": True},
+        "message": {"type": "string"},
+        "data": {},
+        "pagination": {
+            "type": "object",
+            "properties": {"next_cursor": {"type": ["string", "null"]}},
+        },
+    },
+}
+_ERROR = {
+    "type": "object",
+    "required": ["success", "message", "error"],
+    "properties": {
+        "success": {"type": "boolean", "const": False},
+        "message": {"type": "string"},
+        "error": {
+            "type": "object",
+            "required": ["code"],
+            "properties": {"code": {"type": "string"}, "field": {"type": "string"}},
+        },
+    },
+}
+
+
+def openapi_document(app: Quart) -> dict[str, Any]:
+    models = (*REQUEST_MODELS.values(), *_EXTRA_MODELS)
+    _, components = msgspec.json.schema_components(
+        models, ref_template="#/components/schemas/{name}"
+    )
+    components["Envelope"] = _ENVELOPE
+    components["Error"] = _ERROR
+    paths: dict[str, dict[str, Any]] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if rule.endpoint == "static":
+            continue
+        path = _PARAMETER.sub(r"{\1}", rule.rule)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            paths.setdefault(path, {})[method.lower()] = _operation(rule.endpoint, path)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Campaign engine",
+            "version": "1.0.0",
+            "description": "WhatsApp broadcast campaigns: resources, control and monitoring.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+        },
+    }
+
+
+def _operation(endpoint: str, path: str) -> dict[str, Any]:
+    tag = endpoint.split(".", 1)[0]
+    operation: dict[str, Any] = {
+        "operationId": endpoint.replace(".", "_"),
+        "summary": endpoint.split(".", 1)[-1].replace("_", " ").capitalize(),
+        "tags": [tag],
+        "responses": {
+            "200": _json_response("Success", "Envelope"),
+            "400": _json_response("Invalid request", "Error"),
+            "404": _json_response("Not found", "Error"),
+        },
+    }
+    parameters: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"{([a-z_]+)}", path)
+    ]
+    if endpoint in _PAGINATED:
+        parameters += [
+            {
+                "name": "limit",
+                "in": "query",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+            },
+            {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+        ]
+    if endpoint in _STATUS_FILTERED:
+        parameters.append({"name": "status", "in": "query", "schema": {"type": "string"}})
+    if parameters:
+        operation["parameters"] = parameters
+    model = REQUEST_MODELS.get(endpoint)
+    if model is not None:
+        schema: dict[str, Any] = {"$ref": f"#/components/schemas/{model.__name__}"}
+        if model is schemas.ContactBody:
+            schema = {"oneOf": [schema, {"$ref": "#/components/schemas/ContactBatch"}]}
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        }
+    if not path.startswith(_PUBLIC_PREFIXES):
+        operation["security"] = [{"bearerAuth": []}]
+        operation["responses"]["401"] = _json_response("Missing or bad token", "Error")
+    return operation
+
+
+def _json_response(description: str, schema: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }

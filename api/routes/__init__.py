@@ -1,0 +1,1 @@
+"""HTTP routes, one module per resource; each handler is one store call or Engine command."""

@@ -1,0 +1,268 @@
+"""Campaigns: `/api/v1/campaigns`, their control commands and recipients."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from quart import Blueprint, Response
+
+from api import context, params
+from api.envelope import ApiError, success
+from api.representations import recipient_object
+from api.schemas import (
+    CampaignCreate,
+    CampaignPatch,
+    CampaignSettings,
+    check_campaign,
+    decode,
+    throttle_json,
+)
+from engine import lifecycle
+from engine.campaign_view import campaign_object
+from engine.store import campaigns as campaign_store
+from engine.store import resources
+from engine.store.database import Record
+from engine.store.resources import CampaignInput
+
+blueprint = Blueprint("campaigns", __name__)
+
+RECIPIENT_STATUSES = ("pending", "sending", "sent", "delivered", "read", "failed", "in_doubt")
+
+# PATCH field -> the column it writes.
+_COLUMNS = {
+    "accountId": "account_id",
+    "name": "name",
+    "messageType": "message_type",
+    "messageContent": "message_content",
+    "mediaUrl": "media_url",
+    "audienceType": "audience_type",
+    "audienceConfig": "audience_config",
+    "scheduleType": "schedule_type",
+    "scheduledAt": "scheduled_at",
+    "throttleConfig": "throttle_config",
+    "templateVariables": "template_variables",
+}
+# Fixed once the campaign leaves draft: its recipients and its schedule were set then.
+_DRAFT_ONLY = ("audienceType", "audienceConfig", "scheduleType", "scheduledAt")
+
+
+@blueprint.post("/campaigns")
+async def create_campaign() -> Response:
+    body = decode(await context.body(), CampaignCreate)
+    checked = check_campaign(
+        account_id=str(body.accountId),
+        name=body.name,
+        message_type=body.messageType,
+        message_content=body.messageContent,
+        media_url=body.mediaUrl,
+        audience_type=body.audienceType,
+        audience_config=body.audienceConfig,
+        schedule_type=body.scheduleType,
+        scheduled_at=body.scheduledAt,
+        throttle_config=throttle_json(body.throttleConfig),
+        template_variables=body.templateVariables,
+    )
+    engine = context.engine()
+    row = await resources.create_owned_campaign(
+        engine.db, context.user_id(), _campaign_input(checked), now=engine.clock.now()
+    )
+    return success(campaign_object(row), "Campaign created successfully", status=201)
+
+
+@blueprint.get("/campaigns")
+async def list_campaigns() -> Response:
+    limit = params.limit()
+    status = params.choice("status", lifecycle.ALL_STATUSES)
+    after = params.cursor(tuple[datetime, str])
+    rows = await resources.list_campaigns(
+        context.db(), context.user_id(), status=status, after=after, limit=limit
+    )
+    last = [rows[-1]["created_at"], str(rows[-1]["id"])] if rows else None
+    return success(
+        [campaign_object(r) for r in rows],
+        "Campaigns retrieved successfully",
+        paginated=True,
+        next_cursor=params.next_cursor(rows, limit, last),
+    )
+
+
+@blueprint.get("/campaigns/<campaign_id>")
+async def get_campaign(campaign_id: str) -> Response:
+    campaign = await context.engine().campaign(_key(campaign_id), context.user_id())
+    return success(campaign, "Campaign retrieved successfully")
+
+
+@blueprint.patch("/campaigns/<campaign_id>")
+async def update_campaign(campaign_id: str) -> Response:
+    key = _key(campaign_id)
+    patch = decode(await context.body(), CampaignPatch)
+    given = {
+        name: value
+        for name, value in msgspec.structs.asdict(patch).items()
+        if value is not msgspec.UNSET
+    }
+    row = await resources.update_campaign(
+        context.db(), context.user_id(), key, lambda current: _changes(current, given)
+    )
+    if row is None:
+        raise campaign_store.NotFound(key)
+    if "throttleConfig" in given and row["status"] == "running":
+        await context.engine().throttle_changed(key)
+    return success(campaign_object(row), "Campaign updated successfully")
+
+
+@blueprint.delete("/campaigns/<campaign_id>")
+async def delete_campaign(campaign_id: str) -> Response:
+    key = _key(campaign_id)
+    if not await resources.delete_campaign(context.db(), context.user_id(), key):
+        raise campaign_store.NotFound(key)
+    return success({"id": key}, "Campaign deleted successfully")
+
+
+@blueprint.post("/campaigns/<campaign_id>/start")
+async def start_campaign(campaign_id: str) -> Response:
+    c = await context.engine().start(_key(campaign_id), context.user_id())
+    return success(
+        {"id": c["id"], "status": c["status"], "scheduled_at": c["scheduled_at"]},
+        "Campaign started successfully",
+    )
+
+
+@blueprint.post("/campaigns/<campaign_id>/pause")
+async def pause_campaign(campaign_id: str) -> Response:
+    c = await context.engine().pause(_key(campaign_id), context.user_id())
+    return success(
+        {"id": c["id"], "status": c["status"], "paused_at": c["paused_at"]},
+        "Campaign paused successfully",
+    )
+
+
+@blueprint.post("/campaigns/<campaign_id>/resume")
+async def resume_campaign(campaign_id: str) -> Response:
+    c = await context.engine().resume(_key(campaign_id), context.user_id())
+    return success({"id": c["id"], "status": c["status"]}, "Campaign resumed successfully")
+
+
+@blueprint.post("/campaigns/<campaign_id>/cancel")
+async def cancel_campaign(campaign_id: str) -> Response:
+    c = await context.engine().cancel(_key(campaign_id), context.user_id())
+    return success(
+        {"id": c["id"], "status": c["status"], "cancelled_at": c["cancelled_at"]},
+        "Campaign cancelled successfully",
+    )
+
+
+@blueprint.post("/campaigns/<campaign_id>/duplicate")
+async def duplicate_campaign(campaign_id: str) -> Response:
+    key = _key(campaign_id)
+    engine = context.engine()
+    result = await resources.duplicate_campaign(
+        engine.db, context.user_id(), key, now=engine.clock.now()
+    )
+    if result is None:
+        raise campaign_store.NotFound(key)
+    row, audience_size = result
+    return success(
+        {
+            "id": str(row["id"]),
+            "name": row["name"],
+            "status": row["status"],
+            "total_recipients": audience_size,
+        },
+        "Campaign duplicated successfully",
+        status=201,
+    )
+
+
+@blueprint.get("/campaigns/<campaign_id>/recipients")
+async def list_recipients(campaign_id: str) -> Response:
+    key = _key(campaign_id)
+    limit = params.limit()
+    status = params.choice("status", RECIPIENT_STATUSES)
+    after = params.cursor(int) or 0
+    rows = await resources.list_recipients(
+        context.db(), context.user_id(), key, status=status, after=after, limit=limit
+    )
+    if rows is None:
+        raise campaign_store.NotFound(key)
+    return success(
+        [recipient_object(r) for r in rows],
+        "Recipients retrieved successfully",
+        paginated=True,
+        next_cursor=params.next_cursor(rows, limit, rows[-1]["id"] if rows else None),
+    )
+
+
+def _key(campaign_id: str) -> str:
+    return params.resource_id(campaign_id, "Campaign")
+
+
+def _campaign_input(checked: CampaignSettings) -> CampaignInput:
+    return CampaignInput(
+        account_id=checked.account_id,
+        name=checked.name,
+        message_type=checked.message_type,
+        message_content=checked.message_content,
+        audience_type=checked.audience_type,
+        audience_config=checked.audience_config,
+        schedule_type=checked.schedule_type,
+        throttle_config=checked.throttle_config,
+        template_variables=checked.template_variables,
+        media_url=checked.media_url,
+        scheduled_at=checked.scheduled_at,
+    )
+
+
+def _changes(current: Record, given: dict[str, Any]) -> dict[str, Any]:
+    """The columns a PATCH writes, checked against the campaign's status under its lock.
+
+    Runs inside the store's transaction; raising writes nothing.
+    """
+    status: lifecycle.CampaignStatus = current["status"]
+    lifecycle.check("edit", status)
+    allowed = lifecycle.editable_fields(status)
+    for name in given:
+        if allowed is not None and name not in allowed:
+            only = ", ".join(sorted(allowed))
+            raise ApiError(
+                400,
+                "field_not_editable",
+                f"{name}: cannot be changed while the campaign is {status}; only {only} can",
+                name,
+            )
+        if status != "draft" and name in _DRAFT_ONLY:
+            raise ApiError(
+                400,
+                "field_not_editable",
+                f"{name}: can only be changed on a draft campaign; its recipients and schedule"
+                " were fixed when it left draft (duplicate it to change them)",
+                name,
+            )
+    merged = {
+        "account_id": str(given.get("accountId", current["account_id"])),
+        "name": given.get("name", current["name"]),
+        "message_type": given.get("messageType", current["message_type"]),
+        "message_content": given.get("messageContent", current["message_content"]),
+        "media_url": given.get("mediaUrl", current["media_url"]),
+        "audience_type": given.get("audienceType", current["audience_type"]),
+        "audience_config": given.get("audienceConfig", current["audience_config"]),
+        "schedule_type": given.get("scheduleType", current["schedule_type"]),
+        "scheduled_at": given.get("scheduledAt", current["scheduled_at"]),
+        "throttle_config": (
+            throttle_json(given["throttleConfig"])
+            if "throttleConfig" in given
+            else current["throttle_config"]
+        ),
+        "template_variables": given.get("templateVariables", current["template_variables"]),
+    }
+    checked = msgspec.structs.asdict(check_campaign(**merged))
+    columns = {_COLUMNS[name] for name in given}
+    if columns & {"audience_type", "audience_config"}:
+        columns |= {"audience_type", "audience_config"}  # checked together, written together
+    if "message_type" in columns:
+        columns.add("message_content")
+    if "schedule_type" in columns:
+        columns.add("scheduled_at")
+    return {column: checked[column] for column in sorted(columns)}

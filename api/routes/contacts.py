@@ -1,0 +1,140 @@
+"""Contacts: `/api/v1/contacts`, upserted by phone.
+
+A batch is checked item by item: invalid items are reported in `rejected` and
+the valid ones are stored. When one phone appears more than once in a request
+the last occurrence wins; the earlier ones are reported in `rejected`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from quart import Blueprint, Response, request
+
+from api import context, params
+from api.envelope import ApiError, not_found, success, validation_error
+from api.representations import contact_object
+from api.schemas import ContactBatch, ContactBody, ContactPatch, convert, decode_any
+from api.schemas import validation_reason as reason_for
+from engine.store import resources
+from engine.store.resources import ContactInput
+
+blueprint = Blueprint("contacts", __name__)
+
+_COLUMNS = {
+    "phone": "phone",
+    "firstName": "first_name",
+    "lastName": "last_name",
+    "email": "email",
+    "company": "company",
+    "tags": "tags",
+    "attributes": "attributes",
+    "optedOut": "opted_out",
+}
+
+
+def _contact_input(body: ContactBody) -> ContactInput:
+    return ContactInput(
+        phone=body.phone,
+        first_name=body.firstName,
+        last_name=body.lastName,
+        email=body.email,
+        company=body.company,
+        tags=body.tags,
+        attributes=body.attributes,
+        opted_out=body.optedOut,
+    )
+
+
+def _batch(items: list[Any]) -> tuple[list[ContactInput], list[dict[str, Any]]]:
+    """Valid contacts (one per phone, the last wins) and the rejected items."""
+    rejected: list[dict[str, Any]] = []
+    by_phone: dict[str, tuple[int, ContactInput]] = {}
+    for index, item in enumerate(items):
+        try:
+            body = msgspec.convert(item, ContactBody)
+        except msgspec.ValidationError as error:
+            rejected.append({"index": index, "reason": reason_for(error, ContactBody)})
+            continue
+        earlier = by_phone.get(body.phone)
+        if earlier is not None:
+            rejected.append(
+                {
+                    "index": earlier[0],
+                    "reason": f"phone: {body.phone} appears again at index {index}, which was used",
+                }
+            )
+        by_phone[body.phone] = (index, _contact_input(body))
+    rejected.sort(key=lambda r: int(r["index"]))
+    return [contact for _, contact in by_phone.values()], rejected
+
+
+@blueprint.post("/contacts")
+async def upsert_contacts() -> Response:
+    payload = decode_any(await context.body())
+    if isinstance(payload, dict) and "contacts" in payload:
+        items = convert(payload, ContactBatch, "").contacts
+        contacts, rejected = _batch(items)
+    elif isinstance(payload, dict):
+        contacts, rejected = [_contact_input(convert(payload, ContactBody, ""))], []
+    else:
+        raise validation_error("", 'expected a contact object or {"contacts": [...]}')
+    created, updated = await resources.upsert_contacts(context.db(), context.user_id(), contacts)
+    return success(
+        {"created": created, "updated": updated, "rejected": rejected},
+        f"{created + updated} contact(s) saved, {len(rejected)} rejected",
+    )
+
+
+@blueprint.get("/contacts")
+async def list_contacts() -> Response:
+    limit = params.limit()
+    tag = request.args.get("tag") or None
+    rows = await resources.list_contacts(
+        context.db(), context.user_id(), after=params.id_cursor(), limit=limit, tag=tag
+    )
+    return success(
+        [contact_object(r) for r in rows],
+        "Contacts retrieved successfully",
+        paginated=True,
+        next_cursor=params.next_cursor(rows, limit, str(rows[-1]["id"]) if rows else None),
+    )
+
+
+@blueprint.get("/contacts/<contact_id>")
+async def get_contact(contact_id: str) -> Response:
+    row = await resources.get_contact(
+        context.db(), context.user_id(), params.resource_id(contact_id, "Contact")
+    )
+    if row is None:
+        raise not_found("Contact")
+    return success(contact_object(row), "Contact retrieved successfully")
+
+
+@blueprint.patch("/contacts/<contact_id>")
+async def update_contact(contact_id: str) -> Response:
+    key = params.resource_id(contact_id, "Contact")
+    patch = convert(decode_any(await context.body()), ContactPatch, "")
+    changes = {
+        _COLUMNS[name]: value
+        for name, value in msgspec.structs.asdict(patch).items()
+        if value is not msgspec.UNSET
+    }
+    try:
+        row = await resources.update_contact(context.db(), context.user_id(), key, changes)
+    except resources.DuplicatePhone as error:
+        raise ApiError(
+            400, "duplicate_phone", f"phone: another contact already has {error}", "phone"
+        ) from None
+    if row is None:
+        raise not_found("Contact")
+    return success(contact_object(row), "Contact updated successfully")
+
+
+@blueprint.delete("/contacts/<contact_id>")
+async def delete_contact(contact_id: str) -> Response:
+    key = params.resource_id(contact_id, "Contact")
+    if not await resources.delete_contact(context.db(), context.user_id(), key):
+        raise not_found("Contact")
+    return success({"id": key}, "Contact deleted successfully")

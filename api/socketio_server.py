@@ -1,0 +1,103 @@
+"""The Socket.IO stream of CONTRACT section 6, and the only door to python-socketio.
+
+python-socketio is an asyncio library: it runs in the trio-asyncio loop. Each
+socket is authenticated at the handshake and joins its user's room; campaign
+events come from the engine's broadcaster (trio) and cross into asyncio once
+each, already coalesced by the engine. With Redis configured the server's
+client manager publishes through Redis, so a socket connected to any daemon
+receives events produced by any other.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import socketio
+import trio
+import trio_asyncio
+
+from api.auth import InvalidToken, bearer, user_from_token
+from engine.broadcaster import Broadcaster
+from engine.messages import Lagged
+
+log = logging.getLogger(__name__)
+
+SOCKETIO_PATH = "socket.io"
+
+
+def room_for(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+def handshake_token(environ: Mapping[str, Any], auth: Any) -> str | None:
+    """`auth: {token}` (v4 clients), else `Authorization: Bearer`, else `?token=`."""
+    if isinstance(auth, dict) and isinstance(auth.get("token"), str) and auth["token"]:
+        return str(auth["token"])
+    header = bearer(environ.get("HTTP_AUTHORIZATION"))
+    if header:
+        return header
+    tokens = parse_qs(environ.get("QUERY_STRING", "")).get("token")
+    return tokens[0] if tokens else None
+
+
+class SocketStream:
+    """The Socket.IO server; its `asgi` app is mounted at `/socket.io/`."""
+
+    def __init__(self, jwt_secret: str | None, redis_url: str | None = None) -> None:
+        self._secret = jwt_secret
+        self._distributed = redis_url is not None
+        manager = socketio.AsyncRedisManager(redis_url) if redis_url else None
+        self.server = socketio.AsyncServer(
+            async_mode="asgi",
+            client_manager=manager,
+            # Bearer tokens, not cookies, authenticate: any origin may connect.
+            cors_allowed_origins="*",
+            logger=False,
+            engineio_logger=False,
+        )
+        self.server.on("connect", self._connect)
+        self.server.on("disconnect", self._disconnect)
+        self.asgi = socketio.ASGIApp(self.server, socketio_path=SOCKETIO_PATH)
+        self._sockets: set[str] = set()
+
+    @property
+    def clients(self) -> int:
+        """Sockets connected (and authenticated) to this daemon."""
+        return len(self._sockets)
+
+    # --- asyncio side: handlers called by python-socketio ------------------------------
+
+    async def _connect(self, sid: str, environ: Mapping[str, Any], auth: Any = None) -> None:
+        try:
+            user_id = user_from_token(self._secret, handshake_token(environ, auth))
+        except InvalidToken as error:
+            raise socketio.exceptions.ConnectionRefusedError(str(error)) from None
+        await self.server.enter_room(sid, room_for(user_id))
+        self._sockets.add(sid)
+
+    async def _disconnect(self, sid: str, *_reason: Any) -> None:
+        self._sockets.discard(sid)
+
+    # --- trio side ---------------------------------------------------------------------
+
+    async def forward_events(
+        self,
+        broadcaster: Broadcaster,
+        *,
+        max_queue: int = 10_000,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Emit every campaign event to its owner's room, until cancelled."""
+        emit = trio_asyncio.aio_as_trio(self.server.emit)
+        async with broadcaster.subscribe(max_queue) as events:
+            task_status.started()
+            async for event in events:
+                if isinstance(event, Lagged):
+                    log.warning("socket.io stream fell behind; %d events dropped", event.dropped)
+                    continue
+                if not self._sockets and not self._distributed:
+                    continue  # nobody here to tell, and no other daemon to tell either
+                await emit(event.name, event.payload, room=room_for(event.owner_id))
