@@ -90,11 +90,13 @@ class Broadcaster:
 
 
 async def run(
-    *, inbox_size: int = 10_000, task_status: trio.TaskStatus[Broadcaster] = trio.TASK_STATUS_IGNORED
+    *,
+    inbox_size: int = 10_000,
+    task_status: trio.TaskStatus[Broadcaster] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     send, receive = trio.open_memory_channel[CampaignEvent](inbox_size)
     broadcaster = Broadcaster(send)
     async with receive:
         task_status.started(broadcaster)
         async for event in receive:
-            broadcaster._deliver(event)  # noqa: SLF001 - the actor's own handle
+            broadcaster._deliver(event)

@@ -5,7 +5,6 @@ Shared by the HTTP API and the `campaign:completed` event, so both show the same
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +27,7 @@ def iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def stats_from_row(row: Mapping[str, Any]) -> CampaignStats:
+def stats_from_row(row: Any) -> CampaignStats:
     return CampaignStats(
         pending=int(row["stat_pending"]),
         sent=int(row["stat_sent"]),
@@ -67,7 +66,7 @@ def metrics_payload(stats: CampaignStats, total: int) -> dict[str, float]:
     }
 
 
-def campaign_object(row: Mapping[str, Any]) -> dict[str, Any]:
+def campaign_object(row: Any) -> dict[str, Any]:
     """`row` is a campaigns row with the counter columns of CAMPAIGN_WITH_COUNTERS."""
     stats = stats_from_row(row)
     total = int(row["total_recipients"])

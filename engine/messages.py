@@ -25,7 +25,11 @@ class Recheck(msgspec.Struct, frozen=True):
     """Recipients changed under the actor (a webhook resolved in-doubt sends)."""
 
 
-CampaignCommand = StopRequested | ThrottleChanged | Recheck
+class Shutdown(msgspec.Struct, frozen=True):
+    """The daemon is stopping (or lost the lease): stop without changing the status."""
+
+
+CampaignCommand = StopRequested | ThrottleChanged | Recheck | Shutdown
 
 
 # --- supervisor inbox -----------------------------------------------------------------

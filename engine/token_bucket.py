@@ -17,7 +17,9 @@ import math
 # A consumer that sleeps exactly `seconds_until_available` can wake a rounding
 # error early (now + (t - now) != t in floating point); it must still get its
 # token, or it would spin on sub-nanosecond waits.
-_TOKEN_EPSILON = 1e-9
+# The tolerance is in time, not tokens: trio's clock reads tens of thousands of
+# seconds, where float spacing times a high rate exceeds any fixed token epsilon.
+_TIME_TOLERANCE = 1e-6
 
 
 class TokenBucket:
@@ -51,16 +53,16 @@ class TokenBucket:
         if max_tokens < 0:
             raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
         self._drop_overflow(now)
-        available = math.floor((now - self._empty_at) * self._rate + _TOKEN_EPSILON)
+        available = math.floor((now - self._empty_at + _TIME_TOLERANCE) * self._rate)
         granted = max(0, min(max_tokens, available))
         self._empty_at += granted / self._rate
         return granted
 
     def seconds_until_available(self, now: float) -> float:
         """How long until one token can be taken; 0 if one can be taken now."""
-        if (now - self._empty_at) * self._rate + _TOKEN_EPSILON >= 1.0:
+        if (now - self._empty_at + _TIME_TOLERANCE) * self._rate >= 1.0:
             return 0.0
-        return self._empty_at + 1.0 / self._rate - now
+        return max(self._empty_at + 1.0 / self._rate - now, _TIME_TOLERANCE)
 
     def set_rate(self, rate_per_second: float, now: float) -> None:
         """Change the rate from `now` on.

@@ -23,9 +23,9 @@ COMMAND_CHANNEL = "campaign_engine_commands"
 
 
 class Throttle(msgspec.Struct, frozen=True):
-    messagesPerMinute: float = 20.0  # noqa: N815 - the API's field names
-    batchSize: int = 100  # noqa: N815
-    delayBetweenBatches: float = 0.0  # noqa: N815 - milliseconds, as in the seed spec
+    messagesPerMinute: float = 20.0
+    batchSize: int = 100
+    delayBetweenBatches: float = 0.0
 
 
 class CampaignPlan(msgspec.Struct, frozen=True):
@@ -69,7 +69,12 @@ _ACTION_UPDATES = {
 
 
 async def _apply_action(
-    conn: Connection, campaign_id: str, owner_id: str, action: str, now: datetime, reason: str | None
+    conn: Connection,
+    campaign_id: str,
+    owner_id: str,
+    action: lifecycle.CampaignAction,
+    now: datetime,
+    reason: str | None,
 ) -> tuple[str, Record]:
     current = await conn.fetchrow(
         "SELECT status FROM campaigns WHERE id = $1 AND owner_id = $2 FOR UPDATE",
@@ -78,7 +83,7 @@ async def _apply_action(
     )
     if current is None:
         raise NotFound(campaign_id)
-    previous: str = current["status"]
+    previous: lifecycle.CampaignStatus = current["status"]
     lifecycle.check(action, previous)
     row = await conn.fetchrow(
         f"UPDATE campaigns SET {_ACTION_UPDATES[action]}, updated_at = $2 WHERE id = $1 RETURNING *",
@@ -97,7 +102,7 @@ async def apply_action(
     db: Database,
     campaign_id: str,
     owner_id: str,
-    action: str,
+    action: lifecycle.CampaignAction,
     *,
     now: datetime,
     reason: str | None = None,
@@ -194,7 +199,9 @@ async def pause_by_engine(db: Database, campaign_id: str, *, reason: str, now: d
     return row is not None
 
 
-async def campaign_status(db: Database, campaign_id: str) -> tuple[str, datetime | None, str | None]:
+async def campaign_status(
+    db: Database, campaign_id: str
+) -> tuple[str, datetime | None, str | None]:
     """(status, paused/cancelled time, pause reason)."""
     row = await db.fetchrow(
         "SELECT status, coalesce(cancelled_at, paused_at) AS at, pause_reason FROM campaigns WHERE id = $1",

@@ -92,16 +92,21 @@ class Database:
             table, records=records, columns=list(columns)
         )
 
-    async def listen(self, channel: str, callback: Callable[[str], None]) -> Callable[[], Awaitable[None]]:
+    async def listen(
+        self, channel: str, callback: Callable[[str], None]
+    ) -> Callable[[], Awaitable[None]]:
         """Call `callback(payload)` for each NOTIFY on `channel`; returns an async stopper.
 
         The callback runs on the event loop thread; it must only hand the payload on
         (e.g. `send_nowait` on a trio channel).
         """
 
-        async def start() -> Connection:
-            conn: Connection = await self._pool.acquire()
-            await conn.add_listener(channel, lambda _c, _pid, _ch, payload: callback(payload))
+        def on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            callback(payload)
+
+        async def start() -> Any:
+            conn: Any = await self._pool.acquire()
+            await conn.add_listener(channel, on_notify)
             return conn
 
         conn = await trio_asyncio.aio_as_trio(start)()
@@ -109,7 +114,7 @@ class Database:
         async def stop() -> None:
             async def release() -> None:
                 try:
-                    await conn.remove_listener(channel, lambda *a: None)
+                    await conn.remove_listener(channel, on_notify)
                 finally:
                     await self._pool.release(conn)
 
@@ -119,7 +124,9 @@ class Database:
 
 
 @asynccontextmanager
-async def open_database(dsn: str, *, min_size: int = 2, max_size: int = 10) -> AsyncIterator[Database]:
+async def open_database(
+    dsn: str, *, min_size: int = 2, max_size: int = 10
+) -> AsyncIterator[Database]:
     """Open a pool. Must run inside `trio_asyncio.open_loop()`."""
     pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
         dsn, min_size=min_size, max_size=max_size, init=_init_connection

@@ -38,6 +38,9 @@ class Outcome(msgspec.Struct, frozen=True):
     error_code: str | None = None
     error_message: str | None = None
     not_before: datetime | None = None
+    # Set when the account, not the recipient, is at fault: the campaign pauses.
+    # Not stored on the recipient.
+    pause_reason: str | None = None
 
 
 class StatusUpdate(msgspec.Struct, frozen=True):

@@ -1,0 +1,190 @@
+"""The engine's Python interface: what the HTTP API, the CLI and tests call.
+
+Commands are committed to PostgreSQL first (the source of truth) and announced
+with NOTIFY in the same transaction; the supervisor of whichever daemon owns the
+campaign routes them to its actor. So a command works the same whether the
+campaign runs in this daemon, in another one, or nowhere yet.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+import trio
+
+from engine import broadcaster as broadcaster_actor
+from engine import lifecycle
+from engine import sender_pool as sender_pool_actor
+from engine import supervisor as supervisor_actor
+from engine import webhook_applier as webhook_applier_actor
+from engine.broadcaster import Broadcaster, BroadcasterStatistics
+from engine.campaign_view import CAMPAIGN_WITH_COUNTERS, campaign_object, iso
+from engine.clock import WallClock
+from engine.gateway import Gateway
+from engine.messages import CampaignEvent
+from engine.sender_pool import SenderPool, SenderPoolStatistics
+from engine.settings import Settings
+from engine.store import campaigns as campaign_store
+from engine.store.database import Database
+from engine.store.recipients import StatusUpdate
+from engine.supervisor import Supervisor, SupervisorStatistics
+from engine.webhook_applier import WebhookApplier, WebhookApplierStatistics
+
+log = logging.getLogger(__name__)
+
+
+class EngineStatistics(msgspec.Struct, frozen=True):
+    supervisor: SupervisorStatistics
+    sender_pool: SenderPoolStatistics
+    broadcaster: BroadcasterStatistics
+    webhooks: WebhookApplierStatistics
+
+
+class Engine:
+    def __init__(
+        self,
+        db: Database,
+        clock: WallClock,
+        broadcaster: Broadcaster,
+        sender_pool: SenderPool,
+        supervisor: Supervisor,
+        webhooks: WebhookApplier,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.broadcaster = broadcaster
+        self._sender_pool = sender_pool
+        self._supervisor = supervisor
+        self._webhooks = webhooks
+
+    # --- control commands (CONTRACT section 4) ----------------------------------------
+    # Each returns the campaign object after the change, or raises
+    # `campaign_store.NotFound` / `lifecycle.TransitionRefused`.
+
+    async def start(self, campaign_id: str, owner_id: str) -> dict[str, Any]:
+        await self._apply(campaign_id, owner_id, "start")
+        return await self.campaign(campaign_id, owner_id)
+
+    async def pause(self, campaign_id: str, owner_id: str) -> dict[str, Any]:
+        previous = await self._apply(campaign_id, owner_id, "pause")
+        campaign = await self.campaign(campaign_id, owner_id)
+        if previous != "running":
+            # No actor runs it, so nobody else will say it paused.
+            self._publish(
+                owner_id,
+                "campaign:paused",
+                {
+                    "campaignId": campaign_id,
+                    "processedCount": _processed(campaign),
+                    "totalRecipients": campaign["total_recipients"],
+                    "pausedAt": campaign["paused_at"],
+                    "reason": None,
+                },
+            )
+        return campaign
+
+    async def resume(self, campaign_id: str, owner_id: str) -> dict[str, Any]:
+        await self._apply(campaign_id, owner_id, "resume")
+        self._publish(owner_id, "campaign:resumed", {"campaignId": campaign_id})
+        return await self.campaign(campaign_id, owner_id)
+
+    async def cancel(self, campaign_id: str, owner_id: str) -> dict[str, Any]:
+        previous = await self._apply(campaign_id, owner_id, "cancel")
+        campaign = await self.campaign(campaign_id, owner_id)
+        if previous != "running":
+            self._publish(
+                owner_id,
+                "campaign:cancelled",
+                {
+                    "campaignId": campaign_id,
+                    "cancelledAt": campaign["cancelled_at"],
+                },
+            )
+        return campaign
+
+    async def throttle_changed(self, campaign_id: str) -> None:
+        """Call after storing a new throttleConfig: the owning actor applies it live."""
+        await campaign_store.notify(self.db, "throttle", campaign_id)
+
+    async def campaign(self, campaign_id: str, owner_id: str) -> dict[str, Any]:
+        row = await self.db.fetchrow(
+            f"{CAMPAIGN_WITH_COUNTERS} WHERE c.id = $1 AND c.owner_id = $2", campaign_id, owner_id
+        )
+        if row is None:
+            raise campaign_store.NotFound(campaign_id)
+        return campaign_object(row)
+
+    # --- webhooks -----------------------------------------------------------------------
+
+    def submit_status_updates(self, updates: Sequence[StatusUpdate]) -> None:
+        """Queue webhook facts; they are applied in batches. Never blocks."""
+        self._webhooks.submit(updates)
+
+    # --- monitoring ---------------------------------------------------------------------
+
+    def statistics(self) -> EngineStatistics:
+        return EngineStatistics(
+            supervisor=self._supervisor.statistics(),
+            sender_pool=self._sender_pool.statistics(),
+            broadcaster=self.broadcaster.statistics(),
+            webhooks=self._webhooks.statistics(),
+        )
+
+    async def _apply(
+        self, campaign_id: str, owner_id: str, action: lifecycle.CampaignAction
+    ) -> str:
+        previous, _row = await campaign_store.apply_action(
+            self.db, campaign_id, owner_id, action, now=self.clock.now()
+        )
+        log.info("campaign %s: %s accepted (was %s)", campaign_id, action, previous)
+        return previous
+
+    def _publish(self, owner_id: str, name: str, payload: dict[str, Any]) -> None:
+        self.broadcaster.publish(CampaignEvent(owner_id, name, payload))
+
+
+def _processed(campaign: dict[str, Any]) -> int:
+    stats = campaign["stats"]
+    return int(campaign["total_recipients"]) - int(stats["pending"]) - int(stats["in_doubt"])
+
+
+@asynccontextmanager
+async def open_engine(
+    db: Database,
+    settings: Settings,
+    gateway: Gateway,
+    *,
+    instance_id: str,
+) -> AsyncIterator[Engine]:
+    """Run every actor of the engine for the duration of the block.
+
+    On exit the supervisor stops claiming, actors stop dispatching and let the
+    requests already written finish (within `server.shutdown_grace_seconds`),
+    record them, and release their leases.
+    """
+    clock = WallClock()
+    async with trio.open_nursery() as nursery:
+        broadcaster: Broadcaster = await nursery.start(broadcaster_actor.run)
+        sender_pool: SenderPool = await nursery.start(
+            sender_pool_actor.run, gateway, settings.sender, clock
+        )
+        webhooks: WebhookApplier = await nursery.start(
+            webhook_applier_actor.run, db, broadcaster, settings.webhooks
+        )
+        supervisor: Supervisor = await nursery.start(
+            supervisor_actor.run, db, settings, clock, sender_pool, broadcaster, instance_id
+        )
+        try:
+            yield Engine(db, clock, broadcaster, sender_pool, supervisor, webhooks)
+        finally:
+            with trio.move_on_after(settings.server.shutdown_grace_seconds + 5) as scope:
+                scope.shield = True
+                await supervisor.shutdown()
+            nursery.cancel_scope.cancel()
+
+
+__all__ = ["Engine", "EngineStatistics", "iso", "open_engine"]

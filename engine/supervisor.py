@@ -1,0 +1,250 @@
+"""The supervisor: one per daemon. Decides which campaigns run here.
+
+It claims campaigns that are due (a scheduled time reached, or a running
+campaign whose owner's lease expired), takes their lease, and starts one
+campaign actor each, up to `engine.max_running_campaigns`. It sleeps until the
+next thing can happen — a NOTIFY from any daemon's command, the nearest
+scheduled time or lease expiry, the next lease renewal — and never polls busily.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+import trio
+
+from engine import campaign_actor
+from engine.broadcaster import Broadcaster
+from engine.campaign_actor import CampaignActorStatistics, CampaignHandle
+from engine.clock import WallClock
+from engine.messages import (
+    ActorEnded,
+    CampaignCommand,
+    Notice,
+    Recheck,
+    Shutdown,
+    StopRequested,
+    SupervisorMessage,
+    ThrottleChanged,
+)
+from engine.sender_pool import SenderPool
+from engine.settings import Settings
+from engine.store import campaigns as campaign_store
+from engine.store import recipients as recipient_store
+from engine.store.campaigns import CampaignPlan
+from engine.store.database import Database
+
+log = logging.getLogger(__name__)
+
+_ROUTED: dict[str, CampaignCommand] = {
+    "pause": StopRequested(),
+    "cancel": StopRequested(),
+    "throttle": ThrottleChanged(),
+    "recheck": Recheck(),
+}
+
+
+class SupervisorStatistics(msgspec.Struct, frozen=True):
+    instance_id: str
+    running: tuple[CampaignActorStatistics, ...]
+    started: int
+    taken_over: int
+
+
+class Supervisor:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        clock: WallClock,
+        pool: SenderPool,
+        broadcaster: Broadcaster,
+        instance_id: str,
+        inbox: trio.MemorySendChannel[SupervisorMessage],
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._clock = clock
+        self._pool = pool
+        self._broadcaster = broadcaster
+        self.instance_id = instance_id
+        self._inbox = inbox
+        self._actors: dict[str, CampaignHandle] = {}
+        self._stopping = False
+        self._all_ended = trio.Event()
+        self._all_ended.set()
+        self._started = 0
+        self._taken_over = 0
+
+    def notice(self, message: SupervisorMessage) -> None:
+        try:
+            self._inbox.send_nowait(message)
+        except trio.WouldBlock:
+            log.warning("supervisor inbox full; %r dropped (the next rescan catches up)", message)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    async def shutdown(self) -> None:
+        """Stop claiming; actors stop dispatching, finish what is in flight and end."""
+        self._stopping = True
+        for handle in list(self._actors.values()):
+            handle.tell(Shutdown())
+        self.notice(ActorEnded(""))  # wake the loop so it sees `_stopping`
+        await self._all_ended.wait()
+
+    def statistics(self) -> SupervisorStatistics:
+        return SupervisorStatistics(
+            instance_id=self.instance_id,
+            running=tuple(h.statistics() for h in self._actors.values()),
+            started=self._started,
+            taken_over=self._taken_over,
+        )
+
+    # --- the loop -----------------------------------------------------------------------
+
+    async def serve(
+        self, inbox: trio.MemoryReceiveChannel[SupervisorMessage], actors: trio.Nursery
+    ) -> None:
+        ttl = self._settings.engine.lease_ttl_seconds
+        next_renewal = trio.current_time() + ttl / 3
+        while not self._stopping:
+            await self._claim(actors)
+            if trio.current_time() >= next_renewal:
+                await self._renew_leases()
+                next_renewal = trio.current_time() + ttl / 3
+            deadline = next_renewal
+            wake_at = await campaign_store.next_wake_at(self._db, now=self._clock.now())
+            if wake_at is not None:
+                deadline = min(deadline, self._clock.trio_time_at(wake_at))
+            with trio.move_on_at(deadline):
+                self._handle(await inbox.receive())
+                while True:  # take everything already queued before claiming again
+                    try:
+                        self._handle(inbox.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+
+    def _handle(self, message: SupervisorMessage) -> None:
+        match message:
+            case Notice(action=action, campaign_id=campaign_id):
+                command = _ROUTED.get(action)
+                handle = self._actors.get(campaign_id)
+                if command is not None and handle is not None:
+                    handle.tell(command)
+                # start / resume: the loop claims after every message
+            case ActorEnded():
+                pass
+
+    async def _claim(self, actors: trio.Nursery) -> None:
+        free = self._settings.engine.max_running_campaigns - len(self._actors)
+        if free <= 0 or self._stopping:
+            return
+        now = self._clock.now()
+        candidates = await campaign_store.claimable_campaigns(
+            self._db, now=now, limit=free, exclude=list(self._actors)
+        )
+        for campaign_id in candidates:
+            if not await campaign_store.try_acquire_lease(
+                self._db,
+                campaign_id,
+                owner=self.instance_id,
+                now=self._clock.now(),
+                ttl=self._settings.engine.lease_ttl_seconds,
+            ):
+                continue  # another daemon was quicker
+            plan = await campaign_store.load_plan(self._db, campaign_id)
+            if plan is None or not await self._prepare(plan):
+                await campaign_store.release_lease(self._db, campaign_id, owner=self.instance_id)
+                continue
+            self._all_ended = trio.Event() if not self._actors else self._all_ended
+            handle: CampaignHandle = await actors.start(self._run_actor, plan)
+            self._actors[campaign_id] = handle
+            self._started += 1
+
+    async def _prepare(self, plan: CampaignPlan) -> bool:
+        if plan.status == "running":
+            # Its previous owner died: what it had marked `sending` may or may
+            # not have been sent. Those rows wait for a webhook or the timeout.
+            in_doubt = await recipient_store.mark_abandoned_in_doubt(self._db, plan.id)
+            self._taken_over += 1
+            log.warning(
+                "campaign %s: taken over from a stopped daemon; %d sends in doubt",
+                plan.id,
+                in_doubt,
+            )
+        return await campaign_store.begin_running(self._db, plan.id, now=self._clock.now())
+
+    async def _run_actor(
+        self, plan: CampaignPlan, *, task_status: trio.TaskStatus[CampaignHandle]
+    ) -> None:
+        try:
+            await campaign_actor.run(
+                msgspec.structs.replace(plan, status="running"),
+                db=self._db,
+                settings=self._settings,
+                clock=self._clock,
+                pool=self._pool,
+                broadcaster=self._broadcaster,
+                lease_owner=self.instance_id,
+                task_status=task_status,
+            )
+        finally:
+            self._actors.pop(plan.id, None)
+            with trio.CancelScope(shield=True):
+                await campaign_store.release_lease(self._db, plan.id, owner=self.instance_id)
+            if not self._actors:
+                self._all_ended.set()
+            self.notice(ActorEnded(plan.id))
+
+    async def _renew_leases(self) -> None:
+        if not self._actors:
+            return
+        held = await campaign_store.renew_leases(
+            self._db,
+            list(self._actors),
+            owner=self.instance_id,
+            now=self._clock.now(),
+            ttl=self._settings.engine.lease_ttl_seconds,
+        )
+        for campaign_id, handle in list(self._actors.items()):
+            if campaign_id not in held:
+                log.error("campaign %s: lease lost; stopping here", campaign_id)
+                handle.tell(Shutdown())
+
+
+def _parse_notice(payload: str) -> Notice | None:
+    action, _, campaign_id = payload.partition(":")
+    if not action or not campaign_id:
+        return None
+    return Notice(action, campaign_id)
+
+
+async def run(
+    db: Database,
+    settings: Settings,
+    clock: WallClock,
+    pool: SenderPool,
+    broadcaster: Broadcaster,
+    instance_id: str,
+    *,
+    task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    send, receive = trio.open_memory_channel[SupervisorMessage](1000)
+    supervisor = Supervisor(db, settings, clock, pool, broadcaster, instance_id, send)
+
+    def on_notify(payload: str) -> None:
+        notice = _parse_notice(payload)
+        if notice is not None:
+            supervisor.notice(notice)
+
+    async with send, receive:
+        stop_listening = await db.listen(campaign_store.COMMAND_CHANNEL, on_notify)
+        try:
+            async with trio.open_nursery() as actors:
+                task_status.started(supervisor)
+                await supervisor.serve(receive, actors)
+                await supervisor._all_ended.wait()
+        finally:
+            with trio.CancelScope(shield=True):
+                await stop_listening()

@@ -1,0 +1,122 @@
+"""Applies webhook facts (statuses, replies) in batches.
+
+The HTTP handler answers WhatsApp at once and queues the facts here; this actor
+applies everything queued in one statement per flush, then tells the campaigns
+touched: a `campaign:stats` event each (so webhooks produce at most one event
+per campaign per flush), and a recheck for those with sends in doubt.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import msgspec
+import trio
+
+from engine.broadcaster import Broadcaster
+from engine.campaign_view import (
+    CAMPAIGN_WITH_COUNTERS,
+    metrics_payload,
+    stats_from_row,
+    stats_payload,
+)
+from engine.messages import CampaignEvent
+from engine.settings import WebhookSettings
+from engine.store import campaigns as campaign_store
+from engine.store import recipients as recipient_store
+from engine.store.database import Database
+from engine.store.recipients import StatusUpdate
+
+log = logging.getLogger(__name__)
+
+
+class WebhookApplierStatistics(msgspec.Struct, frozen=True):
+    received: int
+    applied_batches: int
+    applied_facts: int
+    queued: int
+
+
+class WebhookApplier:
+    def __init__(self) -> None:
+        self._queue: list[StatusUpdate] = []
+        self._arrived = trio.Event()
+        self._received = 0
+        self._applied_batches = 0
+        self._applied_facts = 0
+        self._applied = trio.Event()
+
+    def submit(self, updates: Sequence[StatusUpdate]) -> None:
+        self._queue.extend(updates)
+        self._received += len(updates)
+        self._arrived.set()
+
+    async def wait_applied(self) -> None:
+        """Wait until everything submitted so far is applied (for tests and shutdown)."""
+        target = self._received
+        while self._applied_facts < target:
+            await self._applied.wait()
+
+    def statistics(self) -> WebhookApplierStatistics:
+        return WebhookApplierStatistics(
+            received=self._received,
+            applied_batches=self._applied_batches,
+            applied_facts=self._applied_facts,
+            queued=len(self._queue),
+        )
+
+    async def serve(
+        self, db: Database, broadcaster: Broadcaster, settings: WebhookSettings
+    ) -> None:
+        while True:
+            await self._arrived.wait()
+            # Let a burst of webhooks gather into one statement.
+            await trio.sleep(settings.flush_interval_ms / 1000)
+            batch = self._queue[: settings.max_batch]
+            del self._queue[: settings.max_batch]
+            if not self._queue:
+                self._arrived = trio.Event()
+            with trio.CancelScope(shield=True):
+                touched = await recipient_store.apply_status_updates(db, batch)
+                if touched:
+                    await self._announce(db, broadcaster, touched)
+            self._applied_batches += 1
+            self._applied_facts += len(batch)
+            self._applied.set()
+            self._applied = trio.Event()
+
+    async def _announce(
+        self, db: Database, broadcaster: Broadcaster, campaign_ids: list[str]
+    ) -> None:
+        rows = await db.fetch(
+            f"{CAMPAIGN_WITH_COUNTERS} WHERE c.id = ANY($1::uuid[])", campaign_ids
+        )
+        for row in rows:
+            stats = stats_from_row(row)
+            campaign_id = str(row["id"])
+            broadcaster.publish(
+                CampaignEvent(
+                    row["owner_id"],
+                    "campaign:stats",
+                    {
+                        "campaignId": campaign_id,
+                        "stats": stats_payload(stats),
+                        "metrics": metrics_payload(stats, int(row["total_recipients"])),
+                    },
+                )
+            )
+            if stats.in_doubt or row["status"] == "running":
+                await campaign_store.notify(db, "recheck", campaign_id)
+
+
+async def run(
+    db: Database,
+    broadcaster: Broadcaster,
+    settings: WebhookSettings,
+    *,
+    task_status: trio.TaskStatus[WebhookApplier] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    applier = WebhookApplier()
+    task_status.started(applier)
+    await applier.serve(db, broadcaster, settings)

@@ -1,0 +1,71 @@
+"""Running the whole engine in a test: real PostgreSQL, a gateway of the test's choice."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from engine.engine import Engine, open_engine
+from engine.gateway import Gateway
+from engine.messages import CampaignEvent, Lagged
+from engine.settings import Settings, load_settings
+from engine.store.database import Database
+
+
+def engine_settings(**overrides: str) -> Settings:
+    environ = {"ENGINE_JWT_SECRET": "test-secret", "WHATSAPP_APP_SECRET": "app-secret"}
+    environ.update({f"CAMPAIGN_ENGINE_{k.upper()}": v for k, v in overrides.items()})
+    return load_settings(None, environ)
+
+
+@asynccontextmanager
+async def running_engine(
+    db: Database,
+    gateway: Gateway,
+    settings: Settings | None = None,
+    *,
+    instance_id: str | None = None,
+) -> AsyncIterator[Engine]:
+    async with open_engine(
+        db,
+        settings or engine_settings(),
+        gateway,
+        instance_id=instance_id or f"test-{uuid.uuid4()}",
+    ) as engine:
+        yield engine
+
+
+class EventLog:
+    """Collects every event the broadcaster publishes, and lets a test wait for one."""
+
+    def __init__(self) -> None:
+        self.events: list[CampaignEvent] = []
+        self._changed = trio.Event()
+
+    def names(self, campaign_id: str | None = None) -> list[str]:
+        return [e.name for e in self.of(campaign_id)]
+
+    def of(self, campaign_id: str | None = None, name: str | None = None) -> list[CampaignEvent]:
+        return [
+            e
+            for e in self.events
+            if (campaign_id is None or e.payload.get("campaignId") == campaign_id)
+            and (name is None or e.name == name)
+        ]
+
+    async def wait_for(self, name: str, campaign_id: str, count: int = 1) -> CampaignEvent:
+        while len(self.of(campaign_id, name)) < count:
+            await self._changed.wait()
+        return self.of(campaign_id, name)[count - 1]
+
+    async def collect(self, engine: Engine, *, task_status: trio.TaskStatus[None]) -> None:
+        async with engine.broadcaster.subscribe(max_queue=100_000) as events:
+            task_status.started()
+            async for event in events:
+                assert not isinstance(event, Lagged), "the test's subscriber lagged"
+                self.events.append(event)
+                self._changed.set()
+                self._changed = trio.Event()
