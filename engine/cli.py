@@ -1,0 +1,131 @@
+"""The `campaign-engine` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import trio
+
+from engine.settings import Settings, SettingsError, load_settings
+
+DESCRIPTION = """Executes WhatsApp broadcast campaigns with rate limits, pause/resume,
+exact progress and a live Socket.IO stream. Configuration: config/engine.toml
+(or --config), every key overridable by environment (see README)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="campaign-engine", description=DESCRIPTION)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the daemon: migrations, engine, HTTP API and Socket.IO",
+        description="Applies pending migrations, then runs the engine, the HTTP API and "
+        "Socket.IO until SIGINT/SIGTERM (in-flight sends finish within the grace period).",
+    )
+    serve.add_argument("--config", help="TOML configuration file (default config/engine.toml)")
+    serve.add_argument("--host", help="listen address (default ENGINE_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default ENGINE_PORT or 8080)")
+
+    migrate = commands.add_parser("migrate", help="apply pending migrations and exit")
+    migrate.add_argument("--config")
+
+    token = commands.add_parser("token", help="print a bearer token for a user")
+    token.add_argument("--user", required=True, help="user id (the token's `sub`)")
+    token.add_argument("--ttl", type=int, help="seconds until it expires (default: never)")
+    token.add_argument("--config")
+
+    commands.add_parser(
+        "simulator",
+        help="a local stand-in for the WhatsApp Cloud API (see `simulator --help`)",
+        add_help=False,
+    )
+    demo = commands.add_parser(
+        "demo", help="zero-setup tour: embedded database, simulator, daemon, sample campaigns"
+    )
+    demo.add_argument("--port", type=int, default=8080)
+    watch = commands.add_parser("watch", help="follow a campaign's progress in the terminal")
+    watch.add_argument("campaign_id")
+    watch.add_argument("--url", default="http://127.0.0.1:8080", help="the daemon's URL")
+    watch.add_argument("--token", help="bearer token (default: $CAMPAIGN_ENGINE_TOKEN)")
+    return parser
+
+
+def _settings(path: str | None) -> Settings:
+    try:
+        return load_settings(path, os.environ)
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+@contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """The configured PostgreSQL, or an embedded one for development."""
+    if settings.database.url:
+        yield settings.database.url
+        return
+    from engine.embedded_db import open_embedded_postgres
+
+    with open_embedded_postgres(settings.database.data_dir) as dsn:
+        yield dsn
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulator"]:
+        from engine.simulator import main as simulator_main
+
+        return simulator_main(argv[1:])
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from engine.demo import main as demo_main
+
+        return demo_main(port=args.port)
+    if args.command == "watch":
+        from engine.watch import main as watch_main
+
+        return watch_main(
+            args.campaign_id,
+            url=args.url,
+            token=args.token or os.environ.get("CAMPAIGN_ENGINE_TOKEN"),
+        )
+    settings = _settings(args.config)
+    if args.command == "token":
+        from api.auth import issue_token
+
+        if not settings.auth.jwt_secret:
+            print("ENGINE_JWT_SECRET: required to sign tokens", file=sys.stderr)
+            return 2
+        print(issue_token(settings.auth.jwt_secret, args.user, args.ttl))
+        return 0
+
+    from engine.daemon import configure_logging, migrate, serve
+
+    configure_logging(settings.logging.level)
+    if args.command == "migrate":
+        with database_url(settings) as dsn:
+            applied = trio.run(migrate, settings, dsn)
+        print(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
+        return 0
+    if not settings.auth.jwt_secret:
+        print(
+            "ENGINE_JWT_SECRET: required by serve (or run `campaign-engine demo`)", file=sys.stderr
+        )
+        return 2
+    host = args.host or settings.server.host
+    port = args.port if args.port is not None else settings.server.port
+    if not 0 <= port <= 65535:
+        print(f"--port: expected an integer from 0 to 65535, got {port}", file=sys.stderr)
+        return 2
+    with database_url(settings) as dsn:
+        trio.run(lambda: serve(settings, dsn, host=host, port=port))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""`campaign-engine serve`: the engine, the HTTP API and Socket.IO in one trio run.
+
+Shutdown (SIGINT/SIGTERM): the HTTP server stops first, then the supervisor
+stops claiming, actors let in-flight sends finish (within
+`server.shutdown_grace_seconds`), store outcomes and cursors, release their
+leases, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import msgspec
+import trio
+import trio_asyncio
+
+from api.server import serve_api
+from engine.cloud_api import CloudApiGateway
+from engine.engine import Engine, open_engine
+from engine.gateway import Gateway
+from engine.settings import Settings
+from engine.store.database import Database, apply_migrations, open_database
+
+log = logging.getLogger(__name__)
+
+
+class Listening(msgspec.Struct, frozen=True):
+    url: str
+    port: int
+    instance_id: str
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+    # Per-request access lines from hypercorn would drown the engine's own.
+    logging.getLogger("hypercorn.access").setLevel(logging.WARNING)
+
+
+def new_instance_id() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+@asynccontextmanager
+async def open_migrated_database(dsn: str, settings: Settings) -> AsyncIterator[Database]:
+    async with open_database(
+        dsn, min_size=settings.database.pool_min_size, max_size=settings.database.pool_max_size
+    ) as db:
+        await apply_migrations(db)
+        yield db
+
+
+async def serve(
+    settings: Settings,
+    dsn: str,
+    *,
+    host: str,
+    port: int,
+    gateway: Gateway | None = None,
+    instance_id: str | None = None,
+    task_status: trio.TaskStatus[tuple[Listening, Engine]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the daemon until SIGINT/SIGTERM (or cancellation)."""
+    instance_id = instance_id or new_instance_id()
+    gateway = gateway or CloudApiGateway(
+        connect_timeout=settings.whatsapp.connect_timeout_seconds,
+        read_timeout=settings.whatsapp.read_timeout_seconds,
+    )
+    async with (
+        trio_asyncio.open_loop(),
+        open_migrated_database(dsn, settings) as db,
+        open_engine(db, settings, gateway, instance_id=instance_id) as engine,
+        trio.open_nursery() as nursery,
+    ):
+        bound: int = await nursery.start(
+            lambda task_status: serve_api(
+                engine, settings, host=host, port=port, task_status=task_status
+            )
+        )
+        listening = Listening(url=f"http://{host}:{bound}", port=bound, instance_id=instance_id)
+        log.info("listening on %s", listening.url)
+        task_status.started((listening, engine))
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("%s received: stopping", signal.Signals(signum).name)
+                break
+        nursery.cancel_scope.cancel()
+    log.info("stopped")
+
+
+async def migrate(settings: Settings, dsn: str) -> list[str]:
+    async with trio_asyncio.open_loop(), open_database(dsn, min_size=1, max_size=1) as db:
+        return await apply_migrations(db)
