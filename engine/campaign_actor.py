@@ -137,7 +137,7 @@ class _CampaignRun:
         self.wait_scope: trio.CancelScope | None = None
         self.in_flight = 0  # slots held: marked `sending` and not yet recorded
         self.submitted = 0  # of those, handed to the sender pool
-        self.all_recorded = trio.Event()
+        self.recorded_changed = trio.Event()
         self.dispatched = 0
         self.recorded = 0
         self.stats = CampaignStats()
@@ -189,7 +189,7 @@ class _CampaignRun:
         grace = self.settings.server.shutdown_grace_seconds
         with trio.move_on_after(grace if self.stop_reason == "shutdown" else math.inf):
             while self.in_flight:
-                await self.all_recorded.wait()
+                await self.recorded_changed.wait()
         if self.in_flight:
             log.warning(
                 "campaign %s: %d sends unrecorded at shutdown; they will be in doubt",
@@ -288,8 +288,10 @@ class _CampaignRun:
         behind (requeued, or put back after a pause) and waits for what is pending
         elsewhere: in-flight outcomes, requeue times, in-doubt resolution."""
         plan = self.plan
-        while self.in_flight:
-            await self.all_recorded.wait()
+        while self.in_flight and self.stop_reason is None:
+            await self.recorded_changed.wait()
+        if self.stop_reason is not None:
+            return False  # _dispatch's scope is cancelled; it will not look at this
         if self.cursor:
             self.cursor = 0
             return False
@@ -376,8 +378,7 @@ class _CampaignRun:
         )
         self.in_flight -= len(ids)
         self.pool.release_slots(len(ids))
-        if not self.in_flight:
-            self.all_recorded.set()
+        self._signal_recorded()
 
     def _jobs(self, group: list[PendingRecipient], marked: set[int]) -> list[SendJob]:
         plan = self.plan
@@ -457,9 +458,7 @@ class _CampaignRun:
             self.in_flight -= len(batch)
             self.recorded += len(batch)
             self.pool.release_slots(len(batch))
-            if not self.in_flight:
-                self.all_recorded.set()
-                self.all_recorded = trio.Event()
+            self._signal_recorded()
             await self._report(batch)
             reason = next((o.pause_reason for o in batch if o.pause_reason), None)
             if reason and self.stop_reason is None:
@@ -542,7 +541,11 @@ class _CampaignRun:
     def _stop(self, reason: StopReason) -> None:
         self.stop_reason = reason
         self.dispatch_scope.cancel()
-        self.all_recorded.set()  # a dispatcher waiting on in-flight outcomes looks again
+        self._signal_recorded()  # a dispatcher waiting on in-flight outcomes looks again
+
+    def _signal_recorded(self) -> None:
+        self.recorded_changed.set()
+        self.recorded_changed = trio.Event()
 
     def _wake(self) -> None:
         if self.wait_scope is not None:

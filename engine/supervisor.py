@@ -37,6 +37,8 @@ from engine.store.database import Database
 
 log = logging.getLogger(__name__)
 
+_RETRY_SECONDS = 30.0
+
 _ROUTED: dict[str, CampaignCommand] = {
     "pause": StopRequested(),
     "cancel": StopRequested(),
@@ -50,6 +52,7 @@ class SupervisorStatistics(msgspec.Struct, frozen=True):
     running: tuple[CampaignActorStatistics, ...]
     started: int
     taken_over: int
+    crashed: int
 
 
 class Supervisor:
@@ -76,6 +79,9 @@ class Supervisor:
         self._all_ended.set()
         self._started = 0
         self._taken_over = 0
+        self._crashed = 0
+        # Campaigns whose actor crashed wait this long before being claimed again.
+        self._retry_after: dict[str, float] = {}
 
     def notice(self, message: SupervisorMessage) -> None:
         try:
@@ -99,6 +105,7 @@ class Supervisor:
             running=tuple(h.statistics() for h in self._actors.values()),
             started=self._started,
             taken_over=self._taken_over,
+            crashed=self._crashed,
         )
 
     # --- the loop -----------------------------------------------------------------------
@@ -113,7 +120,7 @@ class Supervisor:
             if trio.current_time() >= next_renewal:
                 await self._renew_leases()
                 next_renewal = trio.current_time() + ttl / 3
-            deadline = next_renewal
+            deadline = min([next_renewal, *self._retry_after.values()])
             wake_at = await campaign_store.next_wake_at(self._db, now=self._clock.now())
             if wake_at is not None:
                 deadline = min(deadline, self._clock.trio_time_at(wake_at))
@@ -141,8 +148,10 @@ class Supervisor:
         if free <= 0 or self._stopping:
             return
         now = self._clock.now()
+        moment = trio.current_time()
+        self._retry_after = {k: t for k, t in self._retry_after.items() if t > moment}
         candidates = await campaign_store.claimable_campaigns(
-            self._db, now=now, limit=free, exclude=list(self._actors)
+            self._db, now=now, limit=free, exclude=[*self._actors, *self._retry_after]
         )
         for campaign_id in candidates:
             if not await campaign_store.try_acquire_lease(
@@ -158,7 +167,10 @@ class Supervisor:
                 await campaign_store.release_lease(self._db, campaign_id, owner=self.instance_id)
                 continue
             self._all_ended = trio.Event() if not self._actors else self._all_ended
-            handle: CampaignHandle = await actors.start(self._run_actor, plan)
+            try:
+                handle: CampaignHandle = await actors.start(self._run_actor, plan)
+            except RuntimeError:
+                continue  # it crashed before it was ready; logged, retried later
             self._actors[campaign_id] = handle
             self._started += 1
 
@@ -189,6 +201,12 @@ class Supervisor:
                 lease_owner=self.instance_id,
                 task_status=task_status,
             )
+        except Exception:
+            # One campaign's unexpected failure must not stop every other
+            # campaign of this daemon. It stays `running`; it is retried later.
+            log.exception("campaign %s: actor crashed; retrying in %.0f s", plan.id, _RETRY_SECONDS)
+            self._crashed += 1
+            self._retry_after[plan.id] = trio.current_time() + _RETRY_SECONDS
         finally:
             self._actors.pop(plan.id, None)
             with trio.CancelScope(shield=True):
