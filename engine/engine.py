@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -21,11 +22,13 @@ from engine import lifecycle
 from engine import sender_pool as sender_pool_actor
 from engine import supervisor as supervisor_actor
 from engine import webhook_applier as webhook_applier_actor
+from engine.account_budget import AccountBudget, LocalAccountBudget, SharedAccountBudget
 from engine.broadcaster import Broadcaster, BroadcasterStatistics
 from engine.campaign_view import CAMPAIGN_WITH_COUNTERS, campaign_object, iso
 from engine.clock import WallClock
 from engine.gateway import Gateway
 from engine.messages import CampaignEvent
+from engine.redis_link import open_redis
 from engine.sender_pool import SenderPool, SenderPoolStatistics
 from engine.settings import Settings
 from engine.store import campaigns as campaign_store
@@ -167,10 +170,15 @@ async def open_engine(
     record them, and release their leases.
     """
     clock = WallClock()
-    async with trio.open_nursery() as nursery:
+    async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
+        budgets: AccountBudget = LocalAccountBudget()
+        if settings.redis.url:
+            # Several daemons share each account's messagesPerSecond through Redis.
+            redis = await stack.enter_async_context(open_redis(settings.redis.url))
+            budgets = SharedAccountBudget(redis, clock)
         broadcaster: Broadcaster = await nursery.start(broadcaster_actor.run)
         sender_pool: SenderPool = await nursery.start(
-            sender_pool_actor.run, gateway, settings.sender, clock
+            partial(sender_pool_actor.run, budgets=budgets), gateway, settings.sender, clock
         )
         webhooks: WebhookApplier = await nursery.start(
             webhook_applier_actor.run, db, broadcaster, settings.webhooks

@@ -22,13 +22,13 @@ from datetime import timedelta
 import msgspec
 import trio
 
+from engine.account_budget import AccountBudget, LocalAccountBudget
 from engine.clock import WallClock
 from engine.error_classes import ErrorClass, account_pause_reason, backoff_seconds, classify
 from engine.gateway import Gateway, GatewaySession, SendResult
 from engine.messages import SendJob
 from engine.settings import SenderSettings
 from engine.store.recipients import Outcome
-from engine.token_bucket import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -112,40 +112,11 @@ class SenderPool:
         self._latency_counts[-1] += 1
 
 
-class _AccountBudgets:
-    """One token bucket per account, shared by every sender task; `slow_down`
-    stops an account for a while after WhatsApp said it sends too fast."""
-
-    def __init__(self) -> None:
-        self._buckets: dict[str, TokenBucket] = {}
-        self._blocked_until: dict[str, float] = {}
-
-    async def take(self, account_id: str, rate: float) -> None:
-        while True:
-            now = trio.current_time()
-            blocked_until = self._blocked_until.get(account_id, 0.0)
-            if blocked_until > now:
-                await trio.sleep_until(blocked_until)
-                continue
-            bucket = self._buckets.get(account_id)
-            if bucket is None:
-                bucket = self._buckets[account_id] = TokenBucket(rate, now=now)
-            elif bucket.rate_per_second != rate:
-                bucket.set_rate(rate, now)
-            if bucket.take(now):
-                return
-            await trio.sleep(bucket.seconds_until_available(now))
-
-    def slow_down(self, account_id: str, seconds: float) -> None:
-        until = trio.current_time() + seconds
-        self._blocked_until[account_id] = max(self._blocked_until.get(account_id, 0.0), until)
-
-
 class _Sender:
     def __init__(
         self,
         pool: SenderPool,
-        budgets: _AccountBudgets,
+        budgets: AccountBudget,
         settings: SenderSettings,
         clock: WallClock,
         rng: random.Random,
@@ -203,7 +174,7 @@ class _Sender:
             )
             if error_class is ErrorClass.THROTTLED:
                 counters.throttled += 1
-                self._budgets.slow_down(account, self._settings.throttle_slowdown_seconds)
+                await self._budgets.slow_down(account, self._settings.throttle_slowdown_seconds)
             if error_class in (ErrorClass.TRANSIENT, ErrorClass.THROTTLED):
                 if attempt < self._settings.max_attempts:
                     counters.retried += 1
@@ -276,13 +247,14 @@ async def run(
     settings: SenderSettings,
     clock: WallClock,
     *,
+    budgets: AccountBudget | None = None,
     seed: int | None = None,
     task_status: trio.TaskStatus[SenderPool] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     concurrency = settings.concurrency
     send, receive = trio.open_memory_channel[SendJob](concurrency)
     pool = SenderPool(send, concurrency)
-    budgets = _AccountBudgets()
+    budgets = budgets or LocalAccountBudget()
     rng = random.Random(seed)
 
     async def sender_task(inbox: trio.MemoryReceiveChannel[SendJob]) -> None:
