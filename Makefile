@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# The dashboard's browser Socket.IO client, from the socket.io-client npm package (gitignored).
+VENDOR_JS := api/static/vendor/socket.io.min.js
 
 .PHONY: test lint demo bench clean install
 
@@ -24,9 +26,14 @@ bench: $(INSTALLED)
 install: $(INSTALLED)
 
 # Order-only on the interpreter: the venv's own timestamps must not trigger a re-install.
-$(INSTALLED): pyproject.toml | $(BIN)/python
+$(INSTALLED): pyproject.toml | $(BIN)/python $(VENDOR_JS)
 	$(BIN)/pip install -e '.[dev]'
 	touch $@
+
+$(VENDOR_JS): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	mkdir -p $(@D)
+	cp node_modules/socket.io-client/dist/socket.io.min.js $@
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

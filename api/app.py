@@ -13,6 +13,7 @@ from api import context
 from api.auth import authenticate
 from api.envelope import ApiError, failure
 from api.routes import accounts, campaigns, contacts, docs, health, queue, segments, webhooks
+from api.routes.dashboard import blueprint as dashboard_blueprint
 from engine.lifecycle import TransitionRefused
 from engine.settings import Settings
 from engine.store.campaigns import NotFound
@@ -45,6 +46,7 @@ def create_app(
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
     for module in (webhooks, health, docs):
         app.register_blueprint(module.blueprint)
+    app.register_blueprint(dashboard_blueprint)
 
     @app.before_request
     async def require_token() -> None:

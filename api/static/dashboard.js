@@ -1,0 +1,359 @@
+// The campaign dashboard: the HTTP API for lists and commands, the Socket.IO stream for live
+// progress (CONTRACT sections 4 and 6). No framework: one state map, one render per campaign.
+"use strict";
+
+(function () {
+  const TOKEN_KEY = "campaignEngineToken";
+  const API = "/api/v1";
+  const FINAL = new Set(["completed", "failed", "cancelled"]);
+  // Which buttons each status offers, in order.
+  const ACTIONS = {
+    draft: ["start", "cancel"],
+    scheduled: ["start", "pause", "cancel"],
+    running: ["pause", "cancel"],
+    paused: ["resume", "cancel"],
+  };
+  const LABELS = { start: "Start", pause: "Pause", resume: "Resume", cancel: "Cancel" };
+
+  const campaigns = new Map(); // id -> campaign object (snake_case, as the API returns it)
+  let socket = null;
+
+  const $ = (id) => document.getElementById(id);
+
+  function token() {
+    return window.localStorage.getItem(TOKEN_KEY);
+  }
+
+  function notice(text, isError) {
+    const box = $("notice");
+    box.textContent = text;
+    box.classList.toggle("error", Boolean(isError));
+    box.hidden = !text;
+  }
+
+  async function api(method, path, body) {
+    const headers = { Authorization: "Bearer " + token() };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const response = await fetch(API + path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    let payload = null;
+    try {
+      payload = await response.json();
+    } catch (_) {
+      payload = null;
+    }
+    if (response.status === 401) {
+      forgetToken((payload && payload.message) || "The token was refused.");
+      throw new Error("unauthorized");
+    }
+    if (!response.ok || !payload || !payload.success) {
+      const message = (payload && payload.message) || "HTTP " + response.status;
+      throw new Error(message);
+    }
+    return payload;
+  }
+
+  // --- rendering -----------------------------------------------------------------------------
+
+  function percent(value) {
+    return (Math.round((Number(value) || 0) * 100) / 100).toFixed(2) + "%";
+  }
+
+  function campaignElement(id) {
+    let el = document.querySelector('.campaign[data-id="' + CSS.escape(id) + '"]');
+    if (el) return el;
+    el = document.createElement("article");
+    el.className = "campaign";
+    el.dataset.id = id;
+    el.innerHTML =
+      '<div class="head"><h3 class="name"></h3><span class="status"></span>' +
+      '<span class="rate muted"></span><span class="actions"></span></div>' +
+      '<div class="bar" role="progressbar" aria-valuemin="0" aria-valuemax="100">' +
+      '<div class="fill"></div><span class="bar-label"></span></div>' +
+      '<dl class="counts"></dl><p class="error-text" hidden></p>';
+    el.querySelector(".actions").addEventListener("click", onAction);
+    $("campaigns").appendChild(el);
+    return el;
+  }
+
+  function render(c) {
+    const el = campaignElement(c.id);
+    const stats = c.stats || {};
+    const metrics = c.metrics || {};
+    const progress = Math.max(0, Math.min(100, Number(c.progress) || 0));
+    el.dataset.status = c.status;
+    el.querySelector(".name").textContent = c.name;
+    const status = el.querySelector(".status");
+    status.textContent = c.status;
+    status.className = "status status-" + c.status;
+    const perMinute = c.throttle_config && c.throttle_config.messagesPerMinute;
+    el.querySelector(".rate").textContent = perMinute ? perMinute + " msg/min" : "";
+    const bar = el.querySelector(".bar");
+    bar.setAttribute("aria-valuenow", String(progress));
+    el.querySelector(".fill").style.width = progress + "%";
+    el.querySelector(".bar-label").textContent =
+      percent(progress) + " · " + (c.total_recipients || 0) + " recipients";
+    const rows = [
+      ["sent", stats.sent, null],
+      ["delivered", stats.delivered, metrics.delivery_rate],
+      ["read", stats.read, metrics.read_rate],
+      ["replied", stats.replied, metrics.reply_rate],
+      ["failed", stats.failed, metrics.failure_rate],
+    ];
+    el.querySelector(".counts").innerHTML = rows
+      .map(
+        ([label, count, rate]) =>
+          '<div class="count count-' + label + '"><dt>' + label + "</dt><dd>" +
+          (count || 0) + (rate === null ? "" : ' <small>' + percent(rate) + "</small>") +
+          "</dd></div>"
+      )
+      .join("");
+    const error = el.querySelector(".error-text");
+    error.textContent = c.error || "";
+    error.hidden = !c.error;
+    const actions = el.querySelector(".actions");
+    const wanted = ACTIONS[c.status] || [];
+    if (actions.dataset.for !== wanted.join()) {
+      actions.dataset.for = wanted.join();
+      actions.innerHTML = wanted
+        .map(
+          (a) =>
+            '<button type="button" class="action action-' + a + '" data-action="' + a + '">' +
+            LABELS[a] + "</button>"
+        )
+        .join("");
+    }
+    $("empty").hidden = campaigns.size > 0;
+  }
+
+  function update(id, change) {
+    const current = campaigns.get(id);
+    if (!current) return false;
+    const next = Object.assign({}, current, change);
+    campaigns.set(id, next);
+    render(next);
+    return true;
+  }
+
+  async function reload() {
+    const list = [];
+    let cursor = null;
+    do {
+      const query = "?limit=500" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : "");
+      const page = await api("GET", "/campaigns" + query);
+      list.push(...page.data);
+      cursor = page.pagination ? page.pagination.next_cursor : null;
+    } while (cursor);
+    const seen = new Set(list.map((c) => c.id));
+    for (const id of campaigns.keys()) {
+      if (!seen.has(id)) {
+        campaigns.delete(id);
+        const el = document.querySelector('.campaign[data-id="' + CSS.escape(id) + '"]');
+        if (el) el.remove();
+      }
+    }
+    // Newest first, as the API lists them.
+    for (const c of list) campaigns.set(c.id, c);
+    const container = $("campaigns");
+    for (const c of list) {
+      render(c);
+      container.appendChild(campaignElement(c.id));
+    }
+    $("empty").hidden = list.length > 0;
+  }
+
+  async function refresh(id) {
+    try {
+      const payload = await api("GET", "/campaigns/" + encodeURIComponent(id));
+      campaigns.set(id, payload.data);
+      render(payload.data);
+    } catch (error) {
+      if (error.message !== "unauthorized") notice(error.message, true);
+    }
+  }
+
+  async function loadAccounts() {
+    const payload = await api("GET", "/accounts?limit=500");
+    const select = $("account");
+    select.innerHTML = "";
+    for (const account of payload.data) {
+      const option = document.createElement("option");
+      option.value = account.id;
+      option.textContent = account.name + " (" + account.phone_number_id + ")";
+      select.appendChild(option);
+    }
+    if (!payload.data.length) {
+      const option = document.createElement("option");
+      option.value = "";
+      option.textContent = "No accounts: create one with POST /api/v1/accounts";
+      select.appendChild(option);
+    }
+  }
+
+  // --- commands ------------------------------------------------------------------------------
+
+  async function onAction(event) {
+    const button = event.target.closest("button[data-action]");
+    if (!button) return;
+    const id = button.closest(".campaign").dataset.id;
+    const action = button.dataset.action;
+    button.disabled = true;
+    try {
+      const payload = await api("POST", "/campaigns/" + encodeURIComponent(id) + "/" + action);
+      notice("");
+      update(id, { status: payload.data.status });
+    } catch (error) {
+      if (error.message !== "unauthorized") notice(error.message, true);
+      button.disabled = false;
+    }
+  }
+
+  async function onCreate(event) {
+    event.preventDefault();
+    const form = event.target;
+    const audience = form.querySelector('input[name="audience"]:checked').value;
+    const schedule = form.querySelector('input[name="schedule"]:checked').value;
+    const body = {
+      accountId: $("account").value,
+      name: $("name").value.trim(),
+      messageType: "text",
+      messageContent: $("message").value,
+      audienceType: audience,
+      audienceConfig: {},
+      scheduleType: schedule,
+      throttleConfig: { messagesPerMinute: Number($("rate").value) },
+    };
+    if (audience === "tags") {
+      body.audienceConfig = {
+        tags: $("tags").value.split(",").map((t) => t.trim()).filter(Boolean),
+      };
+    }
+    const result = $("create-result");
+    try {
+      const payload = await api("POST", "/campaigns", body);
+      result.textContent = "Created “" + payload.data.name + "” (" + payload.data.status + ").";
+      notice("");
+      campaigns.set(payload.data.id, payload.data);
+      const el = campaignElement(payload.data.id);
+      $("campaigns").prepend(el);
+      render(payload.data);
+      form.querySelector("#name").value = "";
+    } catch (error) {
+      if (error.message !== "unauthorized") result.textContent = error.message;
+    }
+  }
+
+  // --- live stream ---------------------------------------------------------------------------
+
+  function setConnection(state) {
+    const el = $("connection");
+    el.textContent = state;
+    el.className = "connection " + state;
+  }
+
+  function connect() {
+    if (typeof window.io !== "function") {
+      $("vendor-missing").hidden = false;
+      setConnection("offline");
+      return;
+    }
+    socket = window.io({ auth: { token: token() } });
+    socket.on("connect", () => {
+      setConnection("live");
+      reload().catch((error) => notice(error.message, true));
+    });
+    socket.on("disconnect", () => setConnection("offline"));
+    socket.on("connect_error", (error) => {
+      setConnection("offline");
+      notice("Live updates: " + error.message, true);
+    });
+    socket.on("campaign:started", () => reload().catch((e) => notice(e.message, true)));
+    socket.on("campaign:progress", (p) => {
+      const c = campaigns.get(p.campaignId);
+      if (!c) return;
+      const stats = Object.assign({}, c.stats);
+      stats.sent = Math.max(stats.sent || 0, p.sentCount || 0);
+      stats.failed = Math.max(stats.failed || 0, p.failedCount || 0);
+      const change = { progress: p.progress, total_recipients: p.totalRecipients, stats };
+      if (!FINAL.has(c.status) && c.status !== "paused") change.status = "running";
+      update(p.campaignId, change);
+    });
+    socket.on("campaign:stats", (p) => update(p.campaignId, { stats: p.stats, metrics: p.metrics }));
+    socket.on("campaign:paused", (p) =>
+      update(p.campaignId, { status: "paused", paused_at: p.pausedAt, error: p.reason || null })
+    );
+    socket.on("campaign:resumed", (p) => {
+      const c = campaigns.get(p.campaignId);
+      if (c && c.status === "paused") update(p.campaignId, { status: "running", error: null });
+    });
+    socket.on("campaign:completed", (p) => {
+      if (p.campaign) {
+        campaigns.set(p.campaignId, p.campaign);
+        render(p.campaign);
+      } else {
+        update(p.campaignId, { status: "completed", progress: 100 });
+      }
+    });
+    socket.on("campaign:failed", (p) =>
+      update(p.campaignId, { status: "failed", error: p.error, completed_at: p.failedAt })
+    );
+    socket.on("campaign:cancelled", (p) => {
+      update(p.campaignId, { status: "cancelled" });
+      refresh(p.campaignId);
+    });
+  }
+
+  // --- start-up ------------------------------------------------------------------------------
+
+  function forgetToken(reason) {
+    window.localStorage.removeItem(TOKEN_KEY);
+    if (socket) {
+      socket.disconnect();
+      socket = null;
+    }
+    campaigns.clear();
+    $("campaigns").innerHTML = "";
+    $("workspace").hidden = true;
+    $("forget-token").hidden = true;
+    $("login").hidden = false;
+    notice(reason || "", Boolean(reason));
+  }
+
+  async function open() {
+    $("login").hidden = true;
+    $("workspace").hidden = false;
+    $("forget-token").hidden = false;
+    try {
+      await Promise.all([loadAccounts(), reload()]);
+    } catch (error) {
+      if (error.message !== "unauthorized") notice(error.message, true);
+      if (!token()) return;
+    }
+    connect();
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    if (typeof window.io !== "function") $("vendor-missing").hidden = false;
+    $("token-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const value = $("token-input").value.trim();
+      if (!value) return;
+      window.localStorage.setItem(TOKEN_KEY, value);
+      $("token-input").value = "";
+      notice("");
+      open();
+    });
+    $("forget-token").addEventListener("click", () => forgetToken(""));
+    $("create-form").addEventListener("submit", onCreate);
+    for (const radio of document.querySelectorAll('input[name="audience"]')) {
+      radio.addEventListener("change", () => {
+        $("tags").disabled = radio.value !== "tags" || !radio.checked;
+      });
+    }
+    if (token()) open();
+    else $("login").hidden = false;
+  });
+})();
