@@ -1,0 +1,216 @@
+"""Status webhooks over HTTP: signatures, subscription check, and their effect on
+the campaign's stats and metrics (the spec's formulas), replays and disorder included."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+import trio
+
+from api.webhook_payload import sign
+from engine.messages import CampaignEvent
+from tests.api_helpers import APP_SECRET, VERIFY_TOKEN, Harness, api, gateway
+
+__all__ = ["api", "gateway"]
+
+pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+
+T0 = 1_760_000_000
+
+
+def status(wamid: str, kind: str, at: int, recipient_id: int | None = None, **extra: Any) -> Any:
+    item: dict[str, Any] = {"id": wamid, "status": kind, "timestamp": str(at), "recipient_id": "1"}
+    if recipient_id is not None:
+        item["biz_opaque_callback_data"] = str(recipient_id)
+    return item | extra
+
+
+def reply_to(wamid: str, at: int) -> Any:
+    return {
+        "from": "1",
+        "id": f"wamid.in.{wamid}",
+        "timestamp": str(at),
+        "type": "text",
+        "text": {"body": "yes"},
+        "context": {"from": "PN1", "id": wamid},
+    }
+
+
+def notification(statuses: list[Any], messages: list[Any] | None = None) -> bytes:
+    value: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "metadata": {"phone_number_id": "PN1"},
+    }
+    value["statuses"] = statuses
+    if messages:
+        value["messages"] = messages
+    return msgspec.json.encode(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": value}]}],
+        }
+    )
+
+
+async def post(api: Harness, body: bytes, signature: str | None = "valid") -> Any:
+    headers = {}
+    if signature == "valid":
+        headers["X-Hub-Signature-256"] = sign(APP_SECRET, body)
+    elif signature is not None:
+        headers["X-Hub-Signature-256"] = signature
+    return await api.request("POST", "/webhooks/whatsapp", body=body, user=None, headers=headers)
+
+
+async def stats_event(events: trio.MemoryReceiveChannel[Any], campaign_id: str, **want: int) -> Any:
+    """The first campaign:stats event whose counts include `want`."""
+    async for event in events:
+        if (
+            isinstance(event, CampaignEvent)
+            and event.name == "campaign:stats"
+            and event.payload["campaignId"] == campaign_id
+            and all(event.payload["stats"][k] == v for k, v in want.items())
+        ):
+            return event.payload
+    raise AssertionError("broadcaster closed")
+
+
+async def completed_campaign(api: Harness, size: int) -> tuple[str, list[tuple[int, str]]]:
+    """A campaign sent to `size` recipients: its id and (recipient id, wamid) in id order."""
+    account = await api.make_account()
+    await api.make_contacts(size)
+    async with api.engine.broadcaster.subscribe() as events:
+        campaign = await api.make_campaign(account, scheduleType="now")
+        async for event in events:
+            if (
+                isinstance(event, CampaignEvent)
+                and event.name == "campaign:completed"
+                and event.payload["campaignId"] == campaign["id"]
+            ):
+                break
+    rows = await api.db.fetch(
+        """SELECT id, provider_message_id FROM campaign_recipients
+           WHERE campaign_id = $1 ORDER BY id""",
+        campaign["id"],
+    )
+    return campaign["id"], [(r["id"], r["provider_message_id"]) for r in rows]
+
+
+async def test_verify_subscription(api: Harness) -> None:
+    with trio.fail_after(20):
+        ok = await api.request(
+            "GET",
+            f"/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=12345",
+            user=None,
+        )
+        assert (ok.status, ok.body) == (200, b"12345")
+        assert ok.headers["content-type"].startswith("text/plain")
+        for query in (
+            "hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1",
+            f"hub.mode=unsubscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=1",
+            "hub.challenge=1",
+        ):
+            refused = await api.request("GET", f"/webhooks/whatsapp?{query}", user=None)
+            assert refused.status == 403 and refused.json()["success"] is False
+
+
+async def test_signature_is_required_and_checked(api: Harness) -> None:
+    with trio.fail_after(30):
+        campaign_id, recipients = await completed_campaign(api, 2)
+        before = (await api.request("GET", f"/api/v1/campaigns/{campaign_id}")).json()["data"]
+        body = notification([status(wamid, "delivered", T0) for _, wamid in recipients])
+        for signature in (None, "sha256=" + "0" * 64, sign("other-secret", body), "md5=abc"):
+            reply = await post(api, body, signature)
+            assert reply.status == 401 and reply.json()["error"]["code"] == "invalid_signature"
+        assert api.engine.statistics().webhooks.received == 0
+        # A body changed after signing is refused too.
+        tampered = await post(api, body + b" ", sign(APP_SECRET, body))
+        assert tampered.status == 401
+        # Signed but not a notification: 400, nothing applied.
+        for bad in (
+            b"{",
+            b"[]",
+            b'{"entry": [{"changes": [{"value": {"statuses": [{"id": 1}]}}]}]}',
+        ):
+            assert (await post(api, bad)).status == 400
+        after = (await api.request("GET", f"/api/v1/campaigns/{campaign_id}")).json()["data"]
+        assert after["stats"] == before["stats"] and after["stats"]["delivered"] == 0
+        assert api.engine.statistics().webhooks.received == 0
+
+
+async def test_statuses_and_replies_move_metrics_once(api: Harness) -> None:
+    with trio.fail_after(60):
+        campaign_id, recipients = await completed_campaign(api, 4)
+        (_, w1), (id2, w2), (_, w3), (id4, w4) = recipients
+        first = notification(
+            [
+                status(w1, "delivered", T0 + 1),
+                status(w2, "delivered", T0 + 1, recipient_id=id2),
+                status(w2, "read", T0 + 2),
+                status(w3, "read", T0 + 2),  # read before any delivered: read implies delivered
+                status(
+                    w4,
+                    "failed",
+                    T0 + 3,
+                    recipient_id=id4,
+                    errors=[{"code": 131026, "title": "Message undeliverable"}],
+                ),
+                status("wamid.unknown", "delivered", T0),  # not ours: ignored
+            ],
+            [reply_to(w1, T0 + 5)],
+        )
+        async with api.engine.broadcaster.subscribe() as events:
+            reply = await post(api, first)
+            assert (reply.status, reply.json()) == (200, {"success": True})
+            payload = await stats_event(
+                events, campaign_id, delivered=3, read=2, replied=1, failed=1
+            )
+        assert payload["stats"]["sent"] == 4
+        expected_metrics = {
+            "delivery_rate": 75.0,  # delivered / sent = 3 / 4
+            "read_rate": 66.67,  # read / delivered = 2 / 3
+            "reply_rate": 33.33,  # replied / delivered = 1 / 3
+            "failure_rate": 25.0,  # failed / total = 1 / 4
+        }
+        assert payload["metrics"] == expected_metrics
+        campaign = (await api.request("GET", f"/api/v1/campaigns/{campaign_id}")).json()["data"]
+        assert campaign["metrics"] == expected_metrics
+        failed = (
+            await api.request("GET", f"/api/v1/campaigns/{campaign_id}/recipients?status=failed")
+        ).json()["data"]
+        assert [(r["provider_message_id"], r["error_code"]) for r in failed] == [(w4, "131026")]
+
+        # Replayed, and late or older statuses: nothing moves. A new fact sent after
+        # them tells when they have all been applied (the applier keeps order).
+        async with api.engine.broadcaster.subscribe() as events:
+            assert (await post(api, first)).status == 200
+            late = notification(
+                [
+                    status(w3, "delivered", T0 + 1),
+                    status(w2, "sent", T0),
+                    status(w4, "failed", T0 + 4, recipient_id=id4),
+                ],
+                [reply_to(w1, T0 + 6)],
+            )
+            assert (await post(api, late)).status == 200
+            assert (await post(api, notification([status(w1, "read", T0 + 7)]))).status == 200
+            payload = await stats_event(events, campaign_id, read=3)
+        assert payload["stats"] == {
+            "pending": 0,
+            "sent": 4,
+            "delivered": 3,
+            "read": 3,
+            "replied": 1,
+            "failed": 1,
+            "in_doubt": 0,
+        }
+        recipients_now = (
+            await api.request("GET", f"/api/v1/campaigns/{campaign_id}/recipients")
+        ).json()["data"]
+        by_wamid = {r["provider_message_id"]: r for r in recipients_now}
+        assert by_wamid[w4]["status"] == "failed" and by_wamid[w4]["delivered_at"] is None
+        assert by_wamid[w3]["status"] == "read" and by_wamid[w2]["status"] == "read"
+        assert by_wamid[w1]["replied_at"] == "2025-10-09T08:53:25.000Z"  # the first reply
+        metrics = (await api.request("GET", "/metrics", user=None)).body.decode()
+        assert "campaign_engine_webhook_facts_received_total" in metrics
