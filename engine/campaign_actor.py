@@ -308,7 +308,7 @@ class _CampaignRun:
 
     async def _wait_for_in_doubt(self) -> bool:
         plan = self.plan
-        timeout = timedelta(seconds=self.settings.delivery.in_doubt_timeout_seconds)
+        timeout = timedelta(seconds=self.settings.delivery.in_doubt_timeout)
         oldest = await recipient_store.next_in_doubt_since(self.db, plan.id)
         if oldest is not None:
             log.warning("campaign %s: waiting for in-doubt sends to be resolved", plan.id)

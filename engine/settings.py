@@ -115,7 +115,7 @@ class SenderSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class DeliverySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    in_doubt_timeout_seconds: PositiveFloat = 900.0
+    in_doubt_timeout: PositiveFloat = 900.0
     on_in_doubt: Literal["fail", "resend"] = "fail"
 
 

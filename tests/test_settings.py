@@ -50,7 +50,7 @@ def test_defaults_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert settings.sender.concurrency == 10
     assert settings.sender.max_attempts == 3
     assert settings.delivery.on_in_doubt == "fail"
-    assert settings.delivery.in_doubt_timeout_seconds == 900.0
+    assert settings.delivery.in_doubt_timeout == 900.0
     assert settings.logging.level == "INFO"
 
 
