@@ -81,6 +81,11 @@ class SocketStream:
     async def _disconnect(self, sid: str, *_reason: Any) -> None:
         self._sockets.discard(sid)
 
+    async def _start_client_manager(self) -> None:
+        if not self.server.manager_initialized:
+            self.server.manager_initialized = True
+            self.server.manager.initialize()
+
     # --- trio side ---------------------------------------------------------------------
 
     async def forward_events(
@@ -92,6 +97,9 @@ class SocketStream:
     ) -> None:
         """Emit every campaign event to its owner's room, until cancelled."""
         emit = trio_asyncio.aio_as_trio(self.server.emit)
+        if self._distributed:
+            # Listen to the other daemons now, not at the first connection.
+            await trio_asyncio.aio_as_trio(self._start_client_manager)()
         async with broadcaster.subscribe(max_queue) as events:
             task_status.started()
             async for event in events:

@@ -149,7 +149,7 @@ def expired_token(user: str = USER) -> str:
     return jwt.encode({"sub": user, "exp": int(time.time()) - 10}, SECRET, algorithm="HS256")
 
 
-def test_settings(**overrides: str) -> Settings:
+def api_settings(**overrides: str) -> Settings:
     return load_settings(None, BASE_ENVIRONMENT | overrides)
 
 
@@ -158,9 +158,10 @@ async def open_harness(
     settings: Settings,
     gateway: ScriptedGateway,
     *,
+    instance_id: str = "api-test",
     task_status: trio.TaskStatus[Harness] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    async with open_engine(db, settings, gateway, instance_id="api-test") as engine:
+    async with open_engine(db, settings, gateway, instance_id=instance_id) as engine:
         async with trio.open_nursery() as nursery:
             port: int = await nursery.start(
                 partial(serve_api, engine, settings, host="127.0.0.1", port=0)
@@ -177,6 +178,6 @@ def gateway() -> ScriptedGateway:
 @pytest.fixture
 async def api(db: Database, gateway: ScriptedGateway) -> AsyncIterator[Harness]:
     async with trio.open_nursery() as nursery:
-        harness: Harness = await nursery.start(open_harness, db, test_settings(), gateway)
+        harness: Harness = await nursery.start(open_harness, db, api_settings(), gateway)
         yield harness
         nursery.cancel_scope.cancel()
