@@ -180,31 +180,59 @@ def _banner(listening: Listening, token: str, simulator: SimulatorHandle, ids: l
     )
 
 
-async def run_demo(settings: Settings, dsn: str, *, host: str, port: int) -> None:
-    """Serve the demo until SIGINT/SIGTERM."""
-    assert settings.auth.jwt_secret is not None and settings.whatsapp.app_secret is not None
+class Stack(msgspec.Struct, frozen=True):
+    """A running daemon and the simulator its accounts can point at."""
+
+    listening: Listening
+    simulator: SimulatorHandle
+    engine: Any  # engine.engine.Engine
+
+
+async def serve_with_simulator(
+    settings: Settings,
+    dsn: str,
+    *,
+    host: str,
+    port: int,
+    latency_ms: float = LATENCY_MS,
+    task_status: trio.TaskStatus[Stack] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The daemon and, beside it, a simulator whose webhooks go to the daemon; until the
+    daemon stops (SIGINT/SIGTERM) or cancellation. Also used by the tests."""
+    app_secret = settings.whatsapp.app_secret or ""
     async with trio.open_nursery() as nursery:
 
         async def daemon(task_status: trio.TaskStatus[tuple[Listening, Any]]) -> None:
             await serve(settings, dsn, host=host, port=port, task_status=task_status)
             nursery.cancel_scope.cancel()  # the daemon stopped (signal): so does the simulator
 
-        listening, _engine = await nursery.start(daemon)
+        listening, engine = await nursery.start(daemon)
         simulator: SimulatorHandle = await nursery.start(
             serve_simulator,
             SimulatorConfig(
-                latency_ms=LATENCY_MS,
+                latency_ms=latency_ms,
                 webhook_url=f"{listening.url}/webhooks/whatsapp",
-                app_secret=settings.whatsapp.app_secret,
+                app_secret=app_secret,
             ),
         )
+        task_status.started(Stack(listening, simulator, engine))
+
+
+async def run_demo(settings: Settings, dsn: str, *, host: str, port: int) -> None:
+    """Serve the demo until SIGINT/SIGTERM."""
+    assert settings.auth.jwt_secret is not None
+    async with trio.open_nursery() as nursery:
+        stack: Stack = await nursery.start(
+            partial(serve_with_simulator, settings, dsn, host=host, port=port)
+        )
         token = issue_token(settings.auth.jwt_secret, DEMO_USER, settings.auth.token_ttl_seconds)
-        client = ApiClient(listening.url, token)
+        client = ApiClient(stack.listening.url, token)
         try:
-            campaigns = await seed(client, simulator.api_url)
+            campaigns = await seed(client, stack.simulator.api_url)
         finally:
             await client.aclose()
-        print(_banner(listening, token, simulator, [c["id"] for c in campaigns]), flush=True)
+        banner = _banner(stack.listening, token, stack.simulator, [c["id"] for c in campaigns])
+        print(banner, flush=True)
 
 
 def main(*, port: int = 8080) -> int:
