@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Protocol
 
+import asyncpg
 from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -58,6 +59,7 @@ def create_app(
     app.register_error_handler(NotFound, _campaign_not_found)
     app.register_error_handler(TransitionRefused, _transition_refused)
     app.register_error_handler(InvalidReference, _invalid_reference)
+    app.register_error_handler(asyncpg.DataError, _unstorable)
     app.register_error_handler(Exception, _unexpected)
     return app
 
@@ -96,6 +98,16 @@ async def _transition_refused(error: TransitionRefused) -> Response:
 
 async def _invalid_reference(error: InvalidReference) -> Response:
     return failure(ApiError(400, "validation_failed", error.message, error.field))
+
+
+async def _unstorable(error: asyncpg.DataError) -> Response:
+    # Input that passed validation but PostgreSQL cannot store (a NUL character in
+    # text, say). The statement failed, so its transaction changed nothing.
+    return failure(
+        ApiError(
+            400, "invalid_value", f"The request contains a value that cannot be stored: {error}"
+        )
+    )
 
 
 async def _unexpected(error: Exception) -> Response:

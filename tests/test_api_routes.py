@@ -10,8 +10,19 @@ import msgspec
 import pytest
 import trio
 
+from api import params
+from api.app import create_app
 from engine.messages import CampaignEvent
-from tests.api_helpers import OTHER_USER, Harness, Reply, api, expired_token, gateway
+from engine.store.database import Database
+from tests.api_helpers import (
+    OTHER_USER,
+    Harness,
+    Reply,
+    api,
+    api_settings,
+    expired_token,
+    gateway,
+)
 
 __all__ = ["api", "gateway"]
 
@@ -598,3 +609,64 @@ async def test_queue_health(api: Harness) -> None:
         queue = assert_ok(await api.request("GET", "/api/v1/queue"))
         assert queue["completed"] == 5 and queue["processing_rate_per_minute"] == 5
         assert queue["running_campaigns"] == 0 and queue["waiting"] == 0
+
+
+async def test_odd_input_is_a_400_never_a_500(api: Harness) -> None:
+    with trio.fail_after(30):
+        account = await api.make_account()
+        nul = await api.request(
+            "POST",
+            "/api/v1/accounts",
+            body=b'{"name": "a\\u0000b", "phoneNumberId": "P", "accessToken": "t"}',
+        )
+        assert_error(nul, 400, "invalid_value")
+        assert len(assert_ok(await api.request("GET", "/api/v1/accounts"))) == 1
+        campaign = await api.make_campaign(account)
+        forged = params.encode_cursor(["2025-01-01T00:00:00Z", "not-a-uuid"])
+        assert_error(
+            await api.request("GET", f"/api/v1/campaigns?cursor={forged}"), 400, "invalid_cursor"
+        )
+        huge = params.encode_cursor(2**70)
+        assert_error(
+            await api.request(
+                "GET", f"/api/v1/campaigns/{campaign['id']}/recipients?cursor={huge}"
+            ),
+            400,
+            "invalid_cursor",
+        )
+        assert_error(
+            await api.request("POST", "/api/v1/contacts", {"contacts": "many"}),
+            400,
+            "validation_failed",
+            "contacts",
+        )
+        assert_error(
+            await api.request("POST", "/api/v1/contacts", ["+15550000000"]),
+            400,
+            "validation_failed",
+        )
+        assert_error(
+            await api.request("PATCH", f"/api/v1/campaigns/{campaign['id']}", body=b"null"),
+            400,
+            "validation_failed",
+        )
+
+
+class UnreachableDatabase(Database):
+    """The real Database class, with the server gone."""
+
+    def __init__(self) -> None:
+        pass
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        raise OSError("connection refused")
+
+
+async def test_healthz_503_when_the_database_does_not_answer() -> None:
+    class NoEngine:
+        db = UnreachableDatabase()
+
+    app = create_app(NoEngine(), api_settings())  # type: ignore[arg-type]
+    reply = await app.test_client().get("/healthz")
+    assert reply.status_code == 503
+    assert (await reply.get_json())["status"] != "ok"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from quart import Blueprint, Response
@@ -28,6 +29,7 @@ from engine.store.resources import CampaignInput
 
 blueprint = Blueprint("campaigns", __name__)
 
+RecipientCursor = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 RECIPIENT_STATUSES = ("pending", "sending", "sent", "delivered", "read", "failed", "in_doubt")
 
 # PATCH field -> the column it writes.
@@ -75,9 +77,13 @@ async def create_campaign() -> Response:
 async def list_campaigns() -> Response:
     limit = params.limit()
     status = params.choice("status", lifecycle.ALL_STATUSES)
-    after = params.cursor(tuple[datetime, str])
+    after = params.cursor(tuple[datetime, uuid.UUID])
     rows = await resources.list_campaigns(
-        context.db(), context.user_id(), status=status, after=after, limit=limit
+        context.db(),
+        context.user_id(),
+        status=status,
+        after=(after[0], str(after[1])) if after else None,
+        limit=limit,
     )
     last = [rows[-1]["created_at"], str(rows[-1]["id"])] if rows else None
     return success(
@@ -181,7 +187,7 @@ async def list_recipients(campaign_id: str) -> Response:
     key = _key(campaign_id)
     limit = params.limit()
     status = params.choice("status", RECIPIENT_STATUSES)
-    after = params.cursor(int) or 0
+    after = params.cursor(RecipientCursor) or 0
     rows = await resources.list_recipients(
         context.db(), context.user_id(), key, status=status, after=after, limit=limit
     )
