@@ -50,5 +50,5 @@ async def serve_api(
             partial(serve, asgi, config, mode="asgi", shutdown_trigger=trio.sleep_forever)
         )
         bound_port = int(binds[0].rsplit(":", 1)[1])
-        log.info("listening on http://%s:%d", host, bound_port)
+        log.debug("API bound to %s:%d", host, bound_port)
         task_status.started(bound_port)

@@ -178,6 +178,8 @@ async def test_contacts_upsert_batch_rejections_and_duplicates(api: Harness) -> 
         assert len(assert_ok(await api.request("GET", "/api/v1/contacts"))) == 2
 
         key = by_phone["+14155550100"]["id"]
+        own = assert_ok(await api.request("GET", f"/api/v1/contacts/{key}"))
+        assert (own["phone"], own["first_name"], own["tags"]) == ("+14155550100", "Ann", [])
         patched = assert_ok(
             await api.request("PATCH", f"/api/v1/contacts/{key}", {"optedOut": True, "tags": ["x"]})
         )
