@@ -9,6 +9,8 @@ trio + h11, cheap per request so it is never the bottleneck of a benchmark.
   after `latency_ms`.
 - `GET /simulator/stats`: totals and `duplicates` (callback ids accepted more than once).
 - `GET /simulator/sends?callback=ID`: `{"callback": ID, "accepted": N}`.
+- `GET /simulator/last?phone_number_id=ID`: `{"phone_number_id", "accepted", "last_accepted_at"}`
+  (sends accepted for that id, and the wall-clock time of the last one, or null).
 - With `webhook_url`: statuses `sent`, `delivered`, `read` (a share) and inbound
   replies (a share, with `context.id`), posted in batches, signed with `app_secret`.
 
@@ -97,6 +99,8 @@ class SimulatorState:
         self.webhook_posts = 0
         self.webhook_failures = 0
         self.webhook_items = 0
+        # phone_number_id -> (accepted sends, time.time() of the last one)
+        self.last_accept: dict[str, tuple[int, float]] = {}
 
     def sends_for(self, callback: str) -> int:
         """Accepted sends carrying this `biz_opaque_callback_data`."""
@@ -106,6 +110,8 @@ class SimulatorState:
         self.requests.append(request)
         if request.error_code is None:
             self.accepted += 1
+            count, _ = self.last_accept.get(request.phone_number_id, (0, 0.0))
+            self.last_accept[request.phone_number_id] = (count + 1, time.time())
             if request.callback is not None:
                 count = self.accepted_by_callback[request.callback] + 1
                 self.accepted_by_callback[request.callback] = count
@@ -355,6 +361,12 @@ def _route(request: h11.Request, body: bytes, sender: _Sender) -> tuple[int, byt
             callback = params.get("callback", "")
             accepted = sender.state.sends_for(callback)
             return 200, _encode({"callback": callback, "accepted": accepted}), _JSON
+        if path == "/simulator/last":
+            params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+            phone = params.get("phone_number_id", "")
+            count, at = sender.state.last_accept.get(phone, (0, None))
+            document = {"phone_number_id": phone, "accepted": count, "last_accepted_at": at}
+            return 200, _encode(document), _JSON
     return 404, _NOT_FOUND, _JSON
 
 
