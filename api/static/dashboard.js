@@ -16,6 +16,8 @@
   const LABELS = { start: "Start", pause: "Pause", resume: "Resume", cancel: "Cancel" };
 
   const campaigns = new Map(); // id -> campaign object (snake_case, as the API returns it)
+  // Status events seen per campaign: a command's HTTP answer must not overwrite a newer event.
+  const statusEvents = new Map();
   let socket = null;
 
   const $ = (id) => document.getElementById(id);
@@ -201,10 +203,11 @@
     const id = button.closest(".campaign").dataset.id;
     const action = button.dataset.action;
     button.disabled = true;
+    const epoch = statusEvents.get(id) || 0;
     try {
       const payload = await api("POST", "/campaigns/" + encodeURIComponent(id) + "/" + action);
       notice("");
-      update(id, { status: payload.data.status });
+      if ((statusEvents.get(id) || 0) === epoch) update(id, { status: payload.data.status });
     } catch (error) {
       if (error.message !== "unauthorized") notice(error.message, true);
       button.disabled = false;
@@ -248,6 +251,10 @@
 
   // --- live stream ---------------------------------------------------------------------------
 
+  function statusEvent(id) {
+    statusEvents.set(id, (statusEvents.get(id) || 0) + 1);
+  }
+
   function setConnection(state) {
     const el = $("connection");
     el.textContent = state;
@@ -270,7 +277,10 @@
       setConnection("offline");
       notice("Live updates: " + error.message, true);
     });
-    socket.on("campaign:started", () => reload().catch((e) => notice(e.message, true)));
+    socket.on("campaign:started", (p) => {
+      statusEvent(p.campaignId);
+      reload().catch((e) => notice(e.message, true));
+    });
     socket.on("campaign:progress", (p) => {
       const c = campaigns.get(p.campaignId);
       if (!c) return;
@@ -282,14 +292,17 @@
       update(p.campaignId, change);
     });
     socket.on("campaign:stats", (p) => update(p.campaignId, { stats: p.stats, metrics: p.metrics }));
-    socket.on("campaign:paused", (p) =>
-      update(p.campaignId, { status: "paused", paused_at: p.pausedAt, error: p.reason || null })
-    );
+    socket.on("campaign:paused", (p) => {
+      statusEvent(p.campaignId);
+      update(p.campaignId, { status: "paused", paused_at: p.pausedAt, error: p.reason || null });
+    });
     socket.on("campaign:resumed", (p) => {
+      statusEvent(p.campaignId);
       const c = campaigns.get(p.campaignId);
-      if (c && c.status === "paused") update(p.campaignId, { status: "running", error: null });
+      if (c && !FINAL.has(c.status)) update(p.campaignId, { status: "running", error: null });
     });
     socket.on("campaign:completed", (p) => {
+      statusEvent(p.campaignId);
       if (p.campaign) {
         campaigns.set(p.campaignId, p.campaign);
         render(p.campaign);
@@ -297,10 +310,12 @@
         update(p.campaignId, { status: "completed", progress: 100 });
       }
     });
-    socket.on("campaign:failed", (p) =>
-      update(p.campaignId, { status: "failed", error: p.error, completed_at: p.failedAt })
-    );
+    socket.on("campaign:failed", (p) => {
+      statusEvent(p.campaignId);
+      update(p.campaignId, { status: "failed", error: p.error, completed_at: p.failedAt });
+    });
     socket.on("campaign:cancelled", (p) => {
+      statusEvent(p.campaignId);
       update(p.campaignId, { status: "cancelled" });
       refresh(p.campaignId);
     });

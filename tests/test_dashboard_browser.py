@@ -1,0 +1,132 @@
+"""The dashboard in headless Chromium (Debian's `chromium`, driven by Playwright): token entry,
+creating and starting a campaign in the page and watching its bar reach 100% over the live
+stream, then pause, resume and cancel on a slow one. Leaves a screenshot in
+tests/artifacts/dashboard.png.
+
+The daemon runs in this trio run. Playwright drives the browser from a child process
+(`python -m tests.test_dashboard_browser URL TOKEN PNG`): its synchronous API runs an asyncio
+loop of its own, which must not meet the trio-asyncio loop policy of this process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+VENDOR_JS = Path(__file__).resolve().parent.parent / "api/static/vendor/socket.io.min.js"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+STEP_MS = 30_000  # Playwright's bound on each wait
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)",
+    ),
+]
+
+
+def drive_dashboard(url: str, token: str, screenshot: Path) -> None:
+    from playwright.sync_api import Page, expect, sync_playwright
+
+    def create(page: Page, name: str, per_minute: int) -> str:
+        page.fill("#name", name)
+        page.fill("#message", "Hello {{firstName}} from the browser")
+        page.fill("#rate", str(per_minute))
+        page.check('input[name="schedule"][value="manual"]')
+        page.click("#create")
+        card = page.locator(".campaign", has=page.locator(".name", has_text=name))
+        expect(card).to_have_attribute("data-status", "draft", timeout=STEP_MS)
+        campaign_id = card.get_attribute("data-id")
+        assert campaign_id
+        return campaign_id
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 1100})
+            page.goto(url + "/")
+            expect(page.locator("#login")).to_be_visible(timeout=STEP_MS)
+            expect(page.locator("#vendor-missing")).to_be_hidden()
+            page.fill("#token-input", token)
+            page.click("#token-form button[type=submit]")
+            expect(page.locator("#connection")).to_have_text("live", timeout=STEP_MS)
+            expect(page.locator("#account option")).to_have_count(1)
+
+            # A fast campaign: start it from its card, the bar fills to 100%.
+            fast = create(page, "Browser fast", 6000)
+            card = page.locator(f'.campaign[data-id="{fast}"]')
+            card.locator("button[data-action=start]").click()
+            expect(card.locator(".bar")).to_have_attribute("aria-valuenow", "100", timeout=STEP_MS)
+            expect(card).to_have_attribute("data-status", "completed", timeout=STEP_MS)
+            expect(card.locator(".count-sent dd")).to_contain_text("39")  # +17770000000 fails
+
+            # A slow one: pause, resume and cancel with the buttons.
+            slow = create(page, "Browser slow", 30)
+            card = page.locator(f'.campaign[data-id="{slow}"]')
+            card.locator("button[data-action=start]").click()
+            expect(card).to_have_attribute("data-status", "running", timeout=STEP_MS)
+            card.locator("button[data-action=pause]").click()
+            expect(card).to_have_attribute("data-status", "paused", timeout=STEP_MS)
+            expect(card.locator(".status")).to_have_text("paused")
+            card.locator("button[data-action=resume]").click()
+            expect(card).to_have_attribute("data-status", "running", timeout=STEP_MS)
+            expect(card.locator("button[data-action=pause]")).to_be_visible()
+
+            # The token survives a reload (localStorage): no second prompt.
+            page.reload()
+            expect(page.locator("#connection")).to_have_text("live", timeout=STEP_MS)
+            expect(page.locator("#login")).to_be_hidden()
+            card = page.locator(f'.campaign[data-id="{slow}"]')
+            expect(card).to_have_attribute("data-status", "running", timeout=STEP_MS)
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
+
+            card.locator("button[data-action=cancel]").click()
+            expect(card).to_have_attribute("data-status", "cancelled", timeout=STEP_MS)
+        finally:
+            browser.close()
+
+
+async def test_dashboard_creates_starts_pauses_and_resumes_campaigns(database_url: str) -> None:
+    from tests.test_watch import running_daemon  # not in the driver process: see above
+
+    assert VENDOR_JS.exists(), f"{VENDOR_JS} is missing: run `make install` (npm ci + copy)"
+    with trio.fail_after(180):
+        async with running_daemon(database_url) as daemon:
+            await daemon.make_account()
+            await daemon.make_contacts(40)
+            screenshot = ARTIFACTS / "dashboard.png"
+            driver = await trio.run_process(
+                [sys.executable, "-m", "tests.test_dashboard_browser", daemon.url, daemon.token,
+                 str(screenshot)],
+                cwd=ROOT, check=False, capture_stdout=True, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            assert driver.returncode == 0, driver.stdout.decode(errors="replace")
+            assert screenshot.stat().st_size > 10_000
+
+
+if __name__ == "__main__":
+    import asyncio
+
+    # Playwright's own asyncio loop: the standard one, whatever was imported before.
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    drive_dashboard(sys.argv[1], sys.argv[2], Path(sys.argv[3]))
