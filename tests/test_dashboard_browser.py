@@ -62,6 +62,14 @@ def drive_dashboard(url: str, token: str, screenshot: Path) -> None:
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
         )
         try:
+            # Without the vendored Socket.IO client the page says what to do.
+            bare = browser.new_page()
+            bare.route("**/static/vendor/socket.io.min.js", lambda route: route.abort())
+            bare.goto(url + "/")
+            expect(bare.locator("#vendor-missing")).to_be_visible(timeout=STEP_MS)
+            expect(bare.locator("#vendor-missing")).to_contain_text("make install")
+            bare.close()
+
             page = browser.new_page(viewport={"width": 1100, "height": 1100})
             page.goto(url + "/")
             expect(page.locator("#login")).to_be_visible(timeout=STEP_MS)
