@@ -195,10 +195,12 @@ async def serve_with_simulator(
     host: str,
     port: int,
     latency_ms: float = LATENCY_MS,
+    mps: int = 80,
     task_status: trio.TaskStatus[Stack] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The daemon and, beside it, a simulator whose webhooks go to the daemon; until the
-    daemon stops (SIGINT/SIGTERM) or cancellation. Also used by the tests."""
+    daemon stops (SIGINT/SIGTERM) or cancellation. `mps`: the simulator's per phone number
+    limit, as the Cloud API's (0: none). Also used by the tests."""
     app_secret = settings.whatsapp.app_secret or ""
     async with trio.open_nursery() as nursery:
 
@@ -211,6 +213,7 @@ async def serve_with_simulator(
             serve_simulator,
             SimulatorConfig(
                 latency_ms=latency_ms,
+                mps=mps,
                 webhook_url=f"{listening.url}/webhooks/whatsapp",
                 app_secret=app_secret,
             ),

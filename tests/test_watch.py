@@ -122,6 +122,7 @@ async def running_daemon(database_url: str, latency_ms: float = 5.0) -> AsyncIte
                 host="127.0.0.1",
                 port=0,
                 latency_ms=latency_ms,
+                mps=0,  # the accounts' own budget (1,000/s) is the only limit
             )
         )
         try:
