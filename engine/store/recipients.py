@@ -330,17 +330,21 @@ async def next_in_doubt_since(db: Database, campaign_id: str) -> datetime | None
 async def expire_in_doubt(
     db: Database, campaign_id: str, *, cutoff: datetime, resend: bool, now: datetime
 ) -> int:
-    """Resolve in-doubt rows older than the cutoff: fail them (`outcome_unknown`),
-    or, when the operator chose it, put them back to `pending` to be sent again."""
+    """Resolve in-doubt rows sent at or before the cutoff: fail them (`outcome_unknown`),
+    or, when the operator chose it, put them back to `pending` to be sent again.
+
+    At or before: the campaign actor wakes exactly at `sending_at + timeout`; with a
+    strict comparison nothing would expire then, and it would wait again for that
+    same instant, spinning until the clock ticks (forever on a mock clock)."""
     if resend:
         query = """UPDATE campaign_recipients SET status = 'pending', not_before = NULL
-                   WHERE campaign_id = $1 AND status = 'in_doubt' AND sending_at < $2"""
+                   WHERE campaign_id = $1 AND status = 'in_doubt' AND sending_at <= $2"""
         status = await db.execute(query, campaign_id, cutoff)
     else:
         query = """UPDATE campaign_recipients SET status = 'failed', failed_at = $3,
                        error_code = 'outcome_unknown',
                        error_message = 'The daemon stopped before the answer to this send was stored'
-                   WHERE campaign_id = $1 AND status = 'in_doubt' AND sending_at < $2"""
+                   WHERE campaign_id = $1 AND status = 'in_doubt' AND sending_at <= $2"""
         status = await db.execute(query, campaign_id, cutoff, now)
     return int(status.rsplit(" ", 1)[1])
 
