@@ -11,6 +11,11 @@ seconds away. Timings measured on such a clock are noise.
 any of its operations is in flight: a query takes no virtual time, and only
 the engine's own sleeps (token bucket, latency, backoff, timeouts) move it.
 Engine test modules override the `db` fixture with `open_virtual_time_database`.
+
+A NOTIFY travels outside any operation: between the commit and its delivery
+the clock may jump. A test that needs a command to land at an exact virtual
+instant holds the clock itself until the engine's listener heard it
+(`with db.hold.held(): ...; await db.heard(payload)`).
 """
 
 from __future__ import annotations
@@ -57,6 +62,13 @@ class VirtualTimeDatabase(Database):
     def __init__(self, inner: Database, hold: ClockHold) -> None:
         self._inner = inner
         self.hold = hold
+        self.notifications: list[str] = []  # payloads delivered to any listener
+        self._notified = trio.Event()
+
+    async def heard(self, payload: str) -> None:
+        """Wait until a listener (the engine's supervisor) was handed `payload`."""
+        while payload not in self.notifications:
+            await self._notified.wait()
 
     async def fetch(self, query: str, *args: Any) -> list[Record]:
         with self.hold.held():
@@ -91,8 +103,14 @@ class VirtualTimeDatabase(Database):
     async def listen(
         self, channel: str, callback: Callable[[str], None]
     ) -> Callable[[], Awaitable[None]]:
+        def on_notify(payload: str) -> None:
+            callback(payload)
+            self.notifications.append(payload)
+            self._notified.set()
+            self._notified = trio.Event()
+
         with self.hold.held():
-            stop = await self._inner.listen(channel, callback)
+            stop = await self._inner.listen(channel, on_notify)
 
         async def held_stop() -> None:
             with self.hold.held():
