@@ -68,6 +68,19 @@ _MAX_RECORD_BATCH = 1000
 StopReason = Literal["finished", "stopped", "account", "shutdown"]
 
 
+# A sender that wakes late may catch up this much, so high rates are kept despite
+# timer granularity; below 100/min·s it rounds to 1 token: sends stay evenly spaced.
+_CATCH_UP_SECONDS = 0.01
+
+
+def _campaign_bucket(rate_per_second: float) -> TokenBucket:
+    return TokenBucket(
+        rate_per_second,
+        now=trio.current_time(),
+        capacity=max(1.0, math.floor(rate_per_second * _CATCH_UP_SECONDS)),
+    )
+
+
 class CampaignActorStatistics(msgspec.Struct, frozen=True):
     campaign_id: str
     dispatched: int
@@ -121,7 +134,7 @@ class _CampaignRun:
         self.broadcaster = broadcaster
         self.lease_owner = lease_owner
         self.throttle = plan.throttle
-        self.bucket = TokenBucket(self._rate_per_second(plan.throttle), now=trio.current_time())
+        self.bucket = _campaign_bucket(self._rate_per_second(plan.throttle))
         self.cursor = plan.batch_cursor
         self.endpoint = AccountEndpoint(
             account_id=plan.account_id,
@@ -135,6 +148,7 @@ class _CampaignRun:
         self.pause_reason: str | None = None
         self.dispatch_scope = trio.CancelScope()
         self.wait_scope: trio.CancelScope | None = None
+        self.linger_scope: trio.CancelScope | None = None
         self.in_flight = 0  # slots held: marked `sending` and not yet recorded
         self.submitted = 0  # of those, handed to the sender pool
         self.recorded_changed = trio.Event()
@@ -436,34 +450,50 @@ class _CampaignRun:
     # --- outcomes -----------------------------------------------------------------------
 
     async def _record_outcomes(self) -> None:
+        unsubscribe = self.pool.when_starved(self._stop_lingering)
+        try:
+            async for first in self.outcomes:
+                batch = await self._gather(first)
+                with trio.CancelScope(shield=True):
+                    await recipient_store.record_outcomes(self.db, batch, now=self.clock.now())
+                self.submitted -= len(batch)
+                self.in_flight -= len(batch)
+                self.recorded += len(batch)
+                self.pool.release_slots(len(batch))
+                self._signal_recorded()
+                await self._report(batch)
+                reason = next((o.pause_reason for o in batch if o.pause_reason), None)
+                if reason and self.stop_reason is None:
+                    self.pause_reason = reason
+                    self._stop("account")
+        finally:
+            unsubscribe()
+
+    async def _gather(self, first: Outcome) -> list[Outcome]:
+        """Group commit: one statement stores every outcome that arrives within
+        the flush interval. Lingering holds their slots, so it ends early when
+        someone waits for a slot, or when the campaign is stopping."""
+        batch = [first]
         linger = self.settings.engine.record_flush_interval_ms / 1000
-        async for first in self.outcomes:
-            batch = [first]
-            deadline = trio.current_time() + linger
-            # Wait for more only while more are on their way; once every request
-            # handed over has answered, nothing is gained by waiting.
-            while len(batch) < _MAX_RECORD_BATCH and len(batch) < self.submitted:
-                try:
-                    batch.append(self.outcomes.receive_nowait())
-                    continue
-                except trio.WouldBlock:
-                    pass
-                with trio.move_on_at(deadline):
-                    batch.append(await self.outcomes.receive())
-                    continue
+        with trio.move_on_after(linger) as scope:
+            self.linger_scope = scope
+            while len(batch) < _MAX_RECORD_BATCH:
+                if self.stop_reason is not None or (
+                    len(batch) >= self.submitted and self.pool.starved
+                ):
+                    scope.cancel()
+                batch.append(await self.outcomes.receive())
+        self.linger_scope = None
+        while len(batch) < _MAX_RECORD_BATCH:  # whatever else is already here
+            try:
+                batch.append(self.outcomes.receive_nowait())
+            except trio.WouldBlock:
                 break
-            with trio.CancelScope(shield=True):
-                await recipient_store.record_outcomes(self.db, batch, now=self.clock.now())
-            self.submitted -= len(batch)
-            self.in_flight -= len(batch)
-            self.recorded += len(batch)
-            self.pool.release_slots(len(batch))
-            self._signal_recorded()
-            await self._report(batch)
-            reason = next((o.pause_reason for o in batch if o.pause_reason), None)
-            if reason and self.stop_reason is None:
-                self.pause_reason = reason
-                self._stop("account")
+        return batch
+
+    def _stop_lingering(self) -> None:
+        if self.linger_scope is not None:
+            self.linger_scope.cancel()
 
     async def _report(self, batch: list[Outcome]) -> None:
         """Emit progress every `progress_every` and stats every `stats_every` processed
@@ -541,6 +571,7 @@ class _CampaignRun:
     def _stop(self, reason: StopReason) -> None:
         self.stop_reason = reason
         self.dispatch_scope.cancel()
+        self._stop_lingering()
         self._signal_recorded()  # a dispatcher waiting on in-flight outcomes looks again
 
     def _signal_recorded(self) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import timedelta
 
 import msgspec
@@ -62,6 +63,7 @@ class SenderPool:
         self._concurrency = concurrency
         self._slots_in_use = 0
         self._slot_freed = trio.Event()
+        self._starved_callbacks: list[Callable[[], None]] = []
         self._busy = 0
         self._accounts: defaultdict[str, AccountCounters] = defaultdict(AccountCounters)
         self._latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
@@ -75,10 +77,23 @@ class SenderPool:
     async def acquire_slots(self, wanted: int) -> int:
         """Wait until a slot is free, then take up to `wanted` free slots."""
         while self._slots_in_use >= self._concurrency:
+            # Campaigns holding slots for outcomes they have yet to store are
+            # told, so they store them now instead of lingering for a batch.
+            for on_starved in list(self._starved_callbacks):
+                on_starved()
             await self._slot_freed.wait()
         granted = min(wanted, self._concurrency - self._slots_in_use)
         self._slots_in_use += granted
         return granted
+
+    def when_starved(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` whenever someone waits for a slot; returns the unsubscriber."""
+        self._starved_callbacks.append(callback)
+        return lambda: self._starved_callbacks.remove(callback)
+
+    @property
+    def starved(self) -> bool:
+        return self._slots_in_use >= self._concurrency
 
     def release_slots(self, count: int) -> None:
         if count <= 0:

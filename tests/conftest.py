@@ -44,7 +44,10 @@ def template_database() -> Iterator[str]:
     _admin(f"CREATE DATABASE {name}")
 
     async def migrate() -> None:
-        async with trio_asyncio.open_loop(), open_database(dsn_for(name), min_size=1, max_size=1) as db:
+        async with (
+            trio_asyncio.open_loop(),
+            open_database(dsn_for(name), min_size=1, max_size=1) as db,
+        ):
             await apply_migrations(db)
 
     trio.run(migrate)

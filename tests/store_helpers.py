@@ -40,7 +40,9 @@ async def make_account(db: Database, **overrides: Any) -> str:
 
 
 async def make_contacts(db: Database, count: int, *, owner_id: str = OWNER, **fields: Any) -> None:
-    contacts = [ContactInput(phone=phone(i), first_name=f"First{i}", **fields) for i in range(count)]
+    contacts = [
+        ContactInput(phone=phone(i), first_name=f"First{i}", **fields) for i in range(count)
+    ]
     await upsert_contacts(db, owner_id, contacts)
 
 

@@ -45,15 +45,21 @@ async def test_migrations_apply_once_and_then_change_nothing(
     with trio.fail_after(30):
         async with open_database(empty_database_url, min_size=1, max_size=2) as db:
             first = await apply_migrations(db)
-            tables_before = await db.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            tables_before = await db.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            )
             second = await apply_migrations(db)
-            tables_after = await db.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            tables_after = await db.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            )
     assert first == ["0001_initial.sql"]
     assert second == []
     assert sorted(r[0] for r in tables_before) == sorted(r[0] for r in tables_after)
 
 
-async def test_concurrent_migrate_runs_both_succeed(aio_loop: object, empty_database_url: str) -> None:
+async def test_concurrent_migrate_runs_both_succeed(
+    aio_loop: object, empty_database_url: str
+) -> None:
     results: list[list[str]] = []
 
     async def migrate() -> None:
@@ -72,7 +78,9 @@ async def test_materialise_excludes_opted_out_keeps_one_per_phone_and_is_idempot
 ) -> None:
     account = await make_account(db)
     await make_contacts(db, 50)
-    await upsert_contacts(db, OWNER, [ContactInput(phone=phone(i), opted_out=True) for i in range(10)])
+    await upsert_contacts(
+        db, OWNER, [ContactInput(phone=phone(i), opted_out=True) for i in range(10)]
+    )
     # Another user's contacts never leak into this user's audience.
     await make_contacts(db, 20, owner_id="someone-else")
     campaign = await make_campaign(db, account)
@@ -80,7 +88,9 @@ async def test_materialise_excludes_opted_out_keeps_one_per_phone_and_is_idempot
     assert await recipient_store.materialise_recipients(db, campaign) == 40
     await make_contacts(db, 60)  # more contacts after the audience was frozen
     assert await recipient_store.materialise_recipients(db, campaign) == 40
-    phones = await db.fetch("SELECT phone FROM campaign_recipients WHERE campaign_id = $1", campaign)
+    phones = await db.fetch(
+        "SELECT phone FROM campaign_recipients WHERE campaign_id = $1", campaign
+    )
     assert len({r["phone"] for r in phones}) == 40
     assert await recipient_store.count_by_status(db, campaign) == {"pending": 40}
     assert (await recipient_store.campaign_stats(db, campaign)).pending == 40
@@ -99,7 +109,9 @@ async def test_materialise_audiences_by_tags_contacts_and_segment(db: Database) 
         ],
     )
     ids = {r["phone"]: str(r["id"]) for r in await db.fetch("SELECT id, phone FROM contacts")}
-    by_tags = await make_campaign(db, account, audience_type="tags", audience_config={"tags": ["vip"]})
+    by_tags = await make_campaign(
+        db, account, audience_type="tags", audience_config={"tags": ["vip"]}
+    )
     by_ids = await make_campaign(
         db, account, audience_type="contacts", audience_config={"contactIds": [ids[phone(4)]]}
     )
@@ -111,7 +123,9 @@ async def test_materialise_audiences_by_tags_contacts_and_segment(db: Database) 
     )
 
     async def phones_of(campaign: str) -> set[str]:
-        rows = await db.fetch("SELECT phone FROM campaign_recipients WHERE campaign_id = $1", campaign)
+        rows = await db.fetch(
+            "SELECT phone FROM campaign_recipients WHERE campaign_id = $1", campaign
+        )
         return {r["phone"] for r in rows}
 
     assert await phones_of(by_tags) == {phone(1), phone(2)}
@@ -124,11 +138,17 @@ async def test_variables_are_frozen_at_materialisation(db: Database) -> None:
     await upsert_contacts(
         db,
         OWNER,
-        [ContactInput(phone=phone(1), first_name="Ann", last_name="Lee", attributes={"city": "Oslo"})],
+        [
+            ContactInput(
+                phone=phone(1), first_name="Ann", last_name="Lee", attributes={"city": "Oslo"}
+            )
+        ],
     )
     campaign = await make_campaign(db, account)
     await upsert_contacts(db, OWNER, [ContactInput(phone=phone(1), first_name="Changed")])
-    [recipient] = await recipient_store.claim_batch(db, campaign, after_id=0, limit=10, now=utc_now())
+    [recipient] = await recipient_store.claim_batch(
+        db, campaign, after_id=0, limit=10, now=utc_now()
+    )
     assert recipient.variables == {
         "firstName": "Ann",
         "lastName": "Lee",
@@ -138,7 +158,9 @@ async def test_variables_are_frozen_at_materialisation(db: Database) -> None:
     }
 
 
-async def test_concurrent_markers_never_get_the_same_recipient(aio_loop: object, database_url: str) -> None:
+async def test_concurrent_markers_never_get_the_same_recipient(
+    aio_loop: object, database_url: str
+) -> None:
     async with open_database(database_url, min_size=4, max_size=12) as db:
         account = await make_account(db)
         await make_contacts(db, 5_000)
@@ -172,11 +194,26 @@ async def test_mark_sending_refuses_when_paused_or_lease_lost(db: Database) -> N
     await make_contacts(db, 10)
     campaign = await make_campaign(db, account)
     await make_running(db, campaign)
-    ids = [r.id for r in await recipient_store.claim_batch(db, campaign, after_id=0, limit=10, now=utc_now())]
+    ids = [
+        r.id
+        for r in await recipient_store.claim_batch(
+            db, campaign, after_id=0, limit=10, now=utc_now()
+        )
+    ]
 
-    assert await recipient_store.mark_sending(db, campaign, ids[:2], lease_owner="intruder", now=utc_now()) == []
+    assert (
+        await recipient_store.mark_sending(
+            db, campaign, ids[:2], lease_owner="intruder", now=utc_now()
+        )
+        == []
+    )
     await campaign_store.apply_action(db, campaign, OWNER, "pause", now=utc_now())
-    assert await recipient_store.mark_sending(db, campaign, ids, lease_owner=LEASE_OWNER, now=utc_now()) == []
+    assert (
+        await recipient_store.mark_sending(
+            db, campaign, ids, lease_owner=LEASE_OWNER, now=utc_now()
+        )
+        == []
+    )
     assert await recipient_store.count_by_status(db, campaign) == {"pending": 10}
 
 
@@ -197,12 +234,15 @@ async def test_ten_thousand_outcomes_in_one_round_trip(aio_loop: object, databas
             else Outcome(i, "failed", 3, error_code="131026", error_message="undeliverable")
             for n, i in enumerate(ids)
         ]
-        counting = CountingDatabase(db._pool)  # noqa: SLF001 - the same pool, counted
+        counting = CountingDatabase(db._pool)
         with trio.fail_after(60):
             changed = await recipient_store.record_outcomes(counting, outcomes, now=utc_now())
         assert counting.crossings == 1
         assert changed == 10_000
-        assert await recipient_store.count_by_status(db, campaign) == {"sent": 9_000, "failed": 1_000}
+        assert await recipient_store.count_by_status(db, campaign) == {
+            "sent": 9_000,
+            "failed": 1_000,
+        }
         stats = await recipient_store.campaign_stats(db, campaign)
         assert (stats.pending, stats.sent, stats.failed) == (0, 9_000, 1_000)
         attempts = await db.fetchval("SELECT sum(attempts) FROM campaign_recipients")
@@ -214,7 +254,12 @@ async def test_webhook_facts_are_idempotent_and_order_independent(db: Database) 
     await make_contacts(db, 3)
     campaign = await make_campaign(db, account)
     await make_running(db, campaign)
-    ids = [r.id for r in await recipient_store.claim_batch(db, campaign, after_id=0, limit=10, now=utc_now())]
+    ids = [
+        r.id
+        for r in await recipient_store.claim_batch(
+            db, campaign, after_id=0, limit=10, now=utc_now()
+        )
+    ]
     await recipient_store.mark_sending(db, campaign, ids, lease_owner=LEASE_OWNER, now=utc_now())
     t0 = utc_now()
     # The webhook overtakes the stored answer for recipient 0.
@@ -224,12 +269,16 @@ async def test_webhook_facts_are_idempotent_and_order_independent(db: Database) 
     ]
     await recipient_store.apply_status_updates(db, read_first)
     await recipient_store.record_outcomes(
-        db, [Outcome(i, "sent", 1, provider_message_id=f"wamid.{n}") for n, i in enumerate(ids)], now=t0
+        db,
+        [Outcome(i, "sent", 1, provider_message_id=f"wamid.{n}") for n, i in enumerate(ids)],
+        now=t0,
     )
     later = [
         StatusUpdate(ids[0], "wamid.0", "delivered", t0 + timedelta(seconds=2)),
         StatusUpdate(ids[1], "wamid.1", "delivered", t0 + timedelta(seconds=2)),
-        StatusUpdate(None, "wamid.2", "failed", t0 + timedelta(seconds=2), "131047", "re-engagement"),
+        StatusUpdate(
+            None, "wamid.2", "failed", t0 + timedelta(seconds=2), "131047", "re-engagement"
+        ),
     ]
     for _ in range(3):  # replays change nothing further
         await recipient_store.apply_status_updates(db, later + read_first)
@@ -246,15 +295,29 @@ async def test_in_doubt_recovery_and_timeout(db: Database) -> None:
     await make_contacts(db, 4)
     campaign = await make_campaign(db, account)
     await make_running(db, campaign)
-    ids = [r.id for r in await recipient_store.claim_batch(db, campaign, after_id=0, limit=10, now=utc_now())]
+    ids = [
+        r.id
+        for r in await recipient_store.claim_batch(
+            db, campaign, after_id=0, limit=10, now=utc_now()
+        )
+    ]
     started = utc_now()
     await recipient_store.mark_sending(db, campaign, ids[:3], lease_owner=LEASE_OWNER, now=started)
     assert await recipient_store.mark_abandoned_in_doubt(db, campaign) == 3
-    await recipient_store.apply_status_updates(db, [StatusUpdate(ids[0], None, "delivered", started)])
-    assert await recipient_store.expire_in_doubt(
-        db, campaign, cutoff=started + timedelta(seconds=1), resend=False, now=utc_now()
-    ) == 2
-    assert await recipient_store.count_by_status(db, campaign) == {"delivered": 1, "failed": 2, "pending": 1}
+    await recipient_store.apply_status_updates(
+        db, [StatusUpdate(ids[0], None, "delivered", started)]
+    )
+    assert (
+        await recipient_store.expire_in_doubt(
+            db, campaign, cutoff=started + timedelta(seconds=1), resend=False, now=utc_now()
+        )
+        == 2
+    )
+    assert await recipient_store.count_by_status(db, campaign) == {
+        "delivered": 1,
+        "failed": 2,
+        "pending": 1,
+    }
     stats = await recipient_store.campaign_stats(db, campaign)
     assert (stats.in_doubt, stats.failed, stats.pending) == (0, 2, 1)
 
@@ -269,7 +332,9 @@ async def test_leases(db: Database) -> None:
     assert await campaign_store.claimable_campaigns(db, now=now, limit=10, exclude=[]) == []
     later = now + timedelta(seconds=31)
     assert await campaign_store.renew_leases(db, [campaign], owner="b", now=now, ttl=30) == set()
-    assert await campaign_store.claimable_campaigns(db, now=later, limit=10, exclude=[]) == [campaign]
+    assert await campaign_store.claimable_campaigns(db, now=later, limit=10, exclude=[]) == [
+        campaign
+    ]
     assert await campaign_store.try_acquire_lease(db, campaign, owner="b", now=later, ttl=30)
     assert await campaign_store.renew_leases(db, [campaign], owner="a", now=later, ttl=30) == set()
     await campaign_store.release_lease(db, campaign, owner="b")
