@@ -90,7 +90,10 @@ def campaign_object(row: Any) -> dict[str, Any]:
         "throttle_config": row["throttle_config"],
         "template_variables": row["template_variables"],
         "total_recipients": total,
-        "progress": progress_percent(processed_count(stats, total), total),
+        # A draft has no recipients yet: nothing is done, rather than "all of nothing".
+        "progress": progress_percent(processed_count(stats, total), total)
+        if row["recipients_frozen"]
+        else 0.0,
         "stats": stats_payload(stats),
         "metrics": metrics_payload(stats, total),
         "error": row["error"],

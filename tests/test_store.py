@@ -8,6 +8,7 @@ from typing import Any
 
 import trio
 
+from engine.campaign_view import CAMPAIGN_WITH_COUNTERS, campaign_object
 from engine.store import campaigns as campaign_store
 from engine.store import recipients as recipient_store
 from engine.store.database import Database, apply_migrations, open_database
@@ -339,3 +340,43 @@ async def test_leases(db: Database) -> None:
     assert await campaign_store.renew_leases(db, [campaign], owner="a", now=later, ttl=30) == set()
     await campaign_store.release_lease(db, campaign, owner="b")
     assert await campaign_store.try_acquire_lease(db, campaign, owner="a", now=later, ttl=30)
+
+
+async def test_delivered_after_failed_changes_nothing(db: Database) -> None:
+    account = await make_account(db)
+    await make_contacts(db, 1)
+    campaign = await make_campaign(db, account)
+    await make_running(db, campaign)
+    [recipient] = await recipient_store.claim_batch(
+        db, campaign, after_id=0, limit=1, now=utc_now()
+    )
+    await recipient_store.mark_sending(
+        db, campaign, [recipient.id], lease_owner=LEASE_OWNER, now=utc_now()
+    )
+    t0 = utc_now()
+    await recipient_store.record_outcomes(
+        db, [Outcome(recipient.id, "sent", 1, provider_message_id="wamid.x")], now=t0
+    )
+    await recipient_store.apply_status_updates(
+        db, [StatusUpdate(recipient.id, "wamid.x", "failed", t0, "131047", "expired")]
+    )
+    await recipient_store.apply_status_updates(
+        db, [StatusUpdate(None, "wamid.x", "delivered", t0 + timedelta(seconds=1))]
+    )
+    stats = await recipient_store.campaign_stats(db, campaign)
+    assert (stats.sent, stats.delivered, stats.failed) == (1, 0, 1)
+    assert await recipient_store.count_by_status(db, campaign) == {"failed": 1}
+
+
+async def test_a_draft_shows_no_progress_and_a_frozen_empty_audience_shows_all_done(
+    db: Database,
+) -> None:
+    account = await make_account(db)
+    draft = await make_campaign(db, account, schedule_type="manual")
+    empty = await make_campaign(db, account)  # "now" with no contacts: frozen, 0 recipients
+    rows = {
+        str(r["id"]): campaign_object(r)
+        for r in await db.fetch(f"{CAMPAIGN_WITH_COUNTERS} WHERE c.owner_id = $1", OWNER)
+    }
+    assert rows[draft]["progress"] == 0.0
+    assert rows[empty]["progress"] == 100.0

@@ -251,8 +251,10 @@ UPDATE campaign_recipients r SET
         WHEN coalesce(r.sent_at, g.sent_at) IS NOT NULL THEN 'sent'
         ELSE r.status END,
     sent_at = coalesce(r.sent_at, g.sent_at),
-    delivered_at = coalesce(r.delivered_at, g.delivered_at),
-    read_at = coalesce(r.read_at, g.read_at),
+    -- A failed message is final: a stray later "delivered" or "read" does not count.
+    delivered_at = CASE WHEN r.status = 'failed' THEN r.delivered_at
+                        ELSE coalesce(r.delivered_at, g.delivered_at) END,
+    read_at = CASE WHEN r.status = 'failed' THEN r.read_at ELSE coalesce(r.read_at, g.read_at) END,
     replied_at = coalesce(r.replied_at, g.replied_at),
     failed_at = CASE WHEN r.status <> 'failed' AND g.failed_at IS NOT NULL
                       AND coalesce(r.delivered_at, g.delivered_at) IS NULL
