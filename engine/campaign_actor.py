@@ -385,11 +385,7 @@ class _CampaignRun:
     async def _unmark(self, ready: deque[SendJob]) -> None:
         """Rows marked but never handed over were not sent: put them back."""
         ids = [job.message.recipient_id for job in ready]
-        await self.db.execute(
-            "UPDATE campaign_recipients SET status = 'pending' WHERE id = ANY($1::bigint[]) "
-            "AND status = 'sending'",
-            ids,
-        )
+        await recipient_store.put_back(self.db, ids)
         self.in_flight -= len(ids)
         self.pool.release_slots(len(ids))
         self._signal_recorded()

@@ -144,6 +144,16 @@ async def claim_batch(
     return [PendingRecipient(r["id"], r["phone"], r["variables"]) for r in rows]
 
 
+async def put_back(db: Database, recipient_ids: Sequence[int]) -> None:
+    """Recipients marked `sending` but never handed to a sender go back to pending."""
+    await db.execute(
+        """UPDATE campaign_recipients r SET status = 'pending'
+           FROM unnest($1::bigint[]) AS back(id)
+           WHERE r.id = back.id AND r.status = 'sending'""",
+        list(recipient_ids),
+    )
+
+
 async def next_requeued_at(db: Database, campaign_id: str) -> datetime | None:
     """When the earliest requeued recipient becomes sendable again (None: none waits)."""
     moment: datetime | None = await db.fetchval(
@@ -171,9 +181,11 @@ async def mark_sending(
                WHERE c.id = $1 AND c.status = 'running'
                FOR SHARE OF c
            )
+           -- Joining unnest (not `id = ANY`) keeps primary-key lookups even in the
+           -- generic plan a prepared statement settles on.
            UPDATE campaign_recipients r SET status = 'sending', sending_at = $4
-           WHERE r.campaign_id IN (SELECT id FROM live)
-             AND r.id = ANY($2::bigint[]) AND r.status = 'pending'
+           FROM unnest($2::bigint[]) AS wanted(id), live
+           WHERE r.id = wanted.id AND r.campaign_id = live.id AND r.status = 'pending'
            RETURNING r.id""",
         campaign_id,
         list(recipient_ids),
