@@ -135,7 +135,15 @@ async def open_database(
 ) -> AsyncIterator[Database]:
     """Open a pool. Must run inside `trio_asyncio.open_loop()`."""
     pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_keep_session
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_keep_session,
+        # Every statement here works on a batch whose size and campaign the
+        # planner must see: a generic plan of a prepared statement scans a whole
+        # campaign's recipients where a custom one does primary-key lookups.
+        server_settings={"plan_cache_mode": "force_custom_plan"},
     )
     try:
         yield Database(pool)

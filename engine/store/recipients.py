@@ -148,8 +148,10 @@ async def put_back(db: Database, recipient_ids: Sequence[int]) -> None:
     """Recipients marked `sending` but never handed to a sender go back to pending."""
     await db.execute(
         """UPDATE campaign_recipients r SET status = 'pending'
-           FROM unnest($1::bigint[]) AS back(id)
-           WHERE r.id = back.id AND r.status = 'sending'""",
+           FROM (SELECT x.id FROM campaign_recipients x
+                 JOIN unnest($1::bigint[]) AS back(id) ON x.id = back.id
+                 WHERE x.status = 'sending' ORDER BY x.id FOR UPDATE OF x) AS locked
+           WHERE r.id = locked.id AND r.status = 'sending'""",
         list(recipient_ids),
     )
 
@@ -180,12 +182,18 @@ async def mark_sending(
                JOIN campaign_leases l ON l.campaign_id = c.id AND l.owner = $3
                WHERE c.id = $1 AND c.status = 'running'
                FOR SHARE OF c
+           ), taken AS (
+               -- Rows in id order, and none another marker holds: concurrent
+               -- batch statements never deadlock. Joining unnest (not `id = ANY`)
+               -- keeps primary-key lookups in the generic plan.
+               SELECT x.id FROM campaign_recipients x
+               JOIN unnest($2::bigint[]) AS wanted(id) ON x.id = wanted.id
+               WHERE x.campaign_id IN (SELECT id FROM live) AND x.status = 'pending'
+               ORDER BY x.id
+               FOR UPDATE OF x SKIP LOCKED
            )
-           -- Joining unnest (not `id = ANY`) keeps primary-key lookups even in the
-           -- generic plan a prepared statement settles on.
            UPDATE campaign_recipients r SET status = 'sending', sending_at = $4
-           FROM unnest($2::bigint[]) AS wanted(id), live
-           WHERE r.id = wanted.id AND r.campaign_id = live.id AND r.status = 'pending'
+           FROM taken WHERE r.id = taken.id
            RETURNING r.id""",
         campaign_id,
         list(recipient_ids),
@@ -219,6 +227,12 @@ async def record_outcomes(db: Database, outcomes: Sequence[Outcome], *, now: dat
            FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
                        $7::timestamptz[])
                 AS o(id, status, attempts, provider_message_id, error_code, error_message, not_before)
+           JOIN (
+               -- Lock in id order: the webhook applier updates the same rows concurrently.
+               SELECT x.id FROM campaign_recipients x
+               JOIN unnest($1::bigint[]) AS k(id) ON x.id = k.id
+               ORDER BY x.id FOR UPDATE OF x
+           ) AS locked ON locked.id = o.id
            WHERE r.id = o.id
              AND (r.status IN ('sending', 'in_doubt') OR (o.status = 'sent' AND r.status <> 'pending'))""",
         [o.recipient_id for o in outcomes],
@@ -253,6 +267,9 @@ WITH u AS (
            max(error_code) AS error_code, max(error_message) AS error_message,
            max(wamid) AS wamid
     FROM keyed WHERE rid IS NOT NULL GROUP BY rid
+), locked AS (
+    -- Lock in id order: campaign actors record outcomes on the same rows concurrently.
+    SELECT x.id FROM campaign_recipients x JOIN g ON x.id = g.rid ORDER BY x.id FOR UPDATE OF x
 )
 UPDATE campaign_recipients r SET
     status = CASE
@@ -276,7 +293,7 @@ UPDATE campaign_recipients r SET
     error_message = CASE WHEN g.failed_at IS NOT NULL AND r.status <> 'failed'
                          THEN g.error_message ELSE r.error_message END,
     provider_message_id = coalesce(r.provider_message_id, g.wamid)
-FROM g
+FROM g JOIN locked ON locked.id = g.rid
 WHERE r.id = g.rid
 RETURNING r.campaign_id
 """
