@@ -123,9 +123,10 @@ class Engine:
 
     # --- webhooks -----------------------------------------------------------------------
 
-    def submit_status_updates(self, updates: Sequence[StatusUpdate]) -> None:
-        """Queue webhook facts; they are applied in batches. Never blocks."""
-        self._webhooks.submit(updates)
+    def submit_status_updates(self, updates: Sequence[StatusUpdate]) -> bool:
+        """Queue webhook facts; they are applied in batches. Never blocks; False
+        when the backlog is full (the database is not keeping up)."""
+        return self._webhooks.submit(updates)
 
     # --- monitoring ---------------------------------------------------------------------
 

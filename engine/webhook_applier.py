@@ -39,7 +39,8 @@ class WebhookApplierStatistics(msgspec.Struct, frozen=True):
 
 
 class WebhookApplier:
-    def __init__(self) -> None:
+    def __init__(self, max_queued: int = 200_000) -> None:
+        self._max_queued = max_queued
         self._queue: list[StatusUpdate] = []
         self._arrived = trio.Event()
         self._received = 0
@@ -47,10 +48,15 @@ class WebhookApplier:
         self._applied_facts = 0
         self._applied = trio.Event()
 
-    def submit(self, updates: Sequence[StatusUpdate]) -> None:
+    def submit(self, updates: Sequence[StatusUpdate]) -> bool:
+        """Queue facts; False (nothing queued) when the backlog is full, so the
+        caller answers 503 and WhatsApp delivers them again later."""
+        if len(self._queue) + len(updates) > self._max_queued:
+            return False
         self._queue.extend(updates)
         self._received += len(updates)
         self._arrived.set()
+        return True
 
     async def wait_applied(self) -> None:
         """Wait until everything submitted so far is applied (for tests and shutdown)."""

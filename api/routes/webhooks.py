@@ -44,6 +44,8 @@ async def receive_notification() -> Response:
         raise ApiError(
             400, "malformed_payload", f"The body is not a WhatsApp notification: {error}"
         ) from None
-    if facts:
-        context.engine().submit_status_updates(facts)
+    if facts and not context.engine().submit_status_updates(facts):
+        raise ApiError(
+            503, "webhook_backlog_full", "Too many status updates are waiting; retry later"
+        )
     return json_response({"success": True})
