@@ -3,7 +3,7 @@
 The HTTP handler answers WhatsApp at once and queues the facts here; this actor
 applies everything queued in one statement per flush, then tells the campaigns
 touched: a `campaign:stats` event each (so webhooks produce at most one event
-per campaign per flush), and a recheck for those with sends in doubt.
+per campaign per flush), and a recheck where a send in doubt was resolved.
 """
 
 from __future__ import annotations
@@ -84,9 +84,12 @@ class WebhookApplier:
             if not self._queue:
                 self._arrived = trio.Event()
             with trio.CancelScope(shield=True):
-                touched = await recipient_store.apply_status_updates(db, batch)
-                if touched:
-                    await self._announce(db, broadcaster, touched)
+                applied = await recipient_store.apply_status_updates(db, batch)
+                if applied.campaigns:
+                    await self._announce(db, broadcaster, applied.campaigns)
+                for campaign_id in applied.resolved_in_doubt:
+                    # Its actor may be waiting for exactly this to complete it.
+                    await campaign_store.notify(db, "recheck", campaign_id)
             self._applied_batches += 1
             self._applied_facts += len(batch)
             self._applied.set()
@@ -112,8 +115,6 @@ class WebhookApplier:
                     },
                 )
             )
-            if stats.in_doubt or row["status"] == "running":
-                await campaign_store.notify(db, "recheck", campaign_id)
 
 
 async def run(

@@ -305,9 +305,11 @@ async def test_in_doubt_recovery_and_timeout(db: Database) -> None:
     started = utc_now()
     await recipient_store.mark_sending(db, campaign, ids[:3], lease_owner=LEASE_OWNER, now=started)
     assert await recipient_store.mark_abandoned_in_doubt(db, campaign) == 3
-    await recipient_store.apply_status_updates(
-        db, [StatusUpdate(ids[0], None, "delivered", started)]
-    )
+    resolving = [StatusUpdate(ids[0], None, "delivered", started)]
+    applied = await recipient_store.apply_status_updates(db, resolving)
+    assert applied.resolved_in_doubt == [campaign] == applied.campaigns
+    replayed = await recipient_store.apply_status_updates(db, resolving)
+    assert replayed.resolved_in_doubt == [] and replayed.campaigns == [campaign]
     assert (
         await recipient_store.expire_in_doubt(
             db, campaign, cutoff=started + timedelta(seconds=1), resend=False, now=utc_now()

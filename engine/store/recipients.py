@@ -269,7 +269,8 @@ WITH u AS (
     FROM keyed WHERE rid IS NOT NULL GROUP BY rid
 ), locked AS (
     -- Lock in id order: campaign actors record outcomes on the same rows concurrently.
-    SELECT x.id FROM campaign_recipients x JOIN g ON x.id = g.rid ORDER BY x.id FOR UPDATE OF x
+    SELECT x.id, x.status AS old_status FROM campaign_recipients x JOIN g ON x.id = g.rid
+    ORDER BY x.id FOR UPDATE OF x
 )
 UPDATE campaign_recipients r SET
     status = CASE
@@ -295,18 +296,23 @@ UPDATE campaign_recipients r SET
     provider_message_id = coalesce(r.provider_message_id, g.wamid)
 FROM g JOIN locked ON locked.id = g.rid
 WHERE r.id = g.rid
-RETURNING r.campaign_id
+RETURNING r.campaign_id, locked.old_status = 'in_doubt' AND r.status <> 'in_doubt' AS resolved
 """
 
 
-async def apply_status_updates(db: Database, updates: Sequence[StatusUpdate]) -> list[str]:
-    """Apply a batch of webhook facts in one statement; returns the campaigns touched.
+class AppliedStatuses(msgspec.Struct, frozen=True):
+    campaigns: list[str]  # every campaign a fact touched
+    resolved_in_doubt: list[str]  # those where a send in doubt was resolved
+
+
+async def apply_status_updates(db: Database, updates: Sequence[StatusUpdate]) -> AppliedStatuses:
+    """Apply a batch of webhook facts in one statement.
 
     Idempotent and order-independent: timestamps only ever fill in, a status only
     ever moves forward, and a reply is recorded once.
     """
     if not updates:
-        return []
+        return AppliedStatuses([], [])
     rows = await db.fetch(
         _APPLY_STATUSES,
         [u.recipient_id for u in updates],
@@ -316,7 +322,10 @@ async def apply_status_updates(db: Database, updates: Sequence[StatusUpdate]) ->
         [u.error_code for u in updates],
         [u.error_message for u in updates],
     )
-    return sorted({str(r["campaign_id"]) for r in rows})
+    return AppliedStatuses(
+        campaigns=sorted({str(r["campaign_id"]) for r in rows}),
+        resolved_in_doubt=sorted({str(r["campaign_id"]) for r in rows if r["resolved"]}),
+    )
 
 
 async def campaign_stats(db: Database, campaign_id: str) -> CampaignStats:
