@@ -42,7 +42,7 @@ class LocalAccountBudget:
                 continue
             bucket = self._buckets.get(account_id)
             if bucket is None:
-                bucket = self._buckets[account_id] = TokenBucket(rate, now=now)
+                bucket = self._buckets[account_id] = TokenBucket.paced(rate, now=now)
             elif bucket.rate_per_second != rate:
                 bucket.set_rate(rate, now)
             if bucket.take(now):

@@ -68,19 +68,6 @@ _MAX_RECORD_BATCH = 1000
 StopReason = Literal["finished", "stopped", "account", "shutdown"]
 
 
-# A sender that wakes late may catch up this much, so high rates are kept despite
-# timer granularity; below 100/min·s it rounds to 1 token: sends stay evenly spaced.
-_CATCH_UP_SECONDS = 0.01
-
-
-def _campaign_bucket(rate_per_second: float) -> TokenBucket:
-    return TokenBucket(
-        rate_per_second,
-        now=trio.current_time(),
-        capacity=max(1.0, math.floor(rate_per_second * _CATCH_UP_SECONDS)),
-    )
-
-
 class CampaignActorStatistics(msgspec.Struct, frozen=True):
     campaign_id: str
     dispatched: int
@@ -134,7 +121,9 @@ class _CampaignRun:
         self.broadcaster = broadcaster
         self.lease_owner = lease_owner
         self.throttle = plan.throttle
-        self.bucket = _campaign_bucket(self._rate_per_second(plan.throttle))
+        self.bucket = TokenBucket.paced(
+            self._rate_per_second(plan.throttle), now=trio.current_time()
+        )
         self.cursor = plan.batch_cursor
         self.endpoint = AccountEndpoint(
             account_id=plan.account_id,
