@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 # Marking looks this far ahead at the campaign's rate, so a fast campaign marks
 # groups (one statement each) while a slow one marks one recipient at a time.
-_MARK_AHEAD_SECONDS = 0.05
+_MARK_AHEAD_SECONDS = 0.01
 _MAX_RECORD_BATCH = 1000
 
 StopReason = Literal["finished", "stopped", "account", "shutdown"]
