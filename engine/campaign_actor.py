@@ -60,9 +60,9 @@ from engine.token_bucket import TokenBucket
 
 log = logging.getLogger(__name__)
 
-# Marking looks this far ahead at the campaign's rate, so a fast campaign marks
-# groups (one statement each) while a slow one marks one recipient at a time.
-_MARK_AHEAD_SECONDS = 0.01
+# A fast campaign sends in groups of this much of its rate (one mark statement
+# each); a slow one sends one recipient at a time, evenly spaced.
+_GROUP_SECONDS = 0.005
 _MAX_RECORD_BATCH = 1000
 
 StopReason = Literal["finished", "stopped", "account", "shutdown"]
@@ -335,49 +335,37 @@ class _CampaignRun:
         return False
 
     async def _send_batch(self, batch: list[PendingRecipient]) -> bool:
-        """Pace and hand over one batch; False when the campaign stopped meanwhile."""
-        waiting = deque(batch)
-        ready: deque[SendJob] = deque()
-        try:
-            while waiting or ready:
-                if not ready:
-                    group = [
-                        waiting.popleft() for _ in range(min(len(waiting), self._group_size()))
-                    ]
-                    slots = await self.pool.acquire_slots(len(group))
-                    waiting.extendleft(reversed(group[slots:]))
-                    with trio.CancelScope(shield=True):
-                        marked = await recipient_store.mark_sending(
-                            self.db,
-                            self.plan.id,
-                            [r.id for r in group[:slots]],
-                            lease_owner=self.lease_owner,
-                            now=self.clock.now(),
-                        )
-                    self.pool.release_slots(slots - len(marked))
-                    self.in_flight += len(marked)
-                    if not marked:
-                        if await self._still_running():
-                            continue  # those rows were resolved elsewhere (webhook)
-                        return False
-                    ready.extend(self._jobs(group[:slots], set(marked)))
-                await self._wait_for_token()
-                self.pool.submit(ready.popleft())
-                self.submitted += 1
-                self.dispatched += 1
-        finally:
-            if ready:
-                with trio.CancelScope(shield=True):
-                    await self._unmark(ready)
-        return True
+        """Pace and hand over one batch; False when the campaign stopped meanwhile.
 
-    async def _unmark(self, ready: deque[SendJob]) -> None:
-        """Rows marked but never handed over were not sent: put them back."""
-        ids = [job.message.recipient_id for job in ready]
-        await recipient_store.put_back(self.db, ids)
-        self.in_flight -= len(ids)
-        self.pool.release_slots(len(ids))
-        self._signal_recorded()
+        Tokens come first: the actor waits for a small group of them, then takes
+        slots, marks the group `sending` and hands it over at once. A slot is held
+        only while its recipient is sent and recorded, never while it waits for
+        its turn, and nothing marked is ever left waiting if the campaign stops.
+        """
+        waiting = deque(batch)
+        while waiting:
+            group_size = min(len(waiting), self._group_size())
+            await self._wait_for_tokens(group_size)
+            slots = await self.pool.acquire_slots(group_size)
+            granted = self.bucket.take(trio.current_time(), slots)
+            group = [waiting.popleft() for _ in range(granted)]
+            with trio.CancelScope(shield=True):
+                marked = await recipient_store.mark_sending(
+                    self.db,
+                    self.plan.id,
+                    [r.id for r in group],
+                    lease_owner=self.lease_owner,
+                    now=self.clock.now(),
+                )
+                self.pool.release_slots(slots - len(marked))
+                for job in self._jobs(group, set(marked)):
+                    self.pool.submit(job)
+                self.in_flight += len(marked)
+                self.submitted += len(marked)
+                self.dispatched += len(marked)
+            if len(marked) < len(group) and not await self._still_running():
+                return False  # rows not marked were resolved elsewhere (webhook) if still running
+        return True
 
     def _jobs(self, group: list[PendingRecipient], marked: set[int]) -> list[SendJob]:
         plan = self.plan
@@ -410,16 +398,18 @@ class _CampaignRun:
         return jobs
 
     def _group_size(self) -> int:
-        ahead = math.ceil(self.bucket.rate_per_second * _MARK_AHEAD_SECONDS)
-        return max(1, min(ahead, self.pool.concurrency))
+        ahead = math.ceil(self.bucket.rate_per_second * _GROUP_SECONDS)
+        return max(1, min(ahead, self.pool.concurrency, math.floor(self.bucket.capacity)))
 
-    async def _wait_for_token(self) -> None:
+    async def _wait_for_tokens(self, count: int) -> None:
+        """Wait until `count` tokens are there, without taking them."""
         while True:
             now = trio.current_time()
-            if self.bucket.take(now):
+            delay = self.bucket.seconds_until_available(now, count)
+            if delay <= 0:
                 return
             # A throttle change cancels this wait so the new rate applies at once.
-            await self._wait(now + self.bucket.seconds_until_available(now))
+            await self._wait(now + delay)
 
     async def _wait(self, deadline: float) -> None:
         """Sleep until `deadline`, or until a command wants the dispatcher to look again."""
@@ -429,8 +419,7 @@ class _CampaignRun:
         self.wait_scope = None
 
     async def _still_running(self) -> bool:
-        status, _, _ = await campaign_store.campaign_status(self.db, self.plan.id)
-        return status == "running"
+        return await campaign_store.runs_here(self.db, self.plan.id, lease_owner=self.lease_owner)
 
     # --- outcomes -----------------------------------------------------------------------
 

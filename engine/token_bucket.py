@@ -70,11 +70,13 @@ class TokenBucket:
         self._empty_at += granted / self._rate
         return granted
 
-    def seconds_until_available(self, now: float) -> float:
-        """How long until one token can be taken; 0 if one can be taken now."""
-        if (now - self._empty_at + _TIME_TOLERANCE) * self._rate >= 1.0:
+    def seconds_until_available(self, now: float, tokens: int = 1) -> float:
+        """How long until `tokens` (at most the capacity) can be taken; 0 if now."""
+        wanted = min(max(tokens, 1), math.floor(self._capacity))
+        self._drop_overflow(now)
+        if (now - self._empty_at + _TIME_TOLERANCE) * self._rate >= wanted:
             return 0.0
-        return max(self._empty_at + 1.0 / self._rate - now, _TIME_TOLERANCE)
+        return max(self._empty_at + wanted / self._rate - now, _TIME_TOLERANCE)
 
     def set_rate(self, rate_per_second: float, now: float) -> None:
         """Change the rate from `now` on.

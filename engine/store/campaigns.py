@@ -212,6 +212,18 @@ async def campaign_status(
     return row["status"], row["at"], row["pause_reason"]
 
 
+async def runs_here(db: Database, campaign_id: str, *, lease_owner: str) -> bool:
+    """Still `running`, and still this daemon's to run."""
+    owned: bool | None = await db.fetchval(
+        """SELECT true FROM campaigns c
+           JOIN campaign_leases l ON l.campaign_id = c.id AND l.owner = $2
+           WHERE c.id = $1 AND c.status = 'running'""",
+        campaign_id,
+        lease_owner,
+    )
+    return bool(owned)
+
+
 async def save_cursor(db: Database, campaign_id: str, cursor: int) -> None:
     await db.execute(
         "UPDATE campaigns SET batch_cursor = greatest(batch_cursor, $2) WHERE id = $1",

@@ -144,18 +144,6 @@ async def claim_batch(
     return [PendingRecipient(r["id"], r["phone"], r["variables"]) for r in rows]
 
 
-async def put_back(db: Database, recipient_ids: Sequence[int]) -> None:
-    """Recipients marked `sending` but never handed to a sender go back to pending."""
-    await db.execute(
-        """UPDATE campaign_recipients r SET status = 'pending'
-           FROM (SELECT x.id FROM campaign_recipients x
-                 JOIN unnest($1::bigint[]) AS back(id) ON x.id = back.id
-                 WHERE x.status = 'sending' ORDER BY x.id FOR UPDATE OF x) AS locked
-           WHERE r.id = locked.id AND r.status = 'sending'""",
-        list(recipient_ids),
-    )
-
-
 async def next_requeued_at(db: Database, campaign_id: str) -> datetime | None:
     """When the earliest requeued recipient becomes sendable again (None: none waits)."""
     moment: datetime | None = await db.fetchval(
