@@ -283,3 +283,12 @@ def test_a_paced_consumer_that_wakes_late_keeps_the_rate(per_minute: float, seed
     assert abs(granted - rate * now) <= 0.01 * rate * now
     if rate < 150:
         assert most_at_once == 1
+
+
+def test_seconds_until_several_tokens_counts_to_the_last_one_and_caps_at_capacity() -> None:
+    bucket = TokenBucket(100.0, now=0.0, capacity=5.0)
+    assert bucket.take(0.0) == 1  # empty now
+    assert bucket.seconds_until_available(0.0, 3) == pytest.approx(0.03)
+    assert bucket.seconds_until_available(0.0, 50) == pytest.approx(0.05)  # capacity bounds it
+    assert bucket.take(0.03, 10) == 3
+    assert bucket.seconds_until_available(1.0, 5) == 0.0
