@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 # A fast campaign sends in groups of this much of its rate (one mark statement
 # each); a slow one sends one recipient at a time, evenly spaced.
-_GROUP_SECONDS = 0.005
+_GROUP_SECONDS = 0.01
 _MAX_RECORD_BATCH = 1000
 
 StopReason = Literal["finished", "stopped", "account", "shutdown"]
