@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from itertools import pairwise
 
 import pytest
@@ -17,15 +16,9 @@ from engine.store.recipients import StatusUpdate
 from engine.store.resources import update_campaign
 from tests.engine_helpers import EventLog, engine_settings, running_engine
 from tests.store_helpers import OWNER, make_account, make_campaign, make_contacts
-from tests.test_engine_virtual_time import VirtualTimeDatabase, open_virtual_time_database
+from tests.virtual_time import VirtualTimeDatabase, virtual_time_db
 
-
-@pytest.fixture
-async def db(
-    aio_loop: object, database_url: str, autojump_clock: trio.testing.MockClock
-) -> AsyncIterator[VirtualTimeDatabase]:
-    async with open_virtual_time_database(database_url, autojump_clock) as database:
-        yield database
+__all__ = ["virtual_time_db"]  # the virtual-time database replaces conftest's `db` here
 
 
 RECIPIENTS = 60

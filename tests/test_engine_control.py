@@ -18,7 +18,7 @@ from engine.store import recipients as recipient_store
 from engine.store.database import Database
 from tests.engine_helpers import EventLog, engine_settings, running_engine
 from tests.store_helpers import OWNER, make_account, make_campaign, make_contacts
-from tests.test_engine_virtual_time import open_virtual_time_database
+from tests.virtual_time import open_virtual_time_database
 
 RECIPIENTS = 120
 CONCURRENCY = 5

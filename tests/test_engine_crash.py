@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
 import trio
 import trio.testing
 
@@ -15,15 +13,9 @@ from engine.store.database import Database
 from engine.store.recipients import StatusUpdate
 from tests.engine_helpers import EventLog, engine_settings, running_engine
 from tests.store_helpers import make_account, make_campaign, make_contacts
-from tests.test_engine_virtual_time import VirtualTimeDatabase, open_virtual_time_database
+from tests.virtual_time import virtual_time_db
 
-
-@pytest.fixture
-async def db(
-    aio_loop: object, database_url: str, autojump_clock: trio.testing.MockClock
-) -> AsyncIterator[VirtualTimeDatabase]:
-    async with open_virtual_time_database(database_url, autojump_clock) as database:
-        yield database
+__all__ = ["virtual_time_db"]  # the virtual-time database replaces conftest's `db` here
 
 
 RECIPIENTS = 80

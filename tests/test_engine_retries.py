@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 import trio
 import trio.testing
 
@@ -13,15 +10,9 @@ from engine.gateway import OutgoingMessage, SendResult
 from engine.store.database import Database
 from tests.engine_helpers import EventLog, engine_settings, running_engine
 from tests.store_helpers import make_account, make_campaign, make_contacts, phone
-from tests.test_engine_virtual_time import VirtualTimeDatabase, open_virtual_time_database
+from tests.virtual_time import virtual_time_db
 
-
-@pytest.fixture
-async def db(
-    aio_loop: object, database_url: str, autojump_clock: trio.testing.MockClock
-) -> AsyncIterator[VirtualTimeDatabase]:
-    async with open_virtual_time_database(database_url, autojump_clock) as database:
-        yield database
+__all__ = ["virtual_time_db"]  # the virtual-time database replaces conftest's `db` here
 
 
 TRANSIENT = SendResult(ok=False, http_status=400, error_code=131000, error_message="Something")
