@@ -24,7 +24,7 @@ from engine import supervisor as supervisor_actor
 from engine import webhook_applier as webhook_applier_actor
 from engine.account_budget import AccountBudget, LocalAccountBudget, SharedAccountBudget
 from engine.broadcaster import Broadcaster, BroadcasterStatistics
-from engine.campaign_view import CAMPAIGN_WITH_COUNTERS, campaign_object, iso
+from engine.campaign_view import CAMPAIGN_WITH_COUNTERS, campaign_object
 from engine.clock import WallClock
 from engine.gateway import Gateway
 from engine.messages import CampaignEvent
@@ -196,4 +196,4 @@ async def open_engine(
             nursery.cancel_scope.cancel()
 
 
-__all__ = ["Engine", "EngineStatistics", "iso", "open_engine"]
+__all__ = ["Engine", "EngineStatistics", "open_engine"]
