@@ -192,8 +192,13 @@ class HTTPConnection:
                     f"connect to {origin.host}:{origin.port} timed out", request_sent=False
                 ) from None
             if isinstance(exc, (*_CONNECTION_ERRORS, ssl.SSLError)):
+                # trio reports a failed TLS handshake as BrokenResourceError whose
+                # cause says why (e.g. certificate verify failed): name the cause.
+                reason = exc.__cause__ or exc
                 raise HTTPConnectionError(
-                    f"connect to {origin.host}:{origin.port} failed: {exc}", request_sent=False
+                    f"connect to {origin.host}:{origin.port} failed: "
+                    f"{str(reason) or type(reason).__name__}",
+                    request_sent=False,
                 ) from exc
             raise
         self._stream = stream
