@@ -143,7 +143,6 @@ class _CampaignRun:
         self.recorded_changed = trio.Event()
         self.dispatched = 0
         self.recorded = 0
-        self.stats = CampaignStats()
         self.processed = 0
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -153,9 +152,9 @@ class _CampaignRun:
         if plan.account_status != "connected":
             await self._fail("WhatsApp account is not connected")
             return
-        self.stats = await recipient_store.campaign_stats(self.db, plan.id)
-        self.processed = processed_count(self.stats, plan.total_recipients)
-        if self.stats.pending == 0 and self.stats.in_doubt == 0:
+        stats = await recipient_store.campaign_stats(self.db, plan.id)
+        self.processed = processed_count(stats, plan.total_recipients)
+        if stats.pending == 0 and stats.in_doubt == 0:
             log.warning("campaign %s: no pending recipients for campaign", plan.id)
             await self._complete()
             return
@@ -225,21 +224,21 @@ class _CampaignRun:
         now = self.clock.now()
         if not await campaign_store.finish(self.db, plan.id, "completed", now=now):
             return
-        self.stats = await recipient_store.campaign_stats(self.db, plan.id)
-        processed = processed_count(self.stats, plan.total_recipients)
+        stats = await recipient_store.campaign_stats(self.db, plan.id)
+        processed = processed_count(stats, plan.total_recipients)
         if (
             processed != self.processed
             or plan.total_recipients % self.settings.engine.progress_every
         ):
             self.processed = processed
-            self._publish_progress(processed, self.stats)
+            self._publish_progress(processed, stats)
         row = await self.db.fetchrow(f"{CAMPAIGN_WITH_COUNTERS} WHERE c.id = $1", plan.id)
         assert row is not None
         log.info(
             "campaign %s: completed: %d sent, %d failed",
             plan.id,
-            self.stats.sent,
-            self.stats.failed,
+            stats.sent,
+            stats.failed,
         )
         self._publish(
             "campaign:completed",
@@ -512,12 +511,11 @@ class _CampaignRun:
                     },
                 )
         self.processed = processed
-        self.stats = latest
 
     async def _after_external_change(self) -> None:
         """Counts moved outside the actor's own outcomes (in-doubt resolved)."""
-        self.stats = await recipient_store.campaign_stats(self.db, self.plan.id)
-        self.processed = processed_count(self.stats, self.plan.total_recipients)
+        stats = await recipient_store.campaign_stats(self.db, self.plan.id)
+        self.processed = processed_count(stats, self.plan.total_recipients)
 
     # --- commands -----------------------------------------------------------------------
 
@@ -578,12 +576,12 @@ class _CampaignRun:
             log.info("campaign %s: %d/%d processed", self.plan.id, processed, total)
 
     async def _publish_paused(self, reason: str | None, at: Any = None) -> None:
-        self.stats = await recipient_store.campaign_stats(self.db, self.plan.id)
+        stats = await recipient_store.campaign_stats(self.db, self.plan.id)
         self._publish(
             "campaign:paused",
             {
                 "campaignId": self.plan.id,
-                "processedCount": processed_count(self.stats, self.plan.total_recipients),
+                "processedCount": processed_count(stats, self.plan.total_recipients),
                 "totalRecipients": self.plan.total_recipients,
                 "pausedAt": iso(at or self.clock.now()),
                 "reason": reason,

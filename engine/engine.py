@@ -24,10 +24,11 @@ from engine import supervisor as supervisor_actor
 from engine import webhook_applier as webhook_applier_actor
 from engine.account_budget import AccountBudget, LocalAccountBudget, SharedAccountBudget
 from engine.broadcaster import Broadcaster, BroadcasterStatistics
-from engine.campaign_view import CAMPAIGN_WITH_COUNTERS, campaign_object
+from engine.campaign_view import CAMPAIGN_WITH_COUNTERS, campaign_object, processed_count
 from engine.clock import WallClock
 from engine.gateway import Gateway
 from engine.messages import CampaignEvent
+from engine.metrics import CampaignStats
 from engine.redis_link import open_redis
 from engine.sender_pool import SenderPool, SenderPoolStatistics
 from engine.settings import Settings
@@ -152,8 +153,7 @@ class Engine:
 
 
 def _processed(campaign: dict[str, Any]) -> int:
-    stats = campaign["stats"]
-    return int(campaign["total_recipients"]) - int(stats["pending"]) - int(stats["in_doubt"])
+    return processed_count(CampaignStats(**campaign["stats"]), campaign["total_recipients"])
 
 
 @asynccontextmanager

@@ -46,7 +46,6 @@ class WebhookApplier:
         self._received = 0
         self._applied_batches = 0
         self._applied_facts = 0
-        self._applied = trio.Event()
 
     def submit(self, updates: Sequence[StatusUpdate]) -> bool:
         """Queue facts; False (nothing queued) when the backlog is full, so the
@@ -57,12 +56,6 @@ class WebhookApplier:
         self._received += len(updates)
         self._arrived.set()
         return True
-
-    async def wait_applied(self) -> None:
-        """Wait until everything submitted so far is applied (for tests and shutdown)."""
-        target = self._received
-        while self._applied_facts < target:
-            await self._applied.wait()
 
     def statistics(self) -> WebhookApplierStatistics:
         return WebhookApplierStatistics(
@@ -92,8 +85,6 @@ class WebhookApplier:
                     await campaign_store.notify(db, "recheck", campaign_id)
             self._applied_batches += 1
             self._applied_facts += len(batch)
-            self._applied.set()
-            self._applied = trio.Event()
 
     async def _announce(
         self, db: Database, broadcaster: Broadcaster, campaign_ids: list[str]

@@ -40,6 +40,18 @@ class CountingDatabase(Database):
         return await super().fetch(query, *args)
 
 
+async def running_campaign(db: Database, recipients: int) -> tuple[str, list[int]]:
+    """A running campaign (our lease) of `recipients` pending recipients, and their ids."""
+    account = await make_account(db)
+    await make_contacts(db, recipients)
+    campaign = await make_campaign(db, account)
+    await make_running(db, campaign)
+    pending = await recipient_store.claim_batch(
+        db, campaign, after_id=0, limit=recipients, now=utc_now()
+    )
+    return campaign, [r.id for r in pending]
+
+
 async def test_migrations_apply_once_and_then_change_nothing(
     aio_loop: object, empty_database_url: str
 ) -> None:
@@ -191,16 +203,7 @@ async def test_concurrent_markers_never_get_the_same_recipient(
 
 
 async def test_mark_sending_refuses_when_paused_or_lease_lost(db: Database) -> None:
-    account = await make_account(db)
-    await make_contacts(db, 10)
-    campaign = await make_campaign(db, account)
-    await make_running(db, campaign)
-    ids = [
-        r.id
-        for r in await recipient_store.claim_batch(
-            db, campaign, after_id=0, limit=10, now=utc_now()
-        )
-    ]
+    campaign, ids = await running_campaign(db, 10)
 
     assert (
         await recipient_store.mark_sending(
@@ -251,16 +254,7 @@ async def test_ten_thousand_outcomes_in_one_round_trip(aio_loop: object, databas
 
 
 async def test_webhook_facts_are_idempotent_and_order_independent(db: Database) -> None:
-    account = await make_account(db)
-    await make_contacts(db, 3)
-    campaign = await make_campaign(db, account)
-    await make_running(db, campaign)
-    ids = [
-        r.id
-        for r in await recipient_store.claim_batch(
-            db, campaign, after_id=0, limit=10, now=utc_now()
-        )
-    ]
+    campaign, ids = await running_campaign(db, 3)
     await recipient_store.mark_sending(db, campaign, ids, lease_owner=LEASE_OWNER, now=utc_now())
     t0 = utc_now()
     # The webhook overtakes the stored answer for recipient 0.
@@ -292,16 +286,7 @@ async def test_webhook_facts_are_idempotent_and_order_independent(db: Database) 
 
 
 async def test_in_doubt_recovery_and_timeout(db: Database) -> None:
-    account = await make_account(db)
-    await make_contacts(db, 4)
-    campaign = await make_campaign(db, account)
-    await make_running(db, campaign)
-    ids = [
-        r.id
-        for r in await recipient_store.claim_batch(
-            db, campaign, after_id=0, limit=10, now=utc_now()
-        )
-    ]
+    campaign, ids = await running_campaign(db, 4)
     started = utc_now()
     await recipient_store.mark_sending(db, campaign, ids[:3], lease_owner=LEASE_OWNER, now=started)
     assert await recipient_store.mark_abandoned_in_doubt(db, campaign) == 3

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from engine import lifecycle
-from engine.store.campaigns import COMMAND_CHANNEL
+from engine.store.campaigns import notify_in
 from engine.store.database import Connection, Database, Record
 from engine.store.recipients import materialise_in
 
@@ -158,7 +158,7 @@ async def _create_campaign(
     if status != "draft":
         await materialise_in(conn, row["id"])
         # Wake every daemon's supervisor: this campaign may be due now.
-        await conn.execute("SELECT pg_notify($1, $2)", COMMAND_CHANNEL, f"start:{row['id']}")
+        await notify_in(conn, "start", row["id"])
     created = await conn.fetchrow("SELECT * FROM campaigns WHERE id = $1", row["id"])
     assert created is not None
     return created
@@ -200,8 +200,17 @@ _CONTACT_COLUMNS = frozenset(
 )
 _CAMPAIGN_COLUMNS = frozenset(
     {
-        "account_id", "name", "message_type", "message_content", "media_url", "audience_type",
-        "audience_config", "schedule_type", "scheduled_at", "throttle_config", "template_variables",
+        "account_id",
+        "name",
+        "message_type",
+        "message_content",
+        "media_url",
+        "audience_type",
+        "audience_config",
+        "schedule_type",
+        "scheduled_at",
+        "throttle_config",
+        "template_variables",
     }
 )
 
@@ -405,9 +414,7 @@ async def _audience_size(
         tags = audience_config.get("tags")
     elif audience_type == "contacts":
         ids = audience_config.get("contactIds")
-    size: int = await conn.fetchval(
-        _AUDIENCE_SIZE, owner_id, audience_type == "all", tags, ids
-    )
+    size: int = await conn.fetchval(_AUDIENCE_SIZE, owner_id, audience_type == "all", tags, ids)
     return size
 
 
@@ -427,7 +434,9 @@ async def _check_references(
             owner_id,
         )
         if owned is None:
-            raise InvalidReference("audienceConfig.segmentId", "audienceConfig.segmentId: no such segment")
+            raise InvalidReference(
+                "audienceConfig.segmentId", "audienceConfig.segmentId: no such segment"
+            )
 
 
 _CAMPAIGN_WITH_COUNTERS = """SELECT c.*, coalesce(k.pending, 0) AS stat_pending,
