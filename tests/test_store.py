@@ -367,3 +367,11 @@ async def test_a_draft_shows_no_progress_and_a_frozen_empty_audience_shows_all_d
     }
     assert rows[draft]["progress"] == 0.0
     assert rows[empty]["progress"] == 100.0
+
+
+async def test_runs_here_only_while_running_under_our_lease(db: Database) -> None:
+    campaign, _ = await running_campaign(db, 1)
+    assert await campaign_store.runs_here(db, campaign, lease_owner=LEASE_OWNER)
+    assert not await campaign_store.runs_here(db, campaign, lease_owner="another-daemon")
+    await campaign_store.apply_action(db, campaign, OWNER, "pause", now=utc_now())
+    assert not await campaign_store.runs_here(db, campaign, lease_owner=LEASE_OWNER)
