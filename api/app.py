@@ -15,13 +15,12 @@ from api.auth import authenticate
 from api.envelope import ApiError, failure
 from api.routes import accounts, campaigns, contacts, docs, health, queue, segments, webhooks
 from api.routes.dashboard import blueprint as dashboard_blueprint
-from engine.lifecycle import TransitionRefused
+from engine.core.lifecycle import TransitionRefused
 from engine.settings import Settings
-from engine.store.campaigns import NotFound
-from engine.store.resources import InvalidReference
+from engine.store.errors import InvalidReference, NotFound
 
 if TYPE_CHECKING:
-    from engine.engine import Engine
+    from engine.service.engine import Engine
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from engine.settings import Settings
 from engine.store.database import Database
 
 if TYPE_CHECKING:
-    from engine.engine import Engine
+    from engine.service.engine import Engine
 
 ENGINE = "campaign_engine.engine"
 SETTINGS = "campaign_engine.settings"

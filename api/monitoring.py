@@ -25,7 +25,7 @@ PREFIX = "campaign_engine"
 
 class Snapshot(msgspec.Struct, frozen=True):
     statistics: dict[str, Any]  # msgspec.to_builtins(engine.statistics())
-    store: dict[str, Any]  # resources.monitoring_snapshot()
+    store: dict[str, Any]  # queue.monitoring_snapshot()
     socketio_clients: int
     latency_buckets: tuple[float, ...]
 

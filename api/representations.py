@@ -1,6 +1,6 @@
 """Rows as the API shows them: snake_case objects, times ISO-8601 UTC with `Z`.
 
-The campaign object lives in `engine.campaign_view`, shared with Socket.IO events.
+The campaign object lives in `engine.core.campaign_view`, shared with Socket.IO events.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from engine.campaign_view import iso
+from engine.core.campaign_view import iso
 from engine.store.database import Record
 from engine.store.recipients import recipient_row
 

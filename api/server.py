@@ -16,7 +16,7 @@ from api.socketio_server import SocketStream
 from engine.settings import Settings
 
 if TYPE_CHECKING:
-    from engine.engine import Engine
+    from engine.service.engine import Engine
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import trio
 import trio_asyncio
 
 from api.auth import InvalidToken, bearer, user_from_token
-from engine.broadcaster import Broadcaster
+from engine.actors.broadcaster import Broadcaster
 from engine.messages import Lagged
 
 log = logging.getLogger(__name__)

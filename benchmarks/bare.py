@@ -16,8 +16,8 @@ from typing import Any
 
 import trio
 
-from engine.cloud_api import CloudApiGateway
 from engine.gateway import AccountEndpoint, OutgoingMessage
+from engine.transport.cloud_api import CloudApiGateway
 
 
 def _cpu_seconds() -> float:
@@ -71,7 +71,7 @@ async def run_bare(
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
     if args.url:
         return await run_bare(args.url, args.phone_number_id, args.requests, args.concurrency)
-    from engine.simulator import SimulatorConfig, SimulatorHandle, serve_simulator
+    from engine.tools.simulator import SimulatorConfig, SimulatorHandle, serve_simulator
 
     config = SimulatorConfig(latency_ms=args.latency_ms, mps=0, keep_requests=0)
     async with trio.open_nursery() as nursery:

@@ -20,17 +20,12 @@ import asyncpg
 import trio
 import trio_asyncio
 
-from engine.store import campaigns as campaign_store
-from engine.store import recipients as recipient_store
+from engine.messages import Outcome
+from engine.store import campaign_runs, leases
+from engine.store.accounts import create_account
+from engine.store.campaigns import CampaignInput, create_campaign
+from engine.store.contacts import ContactInput, upsert_contacts
 from engine.store.database import Database, apply_migrations, open_database
-from engine.store.recipients import Outcome
-from engine.store.resources import (
-    CampaignInput,
-    ContactInput,
-    create_account,
-    create_campaign,
-    upsert_contacts,
-)
 
 OWNER = "bench"
 
@@ -79,17 +74,17 @@ async def _measure(db: Database, recipients: int, batch: int) -> dict[str, float
     )
     campaign_id = str(campaign["id"])
     started = time.perf_counter()
-    total = await recipient_store.materialise_recipients(db, campaign_id)
+    total = await recipients.materialise_recipients(db, campaign_id)
     materialise_seconds = time.perf_counter() - started
 
-    await campaign_store.apply_action(db, campaign_id, OWNER, "start", now=now)
-    await campaign_store.try_acquire_lease(db, campaign_id, owner="bench", now=now, ttl=3600)
-    await campaign_store.begin_running(db, campaign_id, now=now)
+    await campaign_runs.apply_action(db, campaign_id, OWNER, "start", now=now)
+    await leases.try_acquire_lease(db, campaign_id, owner="bench", now=now, ttl=3600)
+    await campaign_runs.begin_running(db, campaign_id, now=now)
     ids = [r["id"] for r in await db.fetch("SELECT id FROM campaign_recipients ORDER BY id")]
 
     started = time.perf_counter()
     for first in range(0, total, batch):
-        await recipient_store.mark_sending(
+        await recipients.mark_sending(
             db, campaign_id, ids[first : first + batch], lease_owner="bench", now=now
         )
     mark_seconds = time.perf_counter() - started
@@ -100,9 +95,9 @@ async def _measure(db: Database, recipients: int, batch: int) -> dict[str, float
             Outcome(i, "sent", 1, provider_message_id=f"wamid.{i}")
             for i in ids[first : first + batch]
         ]
-        await recipient_store.record_outcomes(db, outcomes, now=now)
+        await recipients.record_outcomes(db, outcomes, now=now)
     record_seconds = time.perf_counter() - started
-    stats = await recipient_store.campaign_stats(db, campaign_id)
+    stats = await recipients.campaign_stats(db, campaign_id)
     assert stats.sent == total, "counters disagree with the rows"
     return {
         "recipients": total,

@@ -69,7 +69,7 @@ def database_url(settings: Settings) -> Iterator[str]:
     if settings.database.url:
         yield settings.database.url
         return
-    from engine.embedded_db import open_embedded_postgres
+    from engine.tools.embedded_db import open_embedded_postgres
 
     with open_embedded_postgres(settings.database.data_dir) as dsn:
         yield dsn
@@ -78,16 +78,16 @@ def database_url(settings: Settings) -> Iterator[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["simulator"]:
-        from engine.simulator import main as simulator_main
+        from engine.tools.simulator import main as simulator_main
 
         return simulator_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "demo":
-        from engine.demo import main as demo_main
+        from engine.tools.demo import main as demo_main
 
         return demo_main(port=args.port)
     if args.command == "watch":
-        from engine.watch import main as watch_main
+        from engine.tools.watch import main as watch_main
 
         return watch_main(
             args.campaign_id,

@@ -20,11 +20,11 @@ import trio
 import trio_asyncio
 
 from api.server import serve_api
-from engine.cloud_api import CloudApiGateway
-from engine.engine import Engine, open_engine
 from engine.gateway import Gateway
+from engine.service.engine import Engine, open_engine
 from engine.settings import Settings
 from engine.store.database import Database, apply_migrations, open_database
+from engine.transport.cloud_api import CloudApiGateway
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 A sender task opens one `GatewaySession` and keeps it for its whole life, so a
 session may own keep-alive connections without any locking. Sessions never
 raise for an answer from the API or for a network failure: they return a
-`SendResult` that `engine.error_classes.classify` turns into a decision.
+`SendResult` that `engine.core.error_classes.classify` turns into a decision.
 """
 
 from __future__ import annotations

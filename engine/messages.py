@@ -1,14 +1,45 @@
-"""Messages between actors: small frozen structs, one union per inbox."""
+"""Facts that cross layers, and messages between actors: small frozen structs,
+one union per inbox."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 import msgspec
 import trio
 
 from engine.gateway import AccountEndpoint, OutgoingMessage
-from engine.store.recipients import Outcome
+
+# --- facts: what a send and a webhook tell ------------------------------------------
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """The result of sending to one recipient, as the sender pool reports it."""
+
+    recipient_id: int
+    status: Literal["sent", "failed", "pending"]  # pending: requeued for later (131056)
+    attempts: int  # requests made for this recipient in this dispatch
+    provider_message_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    not_before: datetime | None = None
+    # Set when the account, not the recipient, is at fault: the campaign pauses.
+    # Not stored on the recipient.
+    pause_reason: str | None = None
+
+
+class StatusUpdate(msgspec.Struct, frozen=True):
+    """One fact from a webhook. `recipient_id` comes from biz_opaque_callback_data
+    when present; otherwise the message is found by its wamid."""
+
+    recipient_id: int | None
+    provider_message_id: str | None
+    kind: Literal["sent", "delivered", "read", "failed", "replied"]
+    at: datetime
+    error_code: str | None = None
+    error_message: str | None = None
+
 
 # --- campaign actor inbox -------------------------------------------------------------
 

@@ -18,11 +18,11 @@ import trio
 
 from api.auth import issue_token
 from api.server import serve_api
-from engine.engine import Engine, open_engine
-from engine.fake_gateway import ScriptedGateway
-from engine.http1 import HTTPConnection, Origin
+from engine.service.engine import Engine, open_engine
 from engine.settings import Settings, load_settings
 from engine.store.database import Database
+from engine.transport.http1 import HTTPConnection, Origin
+from tests.fake_gateway import ScriptedGateway
 
 SECRET = "test-secret"
 APP_SECRET = "app-secret"

@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from engine.engine import Engine, open_engine
 from engine.gateway import Gateway
 from engine.messages import CampaignEvent, Lagged
+from engine.service.engine import Engine, open_engine
 from engine.settings import Settings, load_settings
 from engine.store.database import Database
 

@@ -5,15 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.store import campaigns as campaign_store
+from engine.store import campaign_runs, leases
+from engine.store.accounts import create_account
+from engine.store.campaigns import CampaignInput, create_campaign
+from engine.store.contacts import ContactInput, upsert_contacts
 from engine.store.database import Database
-from engine.store.resources import (
-    CampaignInput,
-    ContactInput,
-    create_account,
-    create_campaign,
-    upsert_contacts,
-)
 
 OWNER = "user-1"
 LEASE_OWNER = "daemon-test"
@@ -83,5 +79,5 @@ async def make_campaign(
 
 async def make_running(db: Database, campaign_id: str, *, owner: str = LEASE_OWNER) -> None:
     now = utc_now()
-    assert await campaign_store.try_acquire_lease(db, campaign_id, owner=owner, now=now, ttl=60)
-    assert await campaign_store.begin_running(db, campaign_id, now=now)
+    assert await leases.try_acquire_lease(db, campaign_id, owner=owner, now=now, ttl=60)
+    assert await campaign_runs.begin_running(db, campaign_id, now=now)

@@ -8,9 +8,9 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from engine.account_budget import LocalAccountBudget, SharedAccountBudget
+from engine.actors.account_budget import LocalAccountBudget, SharedAccountBudget
 from engine.clock import WallClock
-from engine.redis_link import open_redis
+from engine.transport.redis_link import open_redis
 from tests.conftest import REDIS_URL
 
 # A token may be granted up to 1 µs early (engine/token_bucket.py): float time.

@@ -10,11 +10,11 @@ import pytest
 import redis
 import trio
 
-from engine.fake_gateway import ScriptedGateway
 from engine.messages import CampaignEvent
 from engine.store.database import Database
 from tests.api_helpers import Harness, api_settings, open_harness
 from tests.conftest import REDIS_URL
+from tests.fake_gateway import ScriptedGateway
 from tests.test_api_socketio import watching
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")

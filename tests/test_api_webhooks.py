@@ -9,7 +9,7 @@ import msgspec
 import pytest
 import trio
 
-from api.webhook_payload import sign
+from engine.core.webhook_payload import sign
 from engine.messages import CampaignEvent
 from tests.api_helpers import APP_SECRET, VERIFY_TOKEN, Harness, api, gateway
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import trio
 
-from engine.cloud_api import CloudApiGateway
 from engine.gateway import AccountEndpoint, OutgoingMessage
-from engine.simulator import SimulatorConfig, SimulatorHandle, serve_simulator
+from engine.tools.simulator import SimulatorConfig, SimulatorHandle, serve_simulator
+from engine.transport.cloud_api import CloudApiGateway
 
 
 def _endpoint(handle: SimulatorHandle, phone_number_id: str = "1001") -> AccountEndpoint:

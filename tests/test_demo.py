@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import trio
 
-from engine.http1 import HTTPConnection, split_url
+from engine.transport.http1 import HTTPConnection, split_url
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMPAIGN_ENGINE = Path(sys.executable).parent / "campaign-engine"

@@ -7,7 +7,7 @@ import pytest
 import trio
 import trio_asyncio
 
-from engine.embedded_db import open_embedded_postgres
+from engine.tools.embedded_db import open_embedded_postgres
 
 
 async def _fetchval(dsn: str, query: str) -> object:
@@ -35,7 +35,7 @@ async def test_serves_asyncpg_and_stops_on_exit(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     data_dir = tmp_path / "data"
-    with trio.fail_after(60), caplog.at_level(logging.WARNING, logger="engine.embedded_db"):
+    with trio.fail_after(60), caplog.at_level(logging.WARNING, logger="engine.tools.embedded_db"):
         assert await _with_embedded_postgres(data_dir, "select 1") == 1
 
     cluster = data_dir / "postgres"

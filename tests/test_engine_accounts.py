@@ -9,13 +9,13 @@ from typing import Any
 import trio
 import trio.testing
 
-from engine.engine import Engine
-from engine.fake_gateway import ScriptedGateway
 from engine.gateway import OutgoingMessage, SendResult
+from engine.service.engine import Engine
 from engine.settings import Settings
-from engine.store import recipients as recipient_store
+from engine.store import recipients
 from engine.store.database import Database
 from tests.engine_helpers import EventLog, engine_settings, running_engine
+from tests.fake_gateway import ScriptedGateway
 from tests.store_helpers import OWNER, make_account, make_campaign, make_contacts, phone
 from tests.virtual_time import virtual_time_db
 
@@ -69,7 +69,7 @@ async def test_campaigns_sharing_an_account_never_exceed_its_messages_per_second
     )
     assert most_in_a_second == 20  # the budget is used, and never exceeded
     for campaign in campaigns:
-        assert await recipient_store.count_by_status(db, campaign) == {"sent": 40}
+        assert await recipients.count_by_status(db, campaign) == {"sent": 40}
     assert all(gateway.sends_for(send.message.recipient_id) == 1 for send in gateway.sends)
 
 
@@ -105,7 +105,7 @@ async def test_130429_stops_the_account_for_the_slowdown_then_retries(
     )
     assert row is not None and (row["status"], row["attempts"]) == ("sent", 2)
     assert gateway.sends_for(throttled[0]) == 2
-    assert await recipient_store.count_by_status(db, campaign) == {"sent": 10}
+    assert await recipients.count_by_status(db, campaign) == {"sent": 10}
     assert completed.payload["campaign"]["stats"]["sent"] == 10
 
 
@@ -132,7 +132,7 @@ async def test_131026_fails_only_that_recipient(
     failed = await recipient(db, campaign, 3)
     assert (failed["status"], failed["attempts"], failed["error_code"]) == ("failed", 1, "131026")
     assert gateway.sends_for(failed["id"]) == 1  # permanent: never retried
-    assert await recipient_store.count_by_status(db, campaign) == {"sent": 9, "failed": 1}
+    assert await recipients.count_by_status(db, campaign) == {"sent": 9, "failed": 1}
     stats = completed.payload["campaign"]["stats"]
     assert (stats["sent"], stats["failed"]) == (9, 1)
 
@@ -165,7 +165,7 @@ async def test_190_pauses_the_campaign_with_a_reason_and_keeps_the_recipient(
             sends_when_paused = len(gateway.sends)
             await trio.sleep(60)
             assert len(gateway.sends) == sends_when_paused  # it really stopped
-            assert (await recipient_store.count_by_status(db, campaign)).get("sending") is None
+            assert (await recipients.count_by_status(db, campaign)).get("sending") is None
 
             # Once the operator fixed the token, resuming sends it (and nobody twice).
             await engine.resume(campaign, OWNER)
@@ -173,7 +173,7 @@ async def test_190_pauses_the_campaign_with_a_reason_and_keeps_the_recipient(
 
     assert (await recipient(db, campaign, 4))["status"] == "sent"
     assert gateway.sends_for(back["id"]) == 2
-    assert await recipient_store.count_by_status(db, campaign) == {"sent": 20}
+    assert await recipients.count_by_status(db, campaign) == {"sent": 20}
     others = {s.message.recipient_id for s in gateway.sends if s.message.to != refused}
     assert len(others) == 19 and all(gateway.sends_for(r) == 1 for r in others)
 
@@ -193,5 +193,5 @@ async def test_disconnected_account_fails_the_campaign(
     assert failed.payload["error"] == "WhatsApp account is not connected"
     assert (state["status"], state["error"]) == ("failed", "WhatsApp account is not connected")
     assert gateway.sends == []
-    assert await recipient_store.count_by_status(db, campaign) == {"pending": 5}
+    assert await recipients.count_by_status(db, campaign) == {"pending": 5}
     assert "campaign:completed" not in log.names(campaign)

@@ -8,13 +8,12 @@ import pytest
 import trio
 import trio.testing
 
-from engine.engine import Engine
-from engine.fake_gateway import ScriptedGateway
 from engine.gateway import OutgoingMessage, SendResult
-from engine.messages import CampaignEvent, Lagged
-from engine.store.recipients import StatusUpdate
-from engine.store.resources import update_campaign
+from engine.messages import CampaignEvent, Lagged, StatusUpdate
+from engine.service.engine import Engine
+from engine.store.campaigns import update_campaign
 from tests.engine_helpers import EventLog, engine_settings, running_engine
+from tests.fake_gateway import ScriptedGateway
 from tests.store_helpers import OWNER, make_account, make_campaign, make_contacts
 from tests.virtual_time import VirtualTimeDatabase, virtual_time_db
 

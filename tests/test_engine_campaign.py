@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import trio
 
-from engine.cloud_api import CloudApiGateway
-from engine.simulator import SimulatorConfig, serve_simulator
-from engine.store import recipients as recipient_store
+from engine.store import recipients
 from engine.store.database import Database
+from engine.tools.simulator import SimulatorConfig, serve_simulator
+from engine.transport.cloud_api import CloudApiGateway
 from tests.engine_helpers import EventLog, engine_settings, running_engine
 from tests.store_helpers import make_account, make_campaign, make_contacts
 
@@ -35,7 +35,7 @@ async def test_thousand_recipients_each_sent_exactly_once_with_progress_and_stat
     assert sorted(int(k) for k in accepted) == sorted(i for i in ids if i != rejected)
     assert set(accepted.values()) == {1}
     # +15550000000 ends in 0000: the simulator fails it with 131026, permanently.
-    assert await recipient_store.count_by_status(db, campaign) == {"sent": 999, "failed": 1}
+    assert await recipients.count_by_status(db, campaign) == {"sent": 999, "failed": 1}
 
     progress = log.of(campaign, "campaign:progress")
     assert [e.payload["processedCount"] for e in progress] == list(range(100, 1_001, 100))

@@ -12,11 +12,11 @@ import trio_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.engine import Engine
-from engine.fake_gateway import ScriptedGateway
-from engine.store import recipients as recipient_store
+from engine.service.engine import Engine
+from engine.store import recipients
 from engine.store.database import Database
 from tests.engine_helpers import EventLog, engine_settings, running_engine
+from tests.fake_gateway import ScriptedGateway
 from tests.store_helpers import OWNER, make_account, make_campaign, make_contacts
 from tests.virtual_time import open_virtual_time_database
 
@@ -120,7 +120,7 @@ async def run_example(db: Database, pause_after: int, then: Then, sends_after_re
             assert_only_in_flight_started(gateway, started, in_flight)
             sent_while_running = len(gateway.sends)
             assert paused.payload["processedCount"] == sent_while_running
-            assert await recipient_store.count_by_status(db, campaign) == {
+            assert await recipients.count_by_status(db, campaign) == {
                 "sent": sent_while_running,
                 "pending": RECIPIENTS - sent_while_running,
             }
@@ -158,7 +158,7 @@ async def run_example(db: Database, pause_after: int, then: Then, sends_after_re
     sent_to = {s.message.recipient_id for s in gateway.sends}
     assert len(sent_to) == len(gateway.sends)
     assert await ids_with_status(db, campaign, "sent") == sent_to
-    counts = await recipient_store.count_by_status(db, campaign)
+    counts = await recipients.count_by_status(db, campaign)
     if then == "resume":
         # Nobody skipped.
         assert counts == {"sent": RECIPIENTS}

@@ -7,11 +7,11 @@ from datetime import timedelta
 import trio
 import trio.testing
 
-from engine.fake_gateway import ScriptedGateway
-from engine.store import recipients as recipient_store
+from engine.messages import StatusUpdate
+from engine.store import recipients
 from engine.store.database import Database
-from engine.store.recipients import StatusUpdate
 from tests.engine_helpers import EventLog, engine_settings, running_engine
+from tests.fake_gateway import ScriptedGateway
 from tests.store_helpers import make_account, make_campaign, make_contacts
 from tests.virtual_time import virtual_time_db
 
@@ -91,7 +91,7 @@ async def test_takeover_after_a_crash_neither_repeats_nor_skips_and_resolves_wha
     unknown = in_doubt - {delivered}
     assert final[delivered] == "delivered"
     assert {r for r, s in final.items() if s == "failed"} == unknown
-    assert await recipient_store.count_by_status(db, campaign) == {
+    assert await recipients.count_by_status(db, campaign) == {
         "sent": RECIPIENTS - CONCURRENCY,
         "delivered": 1,
         "failed": CONCURRENCY - 1,

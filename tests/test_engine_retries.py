@@ -5,10 +5,10 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from engine.fake_gateway import ScriptedGateway
 from engine.gateway import OutgoingMessage, SendResult
 from engine.store.database import Database
 from tests.engine_helpers import EventLog, engine_settings, running_engine
+from tests.fake_gateway import ScriptedGateway
 from tests.store_helpers import make_account, make_campaign, make_contacts, phone
 from tests.virtual_time import virtual_time_db
 

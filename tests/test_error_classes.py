@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.error_classes import ErrorClass, account_pause_reason, backoff_seconds, classify
+from engine.core.error_classes import ErrorClass, account_pause_reason, backoff_seconds, classify
 
 CODE_CLASSES = {
     130429: ErrorClass.THROTTLED,

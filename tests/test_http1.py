@@ -1,4 +1,4 @@
-"""engine.http1 against a tiny trio + h11 server written here, over loopback."""
+"""engine.transport.http1 against a tiny trio + h11 server written here, over loopback."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import h11
 import pytest
 import trio
 
-from engine.http1 import (
+from engine.transport.http1 import (
     ConnectionsByOrigin,
     HTTPConnection,
     HTTPConnectionError,

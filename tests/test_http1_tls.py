@@ -9,7 +9,7 @@ import pytest
 import trio
 import trustme
 
-from engine.http1 import HTTPConnection, HTTPConnectionError, Origin
+from engine.transport.http1 import HTTPConnection, HTTPConnectionError, Origin
 
 
 async def _serve_echo(tls_stream: trio.SSLStream[trio.SocketStream]) -> None:

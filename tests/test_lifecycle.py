@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.lifecycle import (
+from engine.core.lifecycle import (
     ALL_ACTIONS,
     ALL_STATUSES,
     FINAL_STATUSES,

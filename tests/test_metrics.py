@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.metrics import (
+from engine.core.metrics import (
     CampaignMetrics,
     CampaignStats,
     compute_metrics,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.rendering import PLACEHOLDER, contact_variables, render_payload, render_text
+from engine.core.rendering import PLACEHOLDER, contact_variables, render_payload, render_text
 
 JOHN = contact_variables("John", "Doe", "+1234567890", "john@example.com", "Acme Corp", {})
 

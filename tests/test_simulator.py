@@ -14,10 +14,10 @@ from typing import Any
 import h11
 import trio
 
-from engine.cloud_api import CloudApiGateway
 from engine.gateway import AccountEndpoint, OutgoingMessage
-from engine.http1 import HTTPConnection, split_url
-from engine.simulator import SimulatorConfig, SimulatorHandle, serve_simulator
+from engine.tools.simulator import SimulatorConfig, SimulatorHandle, serve_simulator
+from engine.transport.cloud_api import CloudApiGateway
+from engine.transport.http1 import HTTPConnection, split_url
 
 SECRET = "app-secret"
 
@@ -183,7 +183,7 @@ async def test_invalid_bodies_are_rejected_with_code_100() -> None:
 
 
 async def test_cli_prints_its_address_and_exits_0_on_sigterm() -> None:
-    code = "import sys; from engine.simulator import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from engine.tools.simulator import main; sys.exit(main(sys.argv[1:]))"
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             command = [sys.executable, "-c", code, "--port", "0", "--latency-ms", "0"]

@@ -8,12 +8,13 @@ from typing import Any
 
 import trio
 
-from engine.campaign_view import CAMPAIGN_WITH_COUNTERS, campaign_object
-from engine.store import campaigns as campaign_store
-from engine.store import recipients as recipient_store
+from engine.core.campaign_view import campaign_object
+from engine.messages import Outcome, StatusUpdate
+from engine.store import campaign_runs, leases, recipients, statuses
+from engine.store.campaigns import CAMPAIGN_WITH_COUNTERS
+from engine.store.contacts import ContactInput, upsert_contacts
 from engine.store.database import Database, apply_migrations, open_database
-from engine.store.recipients import Outcome, StatusUpdate
-from engine.store.resources import ContactInput, create_segment, upsert_contacts
+from engine.store.segments import create_segment
 from tests.store_helpers import (
     LEASE_OWNER,
     OWNER,
@@ -40,15 +41,13 @@ class CountingDatabase(Database):
         return await super().fetch(query, *args)
 
 
-async def running_campaign(db: Database, recipients: int) -> tuple[str, list[int]]:
-    """A running campaign (our lease) of `recipients` pending recipients, and their ids."""
+async def running_campaign(db: Database, size: int) -> tuple[str, list[int]]:
+    """A running campaign (our lease) of `size` pending recipients, and their ids."""
     account = await make_account(db)
-    await make_contacts(db, recipients)
+    await make_contacts(db, size)
     campaign = await make_campaign(db, account)
     await make_running(db, campaign)
-    pending = await recipient_store.claim_batch(
-        db, campaign, after_id=0, limit=recipients, now=utc_now()
-    )
+    pending = await recipients.claim_batch(db, campaign, after_id=0, limit=size, now=utc_now())
     return campaign, [r.id for r in pending]
 
 
@@ -98,15 +97,15 @@ async def test_materialise_excludes_opted_out_keeps_one_per_phone_and_is_idempot
     await make_contacts(db, 20, owner_id="someone-else")
     campaign = await make_campaign(db, account)
 
-    assert await recipient_store.materialise_recipients(db, campaign) == 40
+    assert await recipients.materialise_recipients(db, campaign) == 40
     await make_contacts(db, 60)  # more contacts after the audience was frozen
-    assert await recipient_store.materialise_recipients(db, campaign) == 40
+    assert await recipients.materialise_recipients(db, campaign) == 40
     phones = await db.fetch(
         "SELECT phone FROM campaign_recipients WHERE campaign_id = $1", campaign
     )
     assert len({r["phone"] for r in phones}) == 40
-    assert await recipient_store.count_by_status(db, campaign) == {"pending": 40}
-    assert (await recipient_store.campaign_stats(db, campaign)).pending == 40
+    assert await recipients.count_by_status(db, campaign) == {"pending": 40}
+    assert (await recipients.campaign_stats(db, campaign)).pending == 40
 
 
 async def test_materialise_audiences_by_tags_contacts_and_segment(db: Database) -> None:
@@ -159,9 +158,7 @@ async def test_variables_are_frozen_at_materialisation(db: Database) -> None:
     )
     campaign = await make_campaign(db, account)
     await upsert_contacts(db, OWNER, [ContactInput(phone=phone(1), first_name="Changed")])
-    [recipient] = await recipient_store.claim_batch(
-        db, campaign, after_id=0, limit=10, now=utc_now()
-    )
+    [recipient] = await recipients.claim_batch(db, campaign, after_id=0, limit=10, now=utc_now())
     assert recipient.variables == {
         "firstName": "Ann",
         "lastName": "Lee",
@@ -188,7 +185,7 @@ async def test_concurrent_markers_never_get_the_same_recipient(
             for _ in range(10):
                 group = rng.sample(all_ids, 1_000)
                 won.extend(
-                    await recipient_store.mark_sending(
+                    await recipients.mark_sending(
                         db, campaign, group, lease_owner=LEASE_OWNER, now=utc_now()
                     )
                 )
@@ -198,7 +195,7 @@ async def test_concurrent_markers_never_get_the_same_recipient(
                 for seed in range(12):
                     nursery.start_soon(marker, seed)
         assert len(won) == len(set(won))
-        counts = await recipient_store.count_by_status(db, campaign)
+        counts = await recipients.count_by_status(db, campaign)
         assert counts.get("sending", 0) == len(won)
 
 
@@ -206,19 +203,15 @@ async def test_mark_sending_refuses_when_paused_or_lease_lost(db: Database) -> N
     campaign, ids = await running_campaign(db, 10)
 
     assert (
-        await recipient_store.mark_sending(
-            db, campaign, ids[:2], lease_owner="intruder", now=utc_now()
-        )
+        await recipients.mark_sending(db, campaign, ids[:2], lease_owner="intruder", now=utc_now())
         == []
     )
-    await campaign_store.apply_action(db, campaign, OWNER, "pause", now=utc_now())
+    await campaign_runs.apply_action(db, campaign, OWNER, "pause", now=utc_now())
     assert (
-        await recipient_store.mark_sending(
-            db, campaign, ids, lease_owner=LEASE_OWNER, now=utc_now()
-        )
+        await recipients.mark_sending(db, campaign, ids, lease_owner=LEASE_OWNER, now=utc_now())
         == []
     )
-    assert await recipient_store.count_by_status(db, campaign) == {"pending": 10}
+    assert await recipients.count_by_status(db, campaign) == {"pending": 10}
 
 
 async def test_ten_thousand_outcomes_in_one_round_trip(aio_loop: object, database_url: str) -> None:
@@ -228,7 +221,7 @@ async def test_ten_thousand_outcomes_in_one_round_trip(aio_loop: object, databas
         campaign = await make_campaign(db, account)
         await make_running(db, campaign)
         ids = [r["id"] for r in await db.fetch("SELECT id FROM campaign_recipients ORDER BY id")]
-        marked = await recipient_store.mark_sending(
+        marked = await recipients.mark_sending(
             db, campaign, ids, lease_owner=LEASE_OWNER, now=utc_now()
         )
         assert len(marked) == 10_000
@@ -240,14 +233,14 @@ async def test_ten_thousand_outcomes_in_one_round_trip(aio_loop: object, databas
         ]
         counting = CountingDatabase(db._pool)
         with trio.fail_after(60):
-            changed = await recipient_store.record_outcomes(counting, outcomes, now=utc_now())
+            changed = await recipients.record_outcomes(counting, outcomes, now=utc_now())
         assert counting.crossings == 1
         assert changed == 10_000
-        assert await recipient_store.count_by_status(db, campaign) == {
+        assert await recipients.count_by_status(db, campaign) == {
             "sent": 9_000,
             "failed": 1_000,
         }
-        stats = await recipient_store.campaign_stats(db, campaign)
+        stats = await recipients.campaign_stats(db, campaign)
         assert (stats.pending, stats.sent, stats.failed) == (0, 9_000, 1_000)
         attempts = await db.fetchval("SELECT sum(attempts) FROM campaign_recipients")
         assert attempts == 9_000 + 3 * 1_000
@@ -255,15 +248,15 @@ async def test_ten_thousand_outcomes_in_one_round_trip(aio_loop: object, databas
 
 async def test_webhook_facts_are_idempotent_and_order_independent(db: Database) -> None:
     campaign, ids = await running_campaign(db, 3)
-    await recipient_store.mark_sending(db, campaign, ids, lease_owner=LEASE_OWNER, now=utc_now())
+    await recipients.mark_sending(db, campaign, ids, lease_owner=LEASE_OWNER, now=utc_now())
     t0 = utc_now()
     # The webhook overtakes the stored answer for recipient 0.
     read_first = [
         StatusUpdate(ids[0], "wamid.0", "read", t0 + timedelta(seconds=3)),
         StatusUpdate(None, "wamid.0", "replied", t0 + timedelta(seconds=4)),
     ]
-    await recipient_store.apply_status_updates(db, read_first)
-    await recipient_store.record_outcomes(
+    await statuses.apply_status_updates(db, read_first)
+    await recipients.record_outcomes(
         db,
         [Outcome(i, "sent", 1, provider_message_id=f"wamid.{n}") for n, i in enumerate(ids)],
         now=t0,
@@ -276,10 +269,10 @@ async def test_webhook_facts_are_idempotent_and_order_independent(db: Database) 
         ),
     ]
     for _ in range(3):  # replays change nothing further
-        await recipient_store.apply_status_updates(db, later + read_first)
-    counts = await recipient_store.count_by_status(db, campaign)
+        await statuses.apply_status_updates(db, later + read_first)
+    counts = await recipients.count_by_status(db, campaign)
     assert counts == {"read": 1, "delivered": 1, "failed": 1}
-    stats = await recipient_store.campaign_stats(db, campaign)
+    stats = await recipients.campaign_stats(db, campaign)
     assert (stats.sent, stats.delivered, stats.read, stats.replied, stats.failed) == (3, 2, 1, 1, 1)
     row = await db.fetchrow("SELECT * FROM campaign_recipients WHERE id = $1", ids[0])
     assert row is not None and row["replied_at"] == t0 + timedelta(seconds=4)
@@ -288,25 +281,25 @@ async def test_webhook_facts_are_idempotent_and_order_independent(db: Database) 
 async def test_in_doubt_recovery_and_timeout(db: Database) -> None:
     campaign, ids = await running_campaign(db, 4)
     started = utc_now()
-    await recipient_store.mark_sending(db, campaign, ids[:3], lease_owner=LEASE_OWNER, now=started)
-    assert await recipient_store.mark_abandoned_in_doubt(db, campaign) == 3
+    await recipients.mark_sending(db, campaign, ids[:3], lease_owner=LEASE_OWNER, now=started)
+    assert await recipients.mark_abandoned_in_doubt(db, campaign) == 3
     resolving = [StatusUpdate(ids[0], None, "delivered", started)]
-    applied = await recipient_store.apply_status_updates(db, resolving)
+    applied = await statuses.apply_status_updates(db, resolving)
     assert applied.resolved_in_doubt == [campaign] == applied.campaigns
-    replayed = await recipient_store.apply_status_updates(db, resolving)
+    replayed = await statuses.apply_status_updates(db, resolving)
     assert replayed.resolved_in_doubt == [] and replayed.campaigns == [campaign]
     assert (
-        await recipient_store.expire_in_doubt(
+        await recipients.expire_in_doubt(
             db, campaign, cutoff=started + timedelta(seconds=1), resend=False, now=utc_now()
         )
         == 2
     )
-    assert await recipient_store.count_by_status(db, campaign) == {
+    assert await recipients.count_by_status(db, campaign) == {
         "delivered": 1,
         "failed": 2,
         "pending": 1,
     }
-    stats = await recipient_store.campaign_stats(db, campaign)
+    stats = await recipients.campaign_stats(db, campaign)
     assert (stats.in_doubt, stats.failed, stats.pending) == (0, 2, 1)
 
 
@@ -314,19 +307,17 @@ async def test_leases(db: Database) -> None:
     account = await make_account(db)
     campaign = await make_campaign(db, account)
     now = utc_now()
-    assert await campaign_store.claimable_campaigns(db, now=now, limit=10, exclude=[]) == [campaign]
-    assert await campaign_store.try_acquire_lease(db, campaign, owner="a", now=now, ttl=30)
-    assert not await campaign_store.try_acquire_lease(db, campaign, owner="b", now=now, ttl=30)
-    assert await campaign_store.claimable_campaigns(db, now=now, limit=10, exclude=[]) == []
+    assert await leases.claimable_campaigns(db, now=now, limit=10, exclude=[]) == [campaign]
+    assert await leases.try_acquire_lease(db, campaign, owner="a", now=now, ttl=30)
+    assert not await leases.try_acquire_lease(db, campaign, owner="b", now=now, ttl=30)
+    assert await leases.claimable_campaigns(db, now=now, limit=10, exclude=[]) == []
     later = now + timedelta(seconds=31)
-    assert await campaign_store.renew_leases(db, [campaign], owner="b", now=now, ttl=30) == set()
-    assert await campaign_store.claimable_campaigns(db, now=later, limit=10, exclude=[]) == [
-        campaign
-    ]
-    assert await campaign_store.try_acquire_lease(db, campaign, owner="b", now=later, ttl=30)
-    assert await campaign_store.renew_leases(db, [campaign], owner="a", now=later, ttl=30) == set()
-    await campaign_store.release_lease(db, campaign, owner="b")
-    assert await campaign_store.try_acquire_lease(db, campaign, owner="a", now=later, ttl=30)
+    assert await leases.renew_leases(db, [campaign], owner="b", now=now, ttl=30) == set()
+    assert await leases.claimable_campaigns(db, now=later, limit=10, exclude=[]) == [campaign]
+    assert await leases.try_acquire_lease(db, campaign, owner="b", now=later, ttl=30)
+    assert await leases.renew_leases(db, [campaign], owner="a", now=later, ttl=30) == set()
+    await leases.release_lease(db, campaign, owner="b")
+    assert await leases.try_acquire_lease(db, campaign, owner="a", now=later, ttl=30)
 
 
 async def test_delivered_after_failed_changes_nothing(db: Database) -> None:
@@ -334,25 +325,23 @@ async def test_delivered_after_failed_changes_nothing(db: Database) -> None:
     await make_contacts(db, 1)
     campaign = await make_campaign(db, account)
     await make_running(db, campaign)
-    [recipient] = await recipient_store.claim_batch(
-        db, campaign, after_id=0, limit=1, now=utc_now()
-    )
-    await recipient_store.mark_sending(
+    [recipient] = await recipients.claim_batch(db, campaign, after_id=0, limit=1, now=utc_now())
+    await recipients.mark_sending(
         db, campaign, [recipient.id], lease_owner=LEASE_OWNER, now=utc_now()
     )
     t0 = utc_now()
-    await recipient_store.record_outcomes(
+    await recipients.record_outcomes(
         db, [Outcome(recipient.id, "sent", 1, provider_message_id="wamid.x")], now=t0
     )
-    await recipient_store.apply_status_updates(
+    await statuses.apply_status_updates(
         db, [StatusUpdate(recipient.id, "wamid.x", "failed", t0, "131047", "expired")]
     )
-    await recipient_store.apply_status_updates(
+    await statuses.apply_status_updates(
         db, [StatusUpdate(None, "wamid.x", "delivered", t0 + timedelta(seconds=1))]
     )
-    stats = await recipient_store.campaign_stats(db, campaign)
+    stats = await recipients.campaign_stats(db, campaign)
     assert (stats.sent, stats.delivered, stats.failed) == (1, 0, 1)
-    assert await recipient_store.count_by_status(db, campaign) == {"failed": 1}
+    assert await recipients.count_by_status(db, campaign) == {"failed": 1}
 
 
 async def test_a_draft_shows_no_progress_and_a_frozen_empty_audience_shows_all_done(
@@ -371,7 +360,7 @@ async def test_a_draft_shows_no_progress_and_a_frozen_empty_audience_shows_all_d
 
 async def test_runs_here_only_while_running_under_our_lease(db: Database) -> None:
     campaign, _ = await running_campaign(db, 1)
-    assert await campaign_store.runs_here(db, campaign, lease_owner=LEASE_OWNER)
-    assert not await campaign_store.runs_here(db, campaign, lease_owner="another-daemon")
-    await campaign_store.apply_action(db, campaign, OWNER, "pause", now=utc_now())
-    assert not await campaign_store.runs_here(db, campaign, lease_owner=LEASE_OWNER)
+    assert await leases.runs_here(db, campaign, lease_owner=LEASE_OWNER)
+    assert not await leases.runs_here(db, campaign, lease_owner="another-daemon")
+    await campaign_runs.apply_action(db, campaign, OWNER, "pause", now=utc_now())
+    assert not await leases.runs_here(db, campaign, lease_owner=LEASE_OWNER)

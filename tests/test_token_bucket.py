@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.token_bucket import TokenBucket
+from engine.core.token_bucket import TokenBucket
 
 TOLERANCE = 1e-6  # engine/token_bucket.py: a token may come this much early
 

@@ -16,9 +16,9 @@ import msgspec
 import trio
 
 from api.auth import issue_token
-from engine.demo import Stack, serve_with_simulator
-from engine.http1 import HTTPConnection, split_url
 from engine.settings import load_settings
+from engine.tools.demo import Stack, serve_with_simulator
+from engine.transport.http1 import HTTPConnection, split_url
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMPAIGN_ENGINE = Path(sys.executable).parent / "campaign-engine"

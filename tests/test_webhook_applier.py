@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from engine.store.recipients import StatusUpdate
-from engine.webhook_applier import WebhookApplier
+from engine.actors.webhook_applier import WebhookApplier
+from engine.messages import StatusUpdate
 
 
 def facts(count: int) -> list[StatusUpdate]:

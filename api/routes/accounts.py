@@ -9,7 +9,7 @@ from api import context, params
 from api.envelope import ApiError, not_found, success
 from api.representations import account_object
 from api.schemas import AccountCreate, AccountPatch, decode
-from engine.store import resources
+from engine.store import accounts, errors
 
 blueprint = Blueprint("accounts", __name__)
 
@@ -26,7 +26,7 @@ _COLUMNS = {
 @blueprint.post("/accounts")
 async def create_account() -> Response:
     body = decode(await context.body(), AccountCreate)
-    row = await resources.create_account(
+    row = await accounts.create_account(
         context.db(),
         context.user_id(),
         name=body.name,
@@ -42,7 +42,7 @@ async def create_account() -> Response:
 @blueprint.get("/accounts")
 async def list_accounts() -> Response:
     limit = params.limit()
-    rows = await resources.list_accounts(
+    rows = await accounts.list_accounts(
         context.db(), context.user_id(), after=params.id_cursor(), limit=limit
     )
     return success(
@@ -55,7 +55,7 @@ async def list_accounts() -> Response:
 
 @blueprint.get("/accounts/<account_id>")
 async def get_account(account_id: str) -> Response:
-    row = await resources.get_account(
+    row = await accounts.get_account(
         context.db(), context.user_id(), params.resource_id(account_id, "Account")
     )
     if row is None:
@@ -72,7 +72,7 @@ async def update_account(account_id: str) -> Response:
         for name, value in msgspec.structs.asdict(patch).items()
         if value is not msgspec.UNSET
     }
-    row = await resources.update_account(context.db(), context.user_id(), key, changes)
+    row = await accounts.update_account(context.db(), context.user_id(), key, changes)
     if row is None:
         raise not_found("Account")
     return success(account_object(row), "Account updated successfully")
@@ -82,8 +82,8 @@ async def update_account(account_id: str) -> Response:
 async def delete_account(account_id: str) -> Response:
     key = params.resource_id(account_id, "Account")
     try:
-        deleted = await resources.delete_account(context.db(), context.user_id(), key)
-    except resources.InUse as error:
+        deleted = await accounts.delete_account(context.db(), context.user_id(), key)
+    except errors.InUse as error:
         raise ApiError(400, "account_in_use", str(error)) from None
     if not deleted:
         raise not_found("Account")

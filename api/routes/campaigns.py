@@ -20,12 +20,11 @@ from api.schemas import (
     decode,
     throttle_json,
 )
-from engine import lifecycle
-from engine.campaign_view import campaign_object
-from engine.store import campaigns as campaign_store
-from engine.store import resources
+from engine.core import lifecycle
+from engine.core.campaign_view import campaign_object
+from engine.store import campaigns, errors
+from engine.store.campaigns import CampaignInput
 from engine.store.database import Record
-from engine.store.resources import CampaignInput
 
 blueprint = Blueprint("campaigns", __name__)
 
@@ -67,7 +66,7 @@ async def create_campaign() -> Response:
         template_variables=body.templateVariables,
     )
     engine = context.engine()
-    row = await resources.create_owned_campaign(
+    row = await campaigns.create_owned_campaign(
         engine.db, context.user_id(), _campaign_input(checked), now=engine.clock.now()
     )
     return success(campaign_object(row), "Campaign created successfully", status=201)
@@ -78,7 +77,7 @@ async def list_campaigns() -> Response:
     limit = params.limit()
     status = params.choice("status", lifecycle.ALL_STATUSES)
     after = params.cursor(tuple[datetime, uuid.UUID])
-    rows = await resources.list_campaigns(
+    rows = await campaigns.list_campaigns(
         context.db(),
         context.user_id(),
         status=status,
@@ -109,11 +108,11 @@ async def update_campaign(campaign_id: str) -> Response:
         for name, value in msgspec.structs.asdict(patch).items()
         if value is not msgspec.UNSET
     }
-    row = await resources.update_campaign(
+    row = await campaigns.update_campaign(
         context.db(), context.user_id(), key, lambda current: _changes(current, given)
     )
     if row is None:
-        raise campaign_store.NotFound(key)
+        raise errors.NotFound(key)
     if "throttleConfig" in given and row["status"] == "running":
         await context.engine().throttle_changed(key)
     return success(campaign_object(row), "Campaign updated successfully")
@@ -122,8 +121,8 @@ async def update_campaign(campaign_id: str) -> Response:
 @blueprint.delete("/campaigns/<campaign_id>")
 async def delete_campaign(campaign_id: str) -> Response:
     key = _key(campaign_id)
-    if not await resources.delete_campaign(context.db(), context.user_id(), key):
-        raise campaign_store.NotFound(key)
+    if not await campaigns.delete_campaign(context.db(), context.user_id(), key):
+        raise errors.NotFound(key)
     return success({"id": key}, "Campaign deleted successfully")
 
 
@@ -164,11 +163,11 @@ async def cancel_campaign(campaign_id: str) -> Response:
 async def duplicate_campaign(campaign_id: str) -> Response:
     key = _key(campaign_id)
     engine = context.engine()
-    result = await resources.duplicate_campaign(
+    result = await campaigns.duplicate_campaign(
         engine.db, context.user_id(), key, now=engine.clock.now()
     )
     if result is None:
-        raise campaign_store.NotFound(key)
+        raise errors.NotFound(key)
     row, audience_size = result
     return success(
         {
@@ -188,11 +187,11 @@ async def list_recipients(campaign_id: str) -> Response:
     limit = params.limit()
     status = params.choice("status", RECIPIENT_STATUSES)
     after = params.cursor(RecipientCursor) or 0
-    rows = await resources.list_recipients(
+    rows = await campaigns.list_recipients(
         context.db(), context.user_id(), key, status=status, after=after, limit=limit
     )
     if rows is None:
-        raise campaign_store.NotFound(key)
+        raise errors.NotFound(key)
     return success(
         [recipient_object(r) for r in rows],
         "Recipients retrieved successfully",

@@ -17,8 +17,8 @@ from api.envelope import ApiError, not_found, success, validation_error
 from api.representations import contact_object
 from api.schemas import ContactBatch, ContactBody, ContactPatch, convert, decode_any
 from api.schemas import validation_reason as reason_for
-from engine.store import resources
-from engine.store.resources import ContactInput
+from engine.store import contacts
+from engine.store.contacts import ContactInput
 
 blueprint = Blueprint("contacts", __name__)
 
@@ -75,12 +75,12 @@ async def upsert_contacts() -> Response:
     payload = decode_any(await context.body())
     if isinstance(payload, dict) and "contacts" in payload:
         items = convert(payload, ContactBatch, "").contacts
-        contacts, rejected = _batch(items)
+        entries, rejected = _batch(items)
     elif isinstance(payload, dict):
-        contacts, rejected = [_contact_input(convert(payload, ContactBody, ""))], []
+        entries, rejected = [_contact_input(convert(payload, ContactBody, ""))], []
     else:
         raise validation_error("", 'expected a contact object or {"contacts": [...]}')
-    created, updated = await resources.upsert_contacts(context.db(), context.user_id(), contacts)
+    created, updated = await contacts.upsert_contacts(context.db(), context.user_id(), entries)
     return success(
         {"created": created, "updated": updated, "rejected": rejected},
         f"{created + updated} contact(s) saved, {len(rejected)} rejected",
@@ -91,7 +91,7 @@ async def upsert_contacts() -> Response:
 async def list_contacts() -> Response:
     limit = params.limit()
     tag = request.args.get("tag") or None
-    rows = await resources.list_contacts(
+    rows = await contacts.list_contacts(
         context.db(), context.user_id(), after=params.id_cursor(), limit=limit, tag=tag
     )
     return success(
@@ -104,7 +104,7 @@ async def list_contacts() -> Response:
 
 @blueprint.get("/contacts/<contact_id>")
 async def get_contact(contact_id: str) -> Response:
-    row = await resources.get_contact(
+    row = await contacts.get_contact(
         context.db(), context.user_id(), params.resource_id(contact_id, "Contact")
     )
     if row is None:
@@ -122,8 +122,8 @@ async def update_contact(contact_id: str) -> Response:
         if value is not msgspec.UNSET
     }
     try:
-        row = await resources.update_contact(context.db(), context.user_id(), key, changes)
-    except resources.DuplicatePhone as error:
+        row = await contacts.update_contact(context.db(), context.user_id(), key, changes)
+    except contacts.DuplicatePhone as error:
         raise ApiError(
             400, "duplicate_phone", f"phone: another contact already has {error}", "phone"
         ) from None
@@ -135,6 +135,6 @@ async def update_contact(contact_id: str) -> Response:
 @blueprint.delete("/contacts/<contact_id>")
 async def delete_contact(contact_id: str) -> Response:
     key = params.resource_id(contact_id, "Contact")
-    if not await resources.delete_contact(context.db(), context.user_id(), key):
+    if not await contacts.delete_contact(context.db(), context.user_id(), key):
         raise not_found("Contact")
     return success({"id": key}, "Contact deleted successfully")

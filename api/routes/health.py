@@ -10,8 +10,8 @@ from quart import Blueprint, Response, current_app
 from api import context
 from api.envelope import json_response
 from api.monitoring import Snapshot, render
-from engine.sender_pool import LATENCY_BUCKETS
-from engine.store import resources
+from engine.actors.sender_pool import LATENCY_BUCKETS
+from engine.store import queue
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ async def healthz() -> Response:
 @blueprint.get("/metrics")
 async def metrics() -> Response:
     engine = context.engine()
-    store = await resources.monitoring_snapshot(engine.db)
+    store = await queue.monitoring_snapshot(engine.db)
     sockets = current_app.extensions.get(context.SOCKETS)
     snapshot = Snapshot(
         statistics=msgspec.to_builtins(engine.statistics()),

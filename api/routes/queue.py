@@ -6,7 +6,7 @@ from quart import Blueprint, Response
 
 from api import context
 from api.envelope import success
-from engine.store import resources
+from engine.store import queue
 
 blueprint = Blueprint("queue", __name__)
 
@@ -14,5 +14,5 @@ blueprint = Blueprint("queue", __name__)
 @blueprint.get("/queue")
 async def queue_health() -> Response:
     engine = context.engine()
-    health = await resources.queue_health(engine.db, context.user_id(), now=engine.clock.now())
+    health = await queue.queue_health(engine.db, context.user_id(), now=engine.clock.now())
     return success(health, "Queue health retrieved successfully")

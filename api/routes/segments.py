@@ -10,7 +10,7 @@ from api import context, params
 from api.envelope import not_found, success, validation_error
 from api.representations import segment_object
 from api.schemas import SegmentCreate, decode
-from engine.store import resources
+from engine.store import segments
 
 blueprint = Blueprint("segments", __name__)
 
@@ -25,7 +25,7 @@ async def create_segment() -> Response:
         segment_filter["tags"] = body.filter.tags
     if body.filter.contactIds:
         segment_filter["contactIds"] = [str(i) for i in body.filter.contactIds]
-    row = await resources.create_segment_sized(
+    row = await segments.create_segment_sized(
         context.db(), context.user_id(), name=body.name, filter=segment_filter
     )
     return success(
@@ -38,7 +38,7 @@ async def create_segment() -> Response:
 @blueprint.get("/segments")
 async def list_segments() -> Response:
     limit = params.limit()
-    rows = await resources.list_segments(
+    rows = await segments.list_segments(
         context.db(), context.user_id(), after=params.id_cursor(), limit=limit
     )
     return success(
@@ -51,7 +51,7 @@ async def list_segments() -> Response:
 
 @blueprint.get("/segments/<segment_id>")
 async def get_segment(segment_id: str) -> Response:
-    row = await resources.get_segment(
+    row = await segments.get_segment(
         context.db(), context.user_id(), params.resource_id(segment_id, "Segment")
     )
     if row is None:
@@ -62,6 +62,6 @@ async def get_segment(segment_id: str) -> Response:
 @blueprint.delete("/segments/<segment_id>")
 async def delete_segment(segment_id: str) -> Response:
     key = params.resource_id(segment_id, "Segment")
-    if not await resources.delete_segment(context.db(), context.user_id(), key):
+    if not await segments.delete_segment(context.db(), context.user_id(), key):
         raise not_found("Segment")
     return success({"id": key}, "Segment deleted successfully")

@@ -10,7 +10,7 @@ from quart import Blueprint, Response, request
 
 from api import context
 from api.envelope import ApiError, json_response
-from api.webhook_payload import MalformedPayload, parse_notification, signature_valid
+from engine.core.webhook_payload import MalformedPayload, parse_notification, signature_valid
 
 blueprint = Blueprint("webhooks", __name__)
 

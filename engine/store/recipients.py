@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
-from engine.metrics import CampaignStats
+from engine.core.metrics import CampaignStats
+from engine.messages import Outcome
 from engine.store.database import Connection, Database
 
 
@@ -26,33 +27,6 @@ class PendingRecipient(msgspec.Struct, frozen=True):
     id: int
     phone: str
     variables: dict[str, str]
-
-
-class Outcome(msgspec.Struct, frozen=True):
-    """The result of sending to one recipient, as the sender pool reports it."""
-
-    recipient_id: int
-    status: Literal["sent", "failed", "pending"]  # pending: requeued for later (131056)
-    attempts: int  # requests made for this recipient in this dispatch
-    provider_message_id: str | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    not_before: datetime | None = None
-    # Set when the account, not the recipient, is at fault: the campaign pauses.
-    # Not stored on the recipient.
-    pause_reason: str | None = None
-
-
-class StatusUpdate(msgspec.Struct, frozen=True):
-    """One fact from a webhook. `recipient_id` comes from biz_opaque_callback_data
-    when present; otherwise the message is found by its wamid."""
-
-    recipient_id: int | None
-    provider_message_id: str | None
-    kind: Literal["sent", "delivered", "read", "failed", "replied"]
-    at: datetime
-    error_code: str | None = None
-    error_message: str | None = None
 
 
 _MATERIALISE = """
@@ -233,87 +207,6 @@ async def record_outcomes(db: Database, outcomes: Sequence[Outcome], *, now: dat
         now,
     )
     return int(status.rsplit(" ", 1)[1])
-
-
-_APPLY_STATUSES = """
-WITH u AS (
-    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
-        AS u(id, wamid, kind, at, error_code, error_message)
-), keyed AS (
-    SELECT coalesce(u.id, (SELECT r.id FROM campaign_recipients r
-                            WHERE r.provider_message_id = u.wamid LIMIT 1)) AS rid, u.*
-    FROM u
-), g AS (
-    -- Several facts about one message in one batch collapse into one row: an
-    -- UPDATE applies at most one source row per target.
-    SELECT rid,
-           min(at) FILTER (WHERE kind IN ('sent', 'delivered', 'read', 'failed')) AS sent_at,
-           min(at) FILTER (WHERE kind IN ('delivered', 'read')) AS delivered_at,
-           min(at) FILTER (WHERE kind = 'read') AS read_at,
-           min(at) FILTER (WHERE kind = 'failed') AS failed_at,
-           min(at) FILTER (WHERE kind = 'replied') AS replied_at,
-           max(error_code) AS error_code, max(error_message) AS error_message,
-           max(wamid) AS wamid
-    FROM keyed WHERE rid IS NOT NULL GROUP BY rid
-), locked AS (
-    -- Lock in id order: campaign actors record outcomes on the same rows concurrently.
-    SELECT x.id, x.status AS old_status FROM campaign_recipients x JOIN g ON x.id = g.rid
-    ORDER BY x.id FOR UPDATE OF x
-)
-UPDATE campaign_recipients r SET
-    status = CASE
-        WHEN r.status = 'failed' THEN 'failed'
-        WHEN coalesce(r.read_at, g.read_at) IS NOT NULL THEN 'read'
-        WHEN coalesce(r.delivered_at, g.delivered_at) IS NOT NULL THEN 'delivered'
-        WHEN g.failed_at IS NOT NULL THEN 'failed'
-        WHEN coalesce(r.sent_at, g.sent_at) IS NOT NULL THEN 'sent'
-        ELSE r.status END,
-    sent_at = coalesce(r.sent_at, g.sent_at),
-    -- A failed message is final: a stray later "delivered" or "read" does not count.
-    delivered_at = CASE WHEN r.status = 'failed' THEN r.delivered_at
-                        ELSE coalesce(r.delivered_at, g.delivered_at) END,
-    read_at = CASE WHEN r.status = 'failed' THEN r.read_at ELSE coalesce(r.read_at, g.read_at) END,
-    replied_at = coalesce(r.replied_at, g.replied_at),
-    failed_at = CASE WHEN r.status <> 'failed' AND g.failed_at IS NOT NULL
-                      AND coalesce(r.delivered_at, g.delivered_at) IS NULL
-                     THEN g.failed_at ELSE r.failed_at END,
-    error_code = CASE WHEN g.failed_at IS NOT NULL AND r.status <> 'failed'
-                      THEN g.error_code ELSE r.error_code END,
-    error_message = CASE WHEN g.failed_at IS NOT NULL AND r.status <> 'failed'
-                         THEN g.error_message ELSE r.error_message END,
-    provider_message_id = coalesce(r.provider_message_id, g.wamid)
-FROM g JOIN locked ON locked.id = g.rid
-WHERE r.id = g.rid
-RETURNING r.campaign_id, locked.old_status = 'in_doubt' AND r.status <> 'in_doubt' AS resolved
-"""
-
-
-class AppliedStatuses(msgspec.Struct, frozen=True):
-    campaigns: list[str]  # every campaign a fact touched
-    resolved_in_doubt: list[str]  # those where a send in doubt was resolved
-
-
-async def apply_status_updates(db: Database, updates: Sequence[StatusUpdate]) -> AppliedStatuses:
-    """Apply a batch of webhook facts in one statement.
-
-    Idempotent and order-independent: timestamps only ever fill in, a status only
-    ever moves forward, and a reply is recorded once.
-    """
-    if not updates:
-        return AppliedStatuses([], [])
-    rows = await db.fetch(
-        _APPLY_STATUSES,
-        [u.recipient_id for u in updates],
-        [u.provider_message_id for u in updates],
-        [u.kind for u in updates],
-        [u.at for u in updates],
-        [u.error_code for u in updates],
-        [u.error_message for u in updates],
-    )
-    return AppliedStatuses(
-        campaigns=sorted({str(r["campaign_id"]) for r in rows}),
-        resolved_in_doubt=sorted({str(r["campaign_id"]) for r in rows if r["resolved"]}),
-    )
 
 
 async def campaign_stats(db: Database, campaign_id: str) -> CampaignStats:

@@ -27,36 +27,35 @@ from typing import Any, Literal
 import msgspec
 import trio
 
-from engine.broadcaster import Broadcaster
-from engine.campaign_view import (
-    CAMPAIGN_WITH_COUNTERS,
+from engine.actors.broadcaster import Broadcaster
+from engine.actors.sender_pool import SenderPool
+from engine.clock import WallClock
+from engine.core.campaign_view import (
     campaign_object,
     iso,
     metrics_payload,
     processed_count,
     stats_payload,
 )
-from engine.clock import WallClock
+from engine.core.metrics import CampaignStats, progress_percent
+from engine.core.rendering import render_payload
+from engine.core.token_bucket import TokenBucket
 from engine.gateway import AccountEndpoint, OutgoingMessage
 from engine.messages import (
     CampaignCommand,
     CampaignEvent,
+    Outcome,
     Recheck,
     SendJob,
     Shutdown,
     StopRequested,
     ThrottleChanged,
 )
-from engine.metrics import CampaignStats, progress_percent
-from engine.rendering import render_payload
-from engine.sender_pool import SenderPool
 from engine.settings import Settings
-from engine.store import campaigns as campaign_store
-from engine.store import recipients as recipient_store
-from engine.store.campaigns import CampaignPlan, Throttle
+from engine.store import campaign_runs, campaigns, leases, recipients
+from engine.store.campaign_runs import CampaignPlan, Throttle
 from engine.store.database import Database
-from engine.store.recipients import Outcome, PendingRecipient
-from engine.token_bucket import TokenBucket
+from engine.store.recipients import PendingRecipient
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +151,7 @@ class _CampaignRun:
         if plan.account_status != "connected":
             await self._fail("WhatsApp account is not connected")
             return
-        stats = await recipient_store.campaign_stats(self.db, plan.id)
+        stats = await recipients.campaign_stats(self.db, plan.id)
         self.processed = processed_count(stats, plan.total_recipients)
         if stats.pending == 0 and stats.in_doubt == 0:
             log.warning("campaign %s: no pending recipients for campaign", plan.id)
@@ -183,7 +182,7 @@ class _CampaignRun:
             self.stop_reason = self.stop_reason or reason
             await self._drain()
             nursery.cancel_scope.cancel()
-        await campaign_store.save_cursor(self.db, plan.id, self.cursor)
+        await campaign_runs.save_cursor(self.db, plan.id, self.cursor)
         await self._conclude()
 
     async def _drain(self) -> None:
@@ -205,13 +204,13 @@ class _CampaignRun:
             await self._complete()
         elif self.stop_reason == "account":
             account_reason = self.pause_reason or "WhatsApp refused the account"
-            if await campaign_store.pause_by_engine(
+            if await campaign_runs.pause_by_engine(
                 self.db, plan.id, reason=account_reason, now=self.clock.now()
             ):
                 log.warning("campaign %s: paused: %s", plan.id, account_reason)
                 await self._publish_paused(account_reason)
         elif self.stop_reason == "stopped":
-            status, at, reason = await campaign_store.campaign_status(self.db, plan.id)
+            status, at, reason = await campaign_runs.campaign_status(self.db, plan.id)
             if status == "paused":
                 log.warning("campaign %s: paused", plan.id)
                 await self._publish_paused(reason, at)
@@ -222,9 +221,9 @@ class _CampaignRun:
     async def _complete(self) -> None:
         plan = self.plan
         now = self.clock.now()
-        if not await campaign_store.finish(self.db, plan.id, "completed", now=now):
+        if not await campaign_runs.finish(self.db, plan.id, "completed", now=now):
             return
-        stats = await recipient_store.campaign_stats(self.db, plan.id)
+        stats = await recipients.campaign_stats(self.db, plan.id)
         processed = processed_count(stats, plan.total_recipients)
         if (
             processed != self.processed
@@ -232,7 +231,7 @@ class _CampaignRun:
         ):
             self.processed = processed
             self._publish_progress(processed, stats)
-        row = await self.db.fetchrow(f"{CAMPAIGN_WITH_COUNTERS} WHERE c.id = $1", plan.id)
+        row = await campaigns.campaign_row(self.db, plan.id)
         assert row is not None
         log.info(
             "campaign %s: completed: %d sent, %d failed",
@@ -251,7 +250,7 @@ class _CampaignRun:
 
     async def _fail(self, error: str) -> None:
         now = self.clock.now()
-        if await campaign_store.finish(self.db, self.plan.id, "failed", now=now, error=error):
+        if await campaign_runs.finish(self.db, self.plan.id, "failed", now=now, error=error):
             log.error("campaign %s: failed: %s", self.plan.id, error)
             self._publish(
                 "campaign:failed",
@@ -267,7 +266,7 @@ class _CampaignRun:
     async def _dispatch(self) -> StopReason:
         plan = self.plan
         while True:
-            batch = await recipient_store.claim_batch(
+            batch = await recipients.claim_batch(
                 self.db,
                 plan.id,
                 after_id=self.cursor,
@@ -281,7 +280,7 @@ class _CampaignRun:
             if not await self._send_batch(batch):
                 return "stopped"
             self.cursor = max(self.cursor, batch[-1].id)
-            await campaign_store.save_cursor(self.db, plan.id, self.cursor)
+            await campaign_runs.save_cursor(self.db, plan.id, self.cursor)
             if self.throttle.delayBetweenBatches > 0:
                 await self._wait(trio.current_time() + self.throttle.delayBetweenBatches / 1000)
 
@@ -297,11 +296,11 @@ class _CampaignRun:
         if self.cursor:
             self.cursor = 0
             return False
-        requeued_at = await recipient_store.next_requeued_at(self.db, plan.id)
+        requeued_at = await recipients.next_requeued_at(self.db, plan.id)
         if requeued_at is not None:
             await self._wait(self.clock.trio_time_at(requeued_at))
             return False
-        stats = await recipient_store.campaign_stats(self.db, plan.id)
+        stats = await recipients.campaign_stats(self.db, plan.id)
         if stats.pending:
             return False
         if not stats.in_doubt:
@@ -311,12 +310,12 @@ class _CampaignRun:
     async def _wait_for_in_doubt(self) -> bool:
         plan = self.plan
         timeout = timedelta(seconds=self.settings.delivery.in_doubt_timeout)
-        oldest = await recipient_store.next_in_doubt_since(self.db, plan.id)
+        oldest = await recipients.next_in_doubt_since(self.db, plan.id)
         if oldest is not None:
             log.warning("campaign %s: waiting for in-doubt sends to be resolved", plan.id)
             # A webhook resolving them sends a Recheck, which ends this wait early.
             await self._wait(self.clock.trio_time_at(oldest + timeout))
-        expired = await recipient_store.expire_in_doubt(
+        expired = await recipients.expire_in_doubt(
             self.db,
             plan.id,
             cutoff=self.clock.now() - timeout,
@@ -349,7 +348,7 @@ class _CampaignRun:
             granted = self.bucket.take(trio.current_time(), slots)
             group = [waiting.popleft() for _ in range(granted)]
             with trio.CancelScope(shield=True):
-                marked = await recipient_store.mark_sending(
+                marked = await recipients.mark_sending(
                     self.db,
                     self.plan.id,
                     [r.id for r in group],
@@ -418,7 +417,7 @@ class _CampaignRun:
         self.wait_scope = None
 
     async def _still_running(self) -> bool:
-        return await campaign_store.runs_here(self.db, self.plan.id, lease_owner=self.lease_owner)
+        return await leases.runs_here(self.db, self.plan.id, lease_owner=self.lease_owner)
 
     # --- outcomes -----------------------------------------------------------------------
 
@@ -428,7 +427,7 @@ class _CampaignRun:
             async for first in self.outcomes:
                 batch = await self._gather(first)
                 with trio.CancelScope(shield=True):
-                    await recipient_store.record_outcomes(self.db, batch, now=self.clock.now())
+                    await recipients.record_outcomes(self.db, batch, now=self.clock.now())
                 self.submitted -= len(batch)
                 self.in_flight -= len(batch)
                 self.recorded += len(batch)
@@ -480,7 +479,7 @@ class _CampaignRun:
         ) // every_progress == before // every_progress:
             self.processed = before + len(finals)
             return
-        latest = await recipient_store.campaign_stats(self.db, self.plan.id)
+        latest = await recipients.campaign_stats(self.db, self.plan.id)
         # Walk back from the stored counts to each threshold inside this batch.
         sent_after = sum(1 for o in finals if o.status == "sent")
         failed_after = len(finals) - sent_after
@@ -514,7 +513,7 @@ class _CampaignRun:
 
     async def _after_external_change(self) -> None:
         """Counts moved outside the actor's own outcomes (in-doubt resolved)."""
-        stats = await recipient_store.campaign_stats(self.db, self.plan.id)
+        stats = await recipients.campaign_stats(self.db, self.plan.id)
         self.processed = processed_count(stats, self.plan.total_recipients)
 
     # --- commands -----------------------------------------------------------------------
@@ -523,13 +522,13 @@ class _CampaignRun:
         async for command in commands:
             match command:
                 case StopRequested():
-                    status, _, _ = await campaign_store.campaign_status(self.db, self.plan.id)
+                    status, _, _ = await campaign_runs.campaign_status(self.db, self.plan.id)
                     if status != "running":
                         self._stop("stopped")
                 case Shutdown():
                     self._stop("shutdown")
                 case ThrottleChanged():
-                    self.throttle = await campaign_store.load_throttle(self.db, self.plan.id)
+                    self.throttle = await campaign_runs.load_throttle(self.db, self.plan.id)
                     self.bucket.set_rate(self._rate_per_second(self.throttle), trio.current_time())
                     log.info(
                         "campaign %s: rate now %.4g/min",
@@ -576,7 +575,7 @@ class _CampaignRun:
             log.info("campaign %s: %d/%d processed", self.plan.id, processed, total)
 
     async def _publish_paused(self, reason: str | None, at: Any = None) -> None:
-        stats = await recipient_store.campaign_stats(self.db, self.plan.id)
+        stats = await recipients.campaign_stats(self.db, self.plan.id)
         self._publish(
             "campaign:paused",
             {

@@ -26,9 +26,9 @@ import trio
 
 from api.auth import issue_token
 from engine.daemon import Listening, configure_logging, serve
-from engine.http1 import HTTPConnection, split_url
 from engine.settings import Settings, SettingsError, load_settings
-from engine.simulator import SimulatorConfig, SimulatorHandle, serve_simulator
+from engine.tools.simulator import SimulatorConfig, SimulatorHandle, serve_simulator
+from engine.transport.http1 import HTTPConnection, split_url
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class Stack(msgspec.Struct, frozen=True):
 
     listening: Listening
     simulator: SimulatorHandle
-    engine: Any  # engine.engine.Engine
+    engine: Any  # engine.service.engine.Engine
 
 
 async def serve_with_simulator(

@@ -1,4 +1,4 @@
-"""The WhatsApp Cloud API gateway: `POST {api_url}/{phone_number_id}/messages` over `engine.http1`.
+"""The WhatsApp Cloud API gateway: `POST {api_url}/{phone_number_id}/messages` over h11.
 
 A session belongs to one sender task and owns that task's keep-alive
 connections. `send` never raises for an API answer or a network failure.
@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 import msgspec
 
 from engine.gateway import AccountEndpoint, OutgoingMessage, SendResult
-from engine.http1 import (
+from engine.transport.http1 import (
     ConnectionsByOrigin,
     Header,
     HTTPConnectionError,

@@ -14,9 +14,10 @@ import logging
 import msgspec
 import trio
 
-from engine import campaign_actor
-from engine.broadcaster import Broadcaster
-from engine.campaign_actor import CampaignActorStatistics, CampaignHandle
+from engine.actors import campaign_actor
+from engine.actors.broadcaster import Broadcaster
+from engine.actors.campaign_actor import CampaignActorStatistics, CampaignHandle
+from engine.actors.sender_pool import SenderPool
 from engine.clock import WallClock
 from engine.messages import (
     ActorEnded,
@@ -28,11 +29,9 @@ from engine.messages import (
     SupervisorMessage,
     ThrottleChanged,
 )
-from engine.sender_pool import SenderPool
 from engine.settings import Settings
-from engine.store import campaigns as campaign_store
-from engine.store import recipients as recipient_store
-from engine.store.campaigns import CampaignPlan
+from engine.store import campaign_runs, leases, recipients
+from engine.store.campaign_runs import CampaignPlan
 from engine.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -121,7 +120,7 @@ class Supervisor:
                 await self._renew_leases()
                 next_renewal = trio.current_time() + ttl / 3
             deadline = min([next_renewal, *self._retry_after.values()])
-            wake_at = await campaign_store.next_wake_at(self._db, now=self._clock.now())
+            wake_at = await leases.next_wake_at(self._db, now=self._clock.now())
             if wake_at is not None:
                 deadline = min(deadline, self._clock.trio_time_at(wake_at))
             with trio.move_on_at(deadline):
@@ -150,11 +149,11 @@ class Supervisor:
         now = self._clock.now()
         moment = trio.current_time()
         self._retry_after = {k: t for k, t in self._retry_after.items() if t > moment}
-        candidates = await campaign_store.claimable_campaigns(
+        candidates = await leases.claimable_campaigns(
             self._db, now=now, limit=free, exclude=[*self._actors, *self._retry_after]
         )
         for campaign_id in candidates:
-            if not await campaign_store.try_acquire_lease(
+            if not await leases.try_acquire_lease(
                 self._db,
                 campaign_id,
                 owner=self.instance_id,
@@ -162,9 +161,9 @@ class Supervisor:
                 ttl=self._settings.engine.lease_ttl_seconds,
             ):
                 continue  # another daemon was quicker
-            plan = await campaign_store.load_plan(self._db, campaign_id)
+            plan = await campaign_runs.load_plan(self._db, campaign_id)
             if plan is None or not await self._prepare(plan):
-                await campaign_store.release_lease(self._db, campaign_id, owner=self.instance_id)
+                await leases.release_lease(self._db, campaign_id, owner=self.instance_id)
                 continue
             self._all_ended = trio.Event() if not self._actors else self._all_ended
             try:
@@ -178,14 +177,14 @@ class Supervisor:
         if plan.status == "running":
             # Its previous owner died: what it had marked `sending` may or may
             # not have been sent. Those rows wait for a webhook or the timeout.
-            in_doubt = await recipient_store.mark_abandoned_in_doubt(self._db, plan.id)
+            in_doubt = await recipients.mark_abandoned_in_doubt(self._db, plan.id)
             self._taken_over += 1
             log.warning(
                 "campaign %s: taken over from a stopped daemon; %d sends in doubt",
                 plan.id,
                 in_doubt,
             )
-        return await campaign_store.begin_running(self._db, plan.id, now=self._clock.now())
+        return await campaign_runs.begin_running(self._db, plan.id, now=self._clock.now())
 
     async def _run_actor(
         self, plan: CampaignPlan, *, task_status: trio.TaskStatus[CampaignHandle]
@@ -210,7 +209,7 @@ class Supervisor:
         finally:
             self._actors.pop(plan.id, None)
             with trio.CancelScope(shield=True):
-                await campaign_store.release_lease(self._db, plan.id, owner=self.instance_id)
+                await leases.release_lease(self._db, plan.id, owner=self.instance_id)
             if not self._actors:
                 self._all_ended.set()
             self.notice(ActorEnded(plan.id))
@@ -218,7 +217,7 @@ class Supervisor:
     async def _renew_leases(self) -> None:
         if not self._actors:
             return
-        held = await campaign_store.renew_leases(
+        held = await leases.renew_leases(
             self._db,
             list(self._actors),
             owner=self.instance_id,
@@ -257,7 +256,7 @@ async def run(
             supervisor.notice(notice)
 
     async with send, receive:
-        stop_listening = await db.listen(campaign_store.COMMAND_CHANNEL, on_notify)
+        stop_listening = await db.listen(campaign_runs.COMMAND_CHANNEL, on_notify)
         try:
             async with trio.open_nursery() as actors:
                 task_status.started(supervisor)

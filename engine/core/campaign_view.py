@@ -1,4 +1,4 @@
-"""The campaign object of CONTRACT section 4, built from a campaigns row and its counters.
+"""The campaign object (docs/http-api.md), built from a campaigns row and its counters. Pure.
 
 Shared by the HTTP API and the `campaign:completed` event, so both show the same thing.
 """
@@ -8,16 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.metrics import CampaignStats, compute_metrics, progress_percent
-
-# Select this next to `c.*` to have everything `campaign_object` needs in one row.
-COUNTER_COLUMNS = """coalesce(k.pending, 0) AS stat_pending, coalesce(k.sent, 0) AS stat_sent,
-    coalesce(k.delivered, 0) AS stat_delivered, coalesce(k.read, 0) AS stat_read,
-    coalesce(k.replied, 0) AS stat_replied, coalesce(k.failed, 0) AS stat_failed,
-    coalesce(k.in_doubt, 0) AS stat_in_doubt"""
-
-CAMPAIGN_WITH_COUNTERS = f"""SELECT c.*, {COUNTER_COLUMNS}
-    FROM campaigns c LEFT JOIN campaign_counters k ON k.campaign_id = c.id"""
+from engine.core.metrics import CampaignStats, compute_metrics, progress_percent
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -67,7 +58,7 @@ def metrics_payload(stats: CampaignStats, total: int) -> dict[str, float]:
 
 
 def campaign_object(row: Any) -> dict[str, Any]:
-    """`row` is a campaigns row with the counter columns of CAMPAIGN_WITH_COUNTERS."""
+    """`row` is a campaigns row with the `stat_*` counter columns (see `engine.store.campaigns`)."""
     stats = stats_from_row(row)
     total = int(row["total_recipients"])
     return {

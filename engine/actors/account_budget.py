@@ -16,8 +16,8 @@ from typing import Protocol
 import trio
 
 from engine.clock import WallClock
-from engine.redis_link import RedisLink
-from engine.token_bucket import TokenBucket
+from engine.core.token_bucket import TokenBucket
+from engine.transport.redis_link import RedisLink
 
 
 class AccountBudget(Protocol):

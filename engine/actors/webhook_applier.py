@@ -14,19 +14,16 @@ from collections.abc import Sequence
 import msgspec
 import trio
 
-from engine.broadcaster import Broadcaster
-from engine.campaign_view import (
-    CAMPAIGN_WITH_COUNTERS,
+from engine.actors.broadcaster import Broadcaster
+from engine.core.campaign_view import (
     metrics_payload,
     stats_from_row,
     stats_payload,
 )
-from engine.messages import CampaignEvent
+from engine.messages import CampaignEvent, StatusUpdate
 from engine.settings import WebhookSettings
-from engine.store import campaigns as campaign_store
-from engine.store import recipients as recipient_store
+from engine.store import campaign_runs, campaigns, statuses
 from engine.store.database import Database
-from engine.store.recipients import StatusUpdate
 
 log = logging.getLogger(__name__)
 
@@ -77,21 +74,19 @@ class WebhookApplier:
             if not self._queue:
                 self._arrived = trio.Event()
             with trio.CancelScope(shield=True):
-                applied = await recipient_store.apply_status_updates(db, batch)
+                applied = await statuses.apply_status_updates(db, batch)
                 if applied.campaigns:
                     await self._announce(db, broadcaster, applied.campaigns)
                 for campaign_id in applied.resolved_in_doubt:
                     # Its actor may be waiting for exactly this to complete it.
-                    await campaign_store.notify(db, "recheck", campaign_id)
+                    await campaign_runs.notify(db, "recheck", campaign_id)
             self._applied_batches += 1
             self._applied_facts += len(batch)
 
     async def _announce(
         self, db: Database, broadcaster: Broadcaster, campaign_ids: list[str]
     ) -> None:
-        rows = await db.fetch(
-            f"{CAMPAIGN_WITH_COUNTERS} WHERE c.id = ANY($1::uuid[])", campaign_ids
-        )
+        rows = await campaigns.campaign_rows(db, campaign_ids)
         for row in rows:
             stats = stats_from_row(row)
             campaign_id = str(row["id"])

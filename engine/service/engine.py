@@ -17,26 +17,25 @@ from typing import Any
 import msgspec
 import trio
 
-from engine import broadcaster as broadcaster_actor
-from engine import lifecycle
-from engine import sender_pool as sender_pool_actor
-from engine import supervisor as supervisor_actor
-from engine import webhook_applier as webhook_applier_actor
-from engine.account_budget import AccountBudget, LocalAccountBudget, SharedAccountBudget
-from engine.broadcaster import Broadcaster, BroadcasterStatistics
-from engine.campaign_view import CAMPAIGN_WITH_COUNTERS, campaign_object, processed_count
+from engine.actors import broadcaster as broadcaster_actor
+from engine.actors import sender_pool as sender_pool_actor
+from engine.actors import supervisor as supervisor_actor
+from engine.actors import webhook_applier as webhook_applier_actor
+from engine.actors.account_budget import AccountBudget, LocalAccountBudget, SharedAccountBudget
+from engine.actors.broadcaster import Broadcaster, BroadcasterStatistics
+from engine.actors.sender_pool import SenderPool, SenderPoolStatistics
+from engine.actors.supervisor import Supervisor, SupervisorStatistics
+from engine.actors.webhook_applier import WebhookApplier, WebhookApplierStatistics
 from engine.clock import WallClock
+from engine.core import lifecycle
+from engine.core.campaign_view import campaign_object, processed_count
+from engine.core.metrics import CampaignStats
 from engine.gateway import Gateway
-from engine.messages import CampaignEvent
-from engine.metrics import CampaignStats
-from engine.redis_link import open_redis
-from engine.sender_pool import SenderPool, SenderPoolStatistics
+from engine.messages import CampaignEvent, StatusUpdate
 from engine.settings import Settings
-from engine.store import campaigns as campaign_store
+from engine.store import campaign_runs, campaigns, errors
 from engine.store.database import Database
-from engine.store.recipients import StatusUpdate
-from engine.supervisor import Supervisor, SupervisorStatistics
-from engine.webhook_applier import WebhookApplier, WebhookApplierStatistics
+from engine.transport.redis_link import open_redis
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ class Engine:
 
     # --- control commands (CONTRACT section 4) ----------------------------------------
     # Each returns the campaign object after the change, or raises
-    # `campaign_store.NotFound` / `lifecycle.TransitionRefused`.
+    # `errors.NotFound` / `lifecycle.TransitionRefused`.
 
     async def start(self, campaign_id: str, owner_id: str) -> dict[str, Any]:
         await self._apply(campaign_id, owner_id, "start")
@@ -112,14 +111,12 @@ class Engine:
 
     async def throttle_changed(self, campaign_id: str) -> None:
         """Call after storing a new throttleConfig: the owning actor applies it live."""
-        await campaign_store.notify(self.db, "throttle", campaign_id)
+        await campaign_runs.notify(self.db, "throttle", campaign_id)
 
     async def campaign(self, campaign_id: str, owner_id: str) -> dict[str, Any]:
-        row = await self.db.fetchrow(
-            f"{CAMPAIGN_WITH_COUNTERS} WHERE c.id = $1 AND c.owner_id = $2", campaign_id, owner_id
-        )
+        row = await campaigns.campaign_row(self.db, campaign_id, owner_id)
         if row is None:
-            raise campaign_store.NotFound(campaign_id)
+            raise errors.NotFound(campaign_id)
         return campaign_object(row)
 
     # --- webhooks -----------------------------------------------------------------------
@@ -142,7 +139,7 @@ class Engine:
     async def _apply(
         self, campaign_id: str, owner_id: str, action: lifecycle.CampaignAction
     ) -> str:
-        previous, _row = await campaign_store.apply_action(
+        previous, _row = await campaign_runs.apply_action(
             self.db, campaign_id, owner_id, action, now=self.clock.now()
         )
         log.info("campaign %s: %s accepted (was %s)", campaign_id, action, previous)

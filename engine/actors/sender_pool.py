@@ -23,13 +23,12 @@ from datetime import timedelta
 import msgspec
 import trio
 
-from engine.account_budget import AccountBudget, LocalAccountBudget
+from engine.actors.account_budget import AccountBudget, LocalAccountBudget
 from engine.clock import WallClock
-from engine.error_classes import ErrorClass, account_pause_reason, backoff_seconds, classify
+from engine.core.error_classes import ErrorClass, account_pause_reason, backoff_seconds, classify
 from engine.gateway import Gateway, GatewaySession, SendResult
-from engine.messages import SendJob
+from engine.messages import Outcome, SendJob
 from engine.settings import SenderSettings
-from engine.store.recipients import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ import h11
 import msgspec
 import trio
 
-from engine.http1 import Header, HTTPConnection, HTTPError, split_url
+from engine.transport.http1 import Header, HTTPConnection, HTTPError, split_url
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 import msgspec
 
-from engine.store.recipients import StatusUpdate
+from engine.messages import StatusUpdate
 
 
 class WebhookError(msgspec.Struct, frozen=True):

@@ -1,0 +1,94 @@
+"""WhatsApp accounts of an owner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.store.database import Connection, Database, Record
+from engine.store.errors import InUse, set_clause
+
+
+async def create_account(
+    db: Database,
+    owner_id: str,
+    *,
+    name: str,
+    phone_number_id: str,
+    access_token: str,
+    api_url: str | None = None,
+    status: str = "connected",
+    messages_per_second: int = 80,
+) -> Record:
+    row = await db.fetchrow(
+        """INSERT INTO accounts (owner_id, name, phone_number_id, access_token, api_url, status,
+                                 messages_per_second)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
+        owner_id,
+        name,
+        phone_number_id,
+        access_token,
+        api_url,
+        status,
+        messages_per_second,
+    )
+    assert row is not None
+    return row
+
+
+_ACCOUNT_COLUMNS = frozenset(
+    {"name", "phone_number_id", "access_token", "api_url", "status", "messages_per_second"}
+)
+
+
+async def list_accounts(
+    db: Database, owner_id: str, *, after: str | None, limit: int
+) -> list[Record]:
+    return await db.fetch(
+        """SELECT * FROM accounts WHERE owner_id = $1 AND ($2::uuid IS NULL OR id > $2::uuid)
+           ORDER BY id LIMIT $3""",
+        owner_id,
+        after,
+        limit,
+    )
+
+
+async def get_account(db: Database, owner_id: str, account_id: str) -> Record | None:
+    return await db.fetchrow(
+        "SELECT * FROM accounts WHERE id = $1 AND owner_id = $2", account_id, owner_id
+    )
+
+
+async def update_account(
+    db: Database, owner_id: str, account_id: str, changes: dict[str, Any]
+) -> Record | None:
+    if not changes:
+        return await get_account(db, owner_id, account_id)
+    return await db.fetchrow(
+        f"""UPDATE accounts SET {set_clause(changes, _ACCOUNT_COLUMNS, 3)}, updated_at = now()
+            WHERE id = $1 AND owner_id = $2 RETURNING *""",
+        account_id,
+        owner_id,
+        *changes.values(),
+    )
+
+
+async def _delete_account(conn: Connection, owner_id: str, account_id: str) -> bool:
+    found = await conn.fetchval(
+        "SELECT 1 FROM accounts WHERE id = $1 AND owner_id = $2 FOR UPDATE", account_id, owner_id
+    )
+    if found is None:
+        return False
+    used: int = await conn.fetchval(
+        "SELECT count(*) FROM campaigns WHERE account_id = $1", account_id
+    )
+    if used:
+        raise InUse(
+            f"The account is used by {used} campaign(s); delete them before deleting the account"
+        )
+    await conn.execute("DELETE FROM accounts WHERE id = $1", account_id)
+    return True
+
+
+async def delete_account(db: Database, owner_id: str, account_id: str) -> bool:
+    """False when there is no such account; InUse while campaigns reference it."""
+    return await db.transaction(_delete_account, owner_id, account_id)

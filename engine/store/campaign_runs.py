@@ -1,0 +1,218 @@
+"""What the engine reads and changes to run a campaign: its plan, control
+transitions, status, cursor, and the commands announced to every daemon.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from engine.core import lifecycle
+from engine.store.database import Connection, Database, Record
+from engine.store.errors import NotFound
+from engine.store.recipients import materialise_in
+
+# NOTIFY channel: every daemon's supervisor listens, so a command issued through
+# any daemon reaches the one that owns the campaign. Payload: "<action>:<campaign id>".
+COMMAND_CHANNEL = "campaign_engine_commands"
+
+
+class Throttle(msgspec.Struct, frozen=True):
+    messagesPerMinute: float = 20.0
+    batchSize: int = 100
+    delayBetweenBatches: float = 0.0
+
+
+class CampaignPlan(msgspec.Struct, frozen=True):
+    """What a campaign actor needs to run a campaign, read once at start."""
+
+    id: str
+    owner_id: str
+    name: str
+    status: str
+    message_type: str
+    message_content: Any
+    media_url: str | None
+    template_variables: dict[str, str]
+    throttle: Throttle
+    total_recipients: int
+    batch_cursor: int
+    started_at: datetime | None
+    account_id: str
+    account_status: str
+    account_api_url: str | None
+    account_phone_number_id: str
+    account_access_token: str
+    account_messages_per_second: int
+
+
+def throttle_from_json(value: Any) -> Throttle:
+    return msgspec.convert(value or {}, Throttle)
+
+
+_ACTION_UPDATES = {
+    # start: "now" — a scheduled campaign started by hand starts at once.
+    "start": "status = 'scheduled', scheduled_at = $2, error = NULL",
+    "pause": "status = 'paused', paused_at = $2, pause_reason = $3",
+    "resume": "status = 'scheduled', scheduled_at = $2, pause_reason = NULL",
+    "cancel": "status = 'cancelled', cancelled_at = $2",
+}
+
+
+async def _apply_action(
+    conn: Connection,
+    campaign_id: str,
+    owner_id: str,
+    action: lifecycle.CampaignAction,
+    now: datetime,
+    reason: str | None,
+) -> tuple[str, Record]:
+    current = await conn.fetchrow(
+        "SELECT status FROM campaigns WHERE id = $1 AND owner_id = $2 FOR UPDATE",
+        campaign_id,
+        owner_id,
+    )
+    if current is None:
+        raise NotFound(campaign_id)
+    previous: lifecycle.CampaignStatus = current["status"]
+    lifecycle.check(action, previous)
+    row = await conn.fetchrow(
+        f"UPDATE campaigns SET {_ACTION_UPDATES[action]}, updated_at = $2 WHERE id = $1 RETURNING *",
+        campaign_id,
+        now,
+        *([reason] if action == "pause" else []),
+    )
+    if action == "start":
+        await materialise_in(conn, campaign_id)
+    await notify_in(conn, action, campaign_id)
+    assert row is not None
+    return previous, row
+
+
+async def apply_action(
+    db: Database,
+    campaign_id: str,
+    owner_id: str,
+    action: lifecycle.CampaignAction,
+    *,
+    now: datetime,
+    reason: str | None = None,
+) -> tuple[str, Record]:
+    """Apply a control action for its owner; returns (previous status, new row).
+
+    Raises NotFound, or `lifecycle.TransitionRefused` with the spec's message.
+    Notifies every daemon in the same transaction.
+    """
+    return await db.transaction(_apply_action, campaign_id, owner_id, action, now, reason)
+
+
+async def notify_in(conn: Connection, action: str, campaign_id: object) -> None:
+    """Announce a command to every daemon; inside a transaction, at its commit."""
+    await conn.execute("SELECT pg_notify($1, $2)", COMMAND_CHANNEL, f"{action}:{campaign_id}")
+
+
+async def notify(db: Database, action: str, campaign_id: str) -> None:
+    await db.run(notify_in, action, campaign_id)
+
+
+async def load_plan(db: Database, campaign_id: str) -> CampaignPlan | None:
+    row = await db.fetchrow(
+        """SELECT c.*, a.status AS account_status, a.api_url AS account_api_url,
+                  a.phone_number_id AS account_phone_number_id,
+                  a.access_token AS account_access_token,
+                  a.messages_per_second AS account_messages_per_second
+           FROM campaigns c JOIN accounts a ON a.id = c.account_id
+           WHERE c.id = $1""",
+        campaign_id,
+    )
+    if row is None:
+        return None
+    return CampaignPlan(
+        id=str(row["id"]),
+        owner_id=row["owner_id"],
+        name=row["name"],
+        status=row["status"],
+        message_type=row["message_type"],
+        message_content=row["message_content"],
+        media_url=row["media_url"],
+        template_variables={k: str(v) for k, v in (row["template_variables"] or {}).items()},
+        throttle=throttle_from_json(row["throttle_config"]),
+        total_recipients=row["total_recipients"],
+        batch_cursor=row["batch_cursor"],
+        started_at=row["started_at"],
+        account_id=str(row["account_id"]),
+        account_status=row["account_status"],
+        account_api_url=row["account_api_url"],
+        account_phone_number_id=row["account_phone_number_id"],
+        account_access_token=row["account_access_token"],
+        account_messages_per_second=row["account_messages_per_second"],
+    )
+
+
+async def load_throttle(db: Database, campaign_id: str) -> Throttle:
+    value = await db.fetchval("SELECT throttle_config FROM campaigns WHERE id = $1", campaign_id)
+    return throttle_from_json(value)
+
+
+async def begin_running(db: Database, campaign_id: str, *, now: datetime) -> bool:
+    """scheduled → running (a running campaign taken over stays running). False when
+    the campaign was paused or cancelled meanwhile."""
+    row = await db.fetchrow(
+        """UPDATE campaigns SET status = 'running', started_at = coalesce(started_at, $2),
+                  updated_at = $2
+           WHERE id = $1 AND status IN ('scheduled', 'running') RETURNING id""",
+        campaign_id,
+        now,
+    )
+    return row is not None
+
+
+async def finish(
+    db: Database, campaign_id: str, status: str, *, now: datetime, error: str | None = None
+) -> bool:
+    """running → completed | failed. False when a command changed the status first."""
+    column = {"completed": "completed_at", "failed": "failed_at"}[status]
+    row = await db.fetchrow(
+        f"""UPDATE campaigns SET status = $2, {column} = $3, error = $4, updated_at = $3
+            WHERE id = $1 AND status = 'running' RETURNING id""",
+        campaign_id,
+        status,
+        now,
+        error,
+    )
+    return row is not None
+
+
+async def pause_by_engine(db: Database, campaign_id: str, *, reason: str, now: datetime) -> bool:
+    """running → paused, for an account-level error the operator must fix."""
+    row = await db.fetchrow(
+        """UPDATE campaigns SET status = 'paused', paused_at = $2, pause_reason = $3, updated_at = $2
+           WHERE id = $1 AND status = 'running' RETURNING id""",
+        campaign_id,
+        now,
+        reason,
+    )
+    return row is not None
+
+
+async def campaign_status(
+    db: Database, campaign_id: str
+) -> tuple[str, datetime | None, str | None]:
+    """(status, paused/cancelled time, pause reason)."""
+    row = await db.fetchrow(
+        "SELECT status, coalesce(cancelled_at, paused_at) AS at, pause_reason FROM campaigns WHERE id = $1",
+        campaign_id,
+    )
+    if row is None:
+        raise NotFound(campaign_id)
+    return row["status"], row["at"], row["pause_reason"]
+
+
+async def save_cursor(db: Database, campaign_id: str, cursor: int) -> None:
+    await db.execute(
+        "UPDATE campaigns SET batch_cursor = greatest(batch_cursor, $2) WHERE id = $1",
+        campaign_id,
+        cursor,
+    )

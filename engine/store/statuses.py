@@ -1,0 +1,90 @@
+"""Webhook facts (statuses, replies) applied to recipients in one statement per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from engine.messages import StatusUpdate
+from engine.store.database import Database
+
+_APPLY_STATUSES = """
+WITH u AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
+        AS u(id, wamid, kind, at, error_code, error_message)
+), keyed AS (
+    SELECT coalesce(u.id, (SELECT r.id FROM campaign_recipients r
+                            WHERE r.provider_message_id = u.wamid LIMIT 1)) AS rid, u.*
+    FROM u
+), g AS (
+    -- Several facts about one message in one batch collapse into one row: an
+    -- UPDATE applies at most one source row per target.
+    SELECT rid,
+           min(at) FILTER (WHERE kind IN ('sent', 'delivered', 'read', 'failed')) AS sent_at,
+           min(at) FILTER (WHERE kind IN ('delivered', 'read')) AS delivered_at,
+           min(at) FILTER (WHERE kind = 'read') AS read_at,
+           min(at) FILTER (WHERE kind = 'failed') AS failed_at,
+           min(at) FILTER (WHERE kind = 'replied') AS replied_at,
+           max(error_code) AS error_code, max(error_message) AS error_message,
+           max(wamid) AS wamid
+    FROM keyed WHERE rid IS NOT NULL GROUP BY rid
+), locked AS (
+    -- Lock in id order: campaign actors record outcomes on the same rows concurrently.
+    SELECT x.id, x.status AS old_status FROM campaign_recipients x JOIN g ON x.id = g.rid
+    ORDER BY x.id FOR UPDATE OF x
+)
+UPDATE campaign_recipients r SET
+    status = CASE
+        WHEN r.status = 'failed' THEN 'failed'
+        WHEN coalesce(r.read_at, g.read_at) IS NOT NULL THEN 'read'
+        WHEN coalesce(r.delivered_at, g.delivered_at) IS NOT NULL THEN 'delivered'
+        WHEN g.failed_at IS NOT NULL THEN 'failed'
+        WHEN coalesce(r.sent_at, g.sent_at) IS NOT NULL THEN 'sent'
+        ELSE r.status END,
+    sent_at = coalesce(r.sent_at, g.sent_at),
+    -- A failed message is final: a stray later "delivered" or "read" does not count.
+    delivered_at = CASE WHEN r.status = 'failed' THEN r.delivered_at
+                        ELSE coalesce(r.delivered_at, g.delivered_at) END,
+    read_at = CASE WHEN r.status = 'failed' THEN r.read_at ELSE coalesce(r.read_at, g.read_at) END,
+    replied_at = coalesce(r.replied_at, g.replied_at),
+    failed_at = CASE WHEN r.status <> 'failed' AND g.failed_at IS NOT NULL
+                      AND coalesce(r.delivered_at, g.delivered_at) IS NULL
+                     THEN g.failed_at ELSE r.failed_at END,
+    error_code = CASE WHEN g.failed_at IS NOT NULL AND r.status <> 'failed'
+                      THEN g.error_code ELSE r.error_code END,
+    error_message = CASE WHEN g.failed_at IS NOT NULL AND r.status <> 'failed'
+                         THEN g.error_message ELSE r.error_message END,
+    provider_message_id = coalesce(r.provider_message_id, g.wamid)
+FROM g JOIN locked ON locked.id = g.rid
+WHERE r.id = g.rid
+RETURNING r.campaign_id, locked.old_status = 'in_doubt' AND r.status <> 'in_doubt' AS resolved
+"""
+
+
+class AppliedStatuses(msgspec.Struct, frozen=True):
+    campaigns: list[str]  # every campaign a fact touched
+    resolved_in_doubt: list[str]  # those where a send in doubt was resolved
+
+
+async def apply_status_updates(db: Database, updates: Sequence[StatusUpdate]) -> AppliedStatuses:
+    """Apply a batch of webhook facts in one statement.
+
+    Idempotent and order-independent: timestamps only ever fill in, a status only
+    ever moves forward, and a reply is recorded once.
+    """
+    if not updates:
+        return AppliedStatuses([], [])
+    rows = await db.fetch(
+        _APPLY_STATUSES,
+        [u.recipient_id for u in updates],
+        [u.provider_message_id for u in updates],
+        [u.kind for u in updates],
+        [u.at for u in updates],
+        [u.error_code for u in updates],
+        [u.error_message for u in updates],
+    )
+    return AppliedStatuses(
+        campaigns=sorted({str(r["campaign_id"]) for r in rows}),
+        resolved_in_doubt=sorted({str(r["campaign_id"]) for r in rows if r["resolved"]}),
+    )
