@@ -5,8 +5,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-# The dashboard's browser Socket.IO client, from the socket.io-client npm package (gitignored).
-VENDOR_JS := api/static/vendor/socket.io.min.js
+# Browser assets from npm packages, copied into api/static/vendor/ (gitignored): the dashboard's
+# Socket.IO client (socket.io-client) and the /docs API reference (swagger-ui-dist).
+VENDOR := api/static/vendor
+VENDOR_FILES := $(VENDOR)/socket.io.min.js $(VENDOR)/swagger-ui-bundle.js $(VENDOR)/swagger-ui.css
+# npm ci (re)writes this file on every install: it stands for node_modules being current.
+NODE_MODULES := node_modules/.package-lock.json
 
 .PHONY: test lint demo bench clean install
 
@@ -16,6 +20,7 @@ test: lint
 lint: $(INSTALLED)
 	$(BIN)/ruff check engine api tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 demo: $(INSTALLED)
 	$(BIN)/campaign-engine demo
@@ -26,19 +31,27 @@ bench: $(INSTALLED)
 install: $(INSTALLED)
 
 # Order-only on the interpreter: the venv's own timestamps must not trigger a re-install.
-$(INSTALLED): pyproject.toml | $(BIN)/python $(VENDOR_JS)
+$(INSTALLED): pyproject.toml | $(BIN)/python $(VENDOR_FILES)
 	$(BIN)/pip install -e '.[dev]'
 	touch $@
 
-$(VENDOR_JS): package.json package-lock.json
-	npm ci --no-audit --no-fund
+# --ignore-scripts: only files are copied out of these packages; none needs an install script.
+$(NODE_MODULES): package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts
+	touch $@
+
+$(VENDOR)/socket.io.min.js: $(NODE_MODULES)
 	mkdir -p $(@D)
 	cp node_modules/socket.io-client/dist/socket.io.min.js $@
+
+$(VENDOR)/swagger-ui-bundle.js $(VENDOR)/swagger-ui.css: $(NODE_MODULES)
+	mkdir -p $(@D)
+	cp node_modules/swagger-ui-dist/$(@F) $@
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Removes caches and build output; keeps .venv and .data (the embedded database).
 clean:
-	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis build dist
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +

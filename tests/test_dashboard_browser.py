@@ -1,11 +1,11 @@
 """The dashboard in headless Chromium (Debian's `chromium`, driven by Playwright): token entry,
 creating and starting a campaign in the page and watching its bar reach 100% over the live
-stream, then pause, resume and cancel on a slow one. Leaves a screenshot in
-tests/artifacts/dashboard.png.
+stream, then pause, resume and cancel on a slow one. Then `/docs`, the API reference that
+Swagger UI renders from `/openapi.json`. Leaves screenshots in tests/artifacts/.
 
 The daemon runs in this trio run. Playwright drives the browser from a child process
-(`python -m tests.test_dashboard_browser URL TOKEN PNG`): its synchronous API runs an asyncio
-loop of its own, which must not meet the trio-asyncio loop policy of this process.
+(`python -m tests.test_dashboard_browser dashboard|docs URL TOKEN PNG`): its synchronous API runs
+an asyncio loop of its own, which must not meet the trio-asyncio loop policy of this process.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-VENDOR_JS = Path(__file__).resolve().parent.parent / "api/static/vendor/socket.io.min.js"
+VENDOR = ROOT / "api/static/vendor"
+VENDOR_JS = VENDOR / "socket.io.min.js"
+SWAGGER_UI = (VENDOR / "swagger-ui-bundle.js", VENDOR / "swagger-ui.css")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -114,6 +116,79 @@ def drive_dashboard(url: str, token: str, screenshot: Path) -> None:
             browser.close()
 
 
+def drive_docs(url: str, token: str, screenshot: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            # Without the vendored Swagger UI the page says what to do.
+            bare = browser.new_page()
+            bare.route("**/static/vendor/swagger-ui-bundle.js", lambda route: route.abort())
+            bare.goto(url + "/docs")
+            expect(bare.locator("#vendor-missing")).to_be_visible(timeout=STEP_MS)
+            expect(bare.locator("#vendor-missing")).to_contain_text("make install")
+            bare.close()
+
+            page = browser.new_page(viewport={"width": 1100, "height": 1400})
+            page.goto(url + "/docs")
+            expect(page.locator("#vendor-missing")).to_be_hidden()
+            # Rendered from /openapi.json: the title, and one block per operation.
+            expect(page.locator(".information-container .title")).to_contain_text(
+                "Campaign engine", timeout=STEP_MS
+            )
+            create = page.locator(
+                ".opblock-post", has=page.locator('[data-path="/api/v1/campaigns"]')
+            )
+            expect(create).to_have_count(1)
+            health = page.locator(".opblock-get", has=page.locator('[data-path="/healthz"]'))
+            expect(health).to_have_count(1)
+            expect(page.locator(".opblock")).to_have_count(_operation_count(url))
+
+            # Expanded, the operation shows its request body; "Try it out" with the token
+            # sends a real request from the page.
+            create.locator(".opblock-summary").click()
+            expect(create.locator(".opblock-section-request-body")).to_be_visible()
+            page.click(".auth-wrapper .authorize")
+            page.fill(".auth-container input", token)
+            page.click(".auth-btn-wrapper .authorize")
+            page.click(".auth-btn-wrapper .btn-done")
+            listing = page.locator(
+                ".opblock-get", has=page.locator('[data-path="/api/v1/campaigns"]')
+            )
+            listing.locator(".opblock-summary").click()
+            listing.locator(".try-out__btn").click()
+            listing.locator(".execute").click()
+            expect(
+                listing.locator(".live-responses-table td.response-col_status:not(.col_header)")
+            ).to_contain_text("200", timeout=STEP_MS)
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+
+
+def _operation_count(url: str) -> int:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/openapi.json", timeout=10) as response:
+        document = json.load(response)
+    return sum(len(item) for item in document["paths"].values())
+
+
+async def _drive(mode: str, daemon_url: str, token: str, screenshot: Path) -> None:
+    driver = await trio.run_process(
+        [sys.executable, "-m", "tests.test_dashboard_browser", mode, daemon_url, token,
+         str(screenshot)],
+        cwd=ROOT, check=False, capture_stdout=True, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    assert driver.returncode == 0, driver.stdout.decode(errors="replace")
+    assert (await trio.Path(screenshot).stat()).st_size > 10_000
+
+
 async def test_dashboard_creates_starts_pauses_and_resumes_campaigns(database_url: str) -> None:
     from tests.test_watch import running_daemon  # not in the driver process: see above
 
@@ -122,14 +197,17 @@ async def test_dashboard_creates_starts_pauses_and_resumes_campaigns(database_ur
         async with running_daemon(database_url) as daemon:
             await daemon.make_account()
             await daemon.make_contacts(40)
-            screenshot = ARTIFACTS / "dashboard.png"
-            driver = await trio.run_process(
-                [sys.executable, "-m", "tests.test_dashboard_browser", daemon.url, daemon.token,
-                 str(screenshot)],
-                cwd=ROOT, check=False, capture_stdout=True, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-            assert driver.returncode == 0, driver.stdout.decode(errors="replace")
-            assert screenshot.stat().st_size > 10_000
+            await _drive("dashboard", daemon.url, daemon.token, ARTIFACTS / "dashboard.png")
+
+
+async def test_docs_renders_every_operation_of_the_openapi_document(database_url: str) -> None:
+    from tests.test_watch import running_daemon
+
+    for path in SWAGGER_UI:
+        assert path.exists(), f"{path} is missing: run `make install` (npm ci + copy)"
+    with trio.fail_after(120):
+        async with running_daemon(database_url) as daemon:
+            await _drive("docs", daemon.url, daemon.token, ARTIFACTS / "docs.png")
 
 
 if __name__ == "__main__":
@@ -137,4 +215,5 @@ if __name__ == "__main__":
 
     # Playwright's own asyncio loop: the standard one, whatever was imported before.
     asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
-    drive_dashboard(sys.argv[1], sys.argv[2], Path(sys.argv[3]))
+    drivers = {"dashboard": drive_dashboard, "docs": drive_docs}
+    drivers[sys.argv[1]](sys.argv[2], sys.argv[3], Path(sys.argv[4]))

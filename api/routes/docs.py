@@ -1,34 +1,19 @@
-"""`/openapi.json` and a `/docs` page rendering it."""
+"""`/openapi.json`, and `/docs`: the interactive reference rendered from it.
+
+`/docs` is Swagger UI (the `swagger-ui-dist` npm package, copied to
+`api/static/vendor/` by `make install`, gitignored) loaded by a small static
+page, `api/static/docs.html`; the page says so when the files are missing.
+"""
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, current_app
+from quart import Blueprint, Response, current_app, send_from_directory
 
 from api.envelope import json_response
 from api.openapi import openapi_document
+from api.routes.dashboard import STATIC_DIR
 
 blueprint = Blueprint("docs", __name__)
-
-_DOCS_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>Campaign engine API</title>
-<style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}
-code{background:#f3f3f3;padding:0 .2rem}li{margin:.2rem 0}</style></head>
-<body><h1>Campaign engine API</h1>
-<p>Machine-readable: <a href="/openapi.json">/openapi.json</a> (OpenAPI 3.1).
-Every <code>/api/v1</code> route needs <code>Authorization: Bearer &lt;token&gt;</code>.</p>
-<ul id="ops"></ul>
-<script>
-fetch('/openapi.json').then(r => r.json()).then(doc => {
-  const ops = document.getElementById('ops');
-  for (const [path, item] of Object.entries(doc.paths)) {
-    for (const [method, op] of Object.entries(item)) {
-      const li = document.createElement('li');
-      li.innerHTML = '<code>' + method.toUpperCase() + ' ' + path + '</code> ' + op.summary;
-      ops.appendChild(li);
-    }
-  }
-});
-</script></body></html>"""
 
 
 @blueprint.get("/openapi.json")
@@ -38,4 +23,6 @@ async def openapi_json() -> Response:
 
 @blueprint.get("/docs")
 async def docs_page() -> Response:
-    return Response(_DOCS_PAGE, content_type="text/html; charset=utf-8")
+    response = await send_from_directory(STATIC_DIR, "docs.html")
+    response.headers["Cache-Control"] = "no-cache"
+    return response
