@@ -21,6 +21,7 @@ import trio_asyncio
 
 from api.auth import InvalidToken, bearer, user_from_token
 from engine.actors.broadcaster import Broadcaster
+from engine.events import encode
 from engine.messages import Lagged
 
 log = logging.getLogger(__name__)
@@ -108,4 +109,5 @@ class SocketStream:
                     continue
                 if not self._sockets and not self._distributed:
                     continue  # nobody here to tell, and no other daemon to tell either
-                await emit(event.name, event.payload, room=room_for(event.owner_id))
+                name, payload = encode(event.event)
+                await emit(name, payload, room=room_for(event.owner_id))

@@ -3,12 +3,14 @@ one union per inbox."""
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
 import trio
 
+from engine.events import Event, encode
 from engine.gateway import AccountEndpoint, OutgoingMessage
 
 # --- facts: what a send and a webhook tell ------------------------------------------
@@ -30,8 +32,11 @@ class Outcome(msgspec.Struct, frozen=True):
 
 
 class StatusUpdate(msgspec.Struct, frozen=True):
-    """One fact from a webhook. `recipient_id` comes from biz_opaque_callback_data
-    when present; otherwise the message is found by its wamid."""
+    """One fact from a webhook. `recipient_id` is the recipient a verified
+    biz_opaque_callback_data reference names (engine/core/callback_reference.py);
+    without one the message is found by its wamid. `phone_number_id` is the
+    webhook's `metadata.phone_number_id`, which must be the recipient's account's
+    number; the parser always sets it (None: not checked, for facts built in-process)."""
 
     recipient_id: int | None
     provider_message_id: str | None
@@ -39,6 +44,7 @@ class StatusUpdate(msgspec.Struct, frozen=True):
     at: datetime
     error_code: str | None = None
     error_message: str | None = None
+    phone_number_id: str | None = None
 
 
 # --- campaign actor inbox -------------------------------------------------------------
@@ -66,10 +72,21 @@ CampaignCommand = StopRequested | ThrottleChanged | Recheck | Shutdown
 # --- supervisor inbox -----------------------------------------------------------------
 
 
+class CommandKind(enum.StrEnum):
+    """What a NOTIFY on the command channel announces about one campaign."""
+
+    START = "start"  # it may be claimable now
+    RESUME = "resume"
+    PAUSE = "pause"  # its owner stops dispatching
+    CANCEL = "cancel"
+    THROTTLE = "throttle"  # its owner re-reads throttleConfig
+    RECHECK = "recheck"  # recipients changed under its owner (in-doubt resolved)
+
+
 class Notice(msgspec.Struct, frozen=True):
     """A command committed by some daemon (PostgreSQL NOTIFY) for one campaign."""
 
-    action: str  # start | resume | pause | cancel | throttle | recheck
+    kind: CommandKind
     campaign_id: str
 
 
@@ -96,11 +113,18 @@ class SendJob(msgspec.Struct, frozen=True):
 
 
 class CampaignEvent(msgspec.Struct, frozen=True):
-    """One event of CONTRACT section 6, for the sockets of one user."""
+    """One Socket.IO event (engine/events.py), for the sockets of one user."""
 
     owner_id: str
-    name: str  # campaign:started, campaign:progress, ...
-    payload: dict[str, Any]
+    event: Event
+
+    @property
+    def name(self) -> str:
+        return self.event.NAME
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return encode(self.event)[1]
 
 
 class Lagged(msgspec.Struct, frozen=True):

@@ -40,6 +40,7 @@ from engine.core.campaign_view import (
 from engine.core.metrics import CampaignStats, progress_percent
 from engine.core.rendering import render_payload
 from engine.core.token_bucket import TokenBucket
+from engine.events import Event
 from engine.gateway import AccountEndpoint, OutgoingMessage
 from engine.messages import (
     CampaignCommand,
@@ -58,6 +59,8 @@ from engine.store.database import Database
 from engine.store.recipients import PendingRecipient
 
 log = logging.getLogger(__name__)
+
+_EVENT_TYPES: dict[str, type[Event]] = {t.NAME: t for t in Event.__args__}
 
 # A fast campaign sends in groups of this much of its rate (one mark statement
 # each); a slow one sends one recipient at a time, evenly spaced.
@@ -556,7 +559,8 @@ class _CampaignRun:
     # --- events -------------------------------------------------------------------------
 
     def _publish(self, name: str, payload: dict[str, Any]) -> None:
-        self.broadcaster.publish(CampaignEvent(self.plan.owner_id, name, payload))
+        event = msgspec.convert(payload, _EVENT_TYPES[name])
+        self.broadcaster.publish(CampaignEvent(self.plan.owner_id, event))
 
     def _publish_progress(self, processed: int, stats: CampaignStats) -> None:
         total = self.plan.total_recipients

@@ -22,6 +22,7 @@ from engine.clock import WallClock
 from engine.messages import (
     ActorEnded,
     CampaignCommand,
+    CommandKind,
     Notice,
     Recheck,
     Shutdown,
@@ -38,11 +39,12 @@ log = logging.getLogger(__name__)
 
 _RETRY_SECONDS = 30.0
 
-_ROUTED: dict[str, CampaignCommand] = {
-    "pause": StopRequested(),
-    "cancel": StopRequested(),
-    "throttle": ThrottleChanged(),
-    "recheck": Recheck(),
+# Commands for the campaign's actor; start and resume only make the loop claim.
+_ROUTED: dict[CommandKind, CampaignCommand] = {
+    CommandKind.PAUSE: StopRequested(),
+    CommandKind.CANCEL: StopRequested(),
+    CommandKind.THROTTLE: ThrottleChanged(),
+    CommandKind.RECHECK: Recheck(),
 }
 
 
@@ -133,8 +135,8 @@ class Supervisor:
 
     def _handle(self, message: SupervisorMessage) -> None:
         match message:
-            case Notice(action=action, campaign_id=campaign_id):
-                command = _ROUTED.get(action)
+            case Notice(kind=kind, campaign_id=campaign_id):
+                command = _ROUTED.get(kind)
                 handle = self._actors.get(campaign_id)
                 if command is not None and handle is not None:
                     handle.tell(command)
@@ -231,10 +233,10 @@ class Supervisor:
 
 
 def _parse_notice(payload: str) -> Notice | None:
-    action, _, campaign_id = payload.partition(":")
-    if not action or not campaign_id:
+    kind, _, campaign_id = payload.partition(":")
+    if kind not in CommandKind.__members__.values() or not campaign_id:
         return None
-    return Notice(action, campaign_id)
+    return Notice(CommandKind(kind), campaign_id)
 
 
 async def run(

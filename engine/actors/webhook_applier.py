@@ -20,7 +20,8 @@ from engine.core.campaign_view import (
     stats_from_row,
     stats_payload,
 )
-from engine.messages import CampaignEvent, StatusUpdate
+from engine.events import CampaignStatsChanged
+from engine.messages import CampaignEvent, CommandKind, StatusUpdate
 from engine.settings import WebhookSettings
 from engine.store import campaign_runs, campaigns, statuses
 from engine.store.database import Database
@@ -79,7 +80,7 @@ class WebhookApplier:
                     await self._announce(db, broadcaster, applied.campaigns)
                 for campaign_id in applied.resolved_in_doubt:
                     # Its actor may be waiting for exactly this to complete it.
-                    await campaign_runs.notify(db, "recheck", campaign_id)
+                    await campaign_runs.notify(db, CommandKind.RECHECK, campaign_id)
             self._applied_batches += 1
             self._applied_facts += len(batch)
 
@@ -93,12 +94,11 @@ class WebhookApplier:
             broadcaster.publish(
                 CampaignEvent(
                     row["owner_id"],
-                    "campaign:stats",
-                    {
-                        "campaignId": campaign_id,
-                        "stats": stats_payload(stats),
-                        "metrics": metrics_payload(stats, int(row["total_recipients"])),
-                    },
+                    CampaignStatsChanged(
+                        campaign_id=campaign_id,
+                        stats=stats_payload(stats),
+                        metrics=metrics_payload(stats, int(row["total_recipients"])),
+                    ),
                 )
             )
 

@@ -30,8 +30,9 @@ from engine.clock import WallClock
 from engine.core import lifecycle
 from engine.core.campaign_view import campaign_object, processed_count
 from engine.core.metrics import CampaignStats
+from engine.events import CampaignCancelled, CampaignPaused, CampaignResumed, Event
 from engine.gateway import Gateway
-from engine.messages import CampaignEvent, StatusUpdate
+from engine.messages import CampaignEvent, CommandKind, StatusUpdate
 from engine.settings import Settings
 from engine.store import campaign_runs, campaigns, errors
 from engine.store.database import Database
@@ -79,20 +80,19 @@ class Engine:
             # No actor runs it, so nobody else will say it paused.
             self._publish(
                 owner_id,
-                "campaign:paused",
-                {
-                    "campaignId": campaign_id,
-                    "processedCount": _processed(campaign),
-                    "totalRecipients": campaign["total_recipients"],
-                    "pausedAt": campaign["paused_at"],
-                    "reason": None,
-                },
+                CampaignPaused(
+                    campaign_id=campaign_id,
+                    processed_count=_processed(campaign),
+                    total_recipients=campaign["total_recipients"],
+                    paused_at=campaign["paused_at"],
+                    reason=None,
+                ),
             )
         return campaign
 
     async def resume(self, campaign_id: str, owner_id: str) -> dict[str, Any]:
         await self._apply(campaign_id, owner_id, "resume")
-        self._publish(owner_id, "campaign:resumed", {"campaignId": campaign_id})
+        self._publish(owner_id, CampaignResumed(campaign_id=campaign_id))
         return await self.campaign(campaign_id, owner_id)
 
     async def cancel(self, campaign_id: str, owner_id: str) -> dict[str, Any]:
@@ -101,17 +101,13 @@ class Engine:
         if previous != "running":
             self._publish(
                 owner_id,
-                "campaign:cancelled",
-                {
-                    "campaignId": campaign_id,
-                    "cancelledAt": campaign["cancelled_at"],
-                },
+                CampaignCancelled(campaign_id=campaign_id, cancelled_at=campaign["cancelled_at"]),
             )
         return campaign
 
     async def throttle_changed(self, campaign_id: str) -> None:
         """Call after storing a new throttleConfig: the owning actor applies it live."""
-        await campaign_runs.notify(self.db, "throttle", campaign_id)
+        await campaign_runs.notify(self.db, CommandKind.THROTTLE, campaign_id)
 
     async def campaign(self, campaign_id: str, owner_id: str) -> dict[str, Any]:
         row = await campaigns.campaign_row(self.db, campaign_id, owner_id)
@@ -145,8 +141,8 @@ class Engine:
         log.info("campaign %s: %s accepted (was %s)", campaign_id, action, previous)
         return previous
 
-    def _publish(self, owner_id: str, name: str, payload: dict[str, Any]) -> None:
-        self.broadcaster.publish(CampaignEvent(owner_id, name, payload))
+    def _publish(self, owner_id: str, event: Event) -> None:
+        self.broadcaster.publish(CampaignEvent(owner_id, event))
 
 
 def _processed(campaign: dict[str, Any]) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from engine.core import lifecycle
+from engine.messages import CommandKind
 from engine.store.database import Connection, Database, Record
 from engine.store.errors import NotFound
 from engine.store.recipients import materialise_in
@@ -86,7 +87,7 @@ async def _apply_action(
     )
     if action == "start":
         await materialise_in(conn, campaign_id)
-    await notify_in(conn, action, campaign_id)
+    await notify_in(conn, CommandKind(action), campaign_id)
     assert row is not None
     return previous, row
 
@@ -108,13 +109,13 @@ async def apply_action(
     return await db.transaction(_apply_action, campaign_id, owner_id, action, now, reason)
 
 
-async def notify_in(conn: Connection, action: str, campaign_id: object) -> None:
+async def notify_in(conn: Connection, kind: CommandKind, campaign_id: object) -> None:
     """Announce a command to every daemon; inside a transaction, at its commit."""
-    await conn.execute("SELECT pg_notify($1, $2)", COMMAND_CHANNEL, f"{action}:{campaign_id}")
+    await conn.execute("SELECT pg_notify($1, $2)", COMMAND_CHANNEL, f"{kind}:{campaign_id}")
 
 
-async def notify(db: Database, action: str, campaign_id: str) -> None:
-    await db.run(notify_in, action, campaign_id)
+async def notify(db: Database, kind: CommandKind, campaign_id: str) -> None:
+    await db.run(notify_in, kind, campaign_id)
 
 
 async def load_plan(db: Database, campaign_id: str) -> CampaignPlan | None:

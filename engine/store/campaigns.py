@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from engine.core import lifecycle
+from engine.messages import CommandKind
 from engine.store.campaign_runs import notify_in
 from engine.store.database import Connection, Database, Record
 from engine.store.errors import InvalidReference, set_clause
@@ -70,7 +71,7 @@ async def _create_campaign(
     if status != "draft":
         await materialise_in(conn, row["id"])
         # Wake every daemon's supervisor: this campaign may be due now.
-        await notify_in(conn, "start", row["id"])
+        await notify_in(conn, CommandKind.START, row["id"])
     created = await conn.fetchrow("SELECT * FROM campaigns WHERE id = $1", row["id"])
     assert created is not None
     return created
