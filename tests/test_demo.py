@@ -1,6 +1,7 @@
 """`campaign-engine demo` as a user runs it: a subprocess on a fresh database, its printed
 dashboard URL and token, the API listing both sample campaigns, one of them progressing,
-and Ctrl-C ending it with status 0."""
+and Ctrl-C ending it with status 0. Its console shows the banner and warnings, not pages of
+INFO lines: not the embedded PostgreSQL's (pgserver's), not hypercorn's."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import msgspec
 import trio
 
+from engine.tools.demo import demo_environment
 from engine.transport.http1 import HTTPConnection, split_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,28 +45,36 @@ async def get_json(base_url: str, path: str, token: str) -> Any:
     return msgspec.json.decode(response.body)
 
 
+def demo_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGN_ENGINE_")}
+    env.update(ENGINE_JWT_SECRET="", WHATSAPP_APP_SECRET="", **overrides)
+    return env
+
+
+def log_lines(output: str) -> list[str]:
+    """The log records in the demo's console (stderr and stdout together, in order)."""
+    return [line for line in output.splitlines() if re.match(r"\d{4}-\d\d-\d\dT", line)]
+
+
 async def test_demo_runs_two_campaigns_and_stops_on_ctrl_c(database_url: str) -> None:
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=database_url,
-        ENGINE_JWT_SECRET="",
-        WHATSAPP_APP_SECRET="",
-        CAMPAIGN_ENGINE_LOGGING_LEVEL="WARNING",
-    )
+    # The default console level: only warnings and errors next to the banner.
     process = await trio.lowlevel.open_process(
         [str(CAMPAIGN_ENGINE), "demo", "--port", "0"],
         stdout=subprocess.PIPE,
-        env=env,
+        stderr=subprocess.STDOUT,
+        env=demo_env(DATABASE_URL=database_url),
         cwd=ROOT,
     )
     assert process.stdout is not None
     try:
         with trio.fail_after(60):
             output = await read_until(process.stdout, b"Press Ctrl-C", bytearray())
+        assert log_lines(output) == [], output
         dashboard = re.search(r"Dashboard:\s+(http://127\.0\.0\.1:\d+)/", output)
         token = re.search(r"Token:\s+(\S+)", output)
         assert dashboard and token, output
         base_url = dashboard.group(1)
+        assert f"API docs:   {base_url}/docs" in output
 
         with trio.fail_after(60):
             page = await get_json(base_url, "/api/v1/campaigns", token.group(1))
@@ -88,3 +98,53 @@ async def test_demo_runs_two_campaigns_and_stops_on_ctrl_c(database_url: str) ->
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_demo_on_the_embedded_database_logs_no_pgserver_or_hypercorn_info(
+    tmp_path: Path,
+) -> None:
+    # At INFO the engine's own lines show; the embedded PostgreSQL's command lines and initdb
+    # output, and hypercorn's start-up line, do not.
+    env = demo_env(
+        CAMPAIGN_ENGINE_LOGGING_LEVEL="INFO",
+        CAMPAIGN_ENGINE_DATABASE_DATA_DIR=str(tmp_path / "data"),
+    )
+    env.pop("DATABASE_URL", None)
+    process = await trio.lowlevel.open_process(
+        [str(CAMPAIGN_ENGINE), "demo", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    seen = bytearray()
+    try:
+        with trio.fail_after(90):
+            output = await read_until(process.stdout, b"Press Ctrl-C", seen)
+        lines = log_lines(output)
+        assert any("WARNING engine.tools.embedded_db: DATABASE_URL is not set" in line
+                   for line in lines), output  # fmt: skip
+        assert any("INFO engine.daemon: listening on http://127.0.0.1:" in line for line in lines)
+        assert "initdb" not in output and "pg_ctl" not in output, output
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(30):
+            assert await process.wait() == 0
+            while chunk := await process.stdout.receive_some(65536):
+                seen += chunk
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    noisy = [
+        line for line in log_lines(seen.decode()) if " pgserver" in line or "hypercorn" in line
+    ]
+    assert noisy == [], seen.decode()
+    assert not [line for line in log_lines(seen.decode()) if " ERROR " in line], seen.decode()
+    assert not (tmp_path / "data/postgres/postmaster.pid").exists(), "the server should be stopped"
+
+
+def test_demo_console_defaults_to_warnings_unless_a_level_is_set() -> None:
+    assert demo_environment({})["CAMPAIGN_ENGINE_LOGGING_LEVEL"] == "WARNING"
+    chosen = demo_environment({"CAMPAIGN_ENGINE_LOGGING_LEVEL": "DEBUG"})
+    assert chosen["CAMPAIGN_ENGINE_LOGGING_LEVEL"] == "DEBUG"

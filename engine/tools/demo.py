@@ -47,11 +47,14 @@ class DemoError(Exception):
 
 
 def demo_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """`environ` with generated secrets where none are set."""
+    """`environ` with generated secrets where none are set, and the console at WARNING unless
+    a level is given: the banner is what a newcomer needs to see, then only what goes wrong."""
     env = dict(environ)
     for name in ("ENGINE_JWT_SECRET", "WHATSAPP_APP_SECRET"):
         if not env.get(name):
             env[name] = secrets.token_urlsafe(32)
+    if not env.get("CAMPAIGN_ENGINE_LOGGING_LEVEL"):
+        env["CAMPAIGN_ENGINE_LOGGING_LEVEL"] = "WARNING"
     return env
 
 
@@ -168,6 +171,7 @@ def _banner(listening: Listening, token: str, simulator: SimulatorHandle, ids: l
             f"  API:        {url}/api/v1",
             f"  Token:      {token}",
             f"  Dashboard:  {url}/",
+            f"  API docs:   {url}/docs",
             f"  Simulator:  {simulator.api_url}",
             f"  Campaigns:  {ids[0]} (running, 600/min), {ids[1]} (scheduled in 1 minute)",
             "",
@@ -247,6 +251,8 @@ def main(*, port: int = 8080) -> int:
         print(error, file=sys.stderr)
         return 2
     configure_logging(settings.logging.level)
+    # hypercorn's "Running on ..." repeats the daemon's "listening on"; its errors still show.
+    logging.getLogger("hypercorn.error").setLevel(logging.WARNING)
     try:
         with database_url(settings) as dsn:
             trio.run(partial(run_demo, settings, dsn, host=settings.server.host, port=port))

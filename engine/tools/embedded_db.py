@@ -24,6 +24,7 @@ from urllib.parse import quote
 __all__ = ["EmbeddedPostgresError", "open_embedded_postgres"]
 
 logger = logging.getLogger(__name__)
+_pgserver_logger = logging.getLogger("pgserver")
 
 # The cluster lives in a subdirectory so that the data directory can hold other local state.
 CLUSTER_DIRNAME = "postgres"
@@ -50,6 +51,7 @@ def open_embedded_postgres(data_dir: str) -> Iterator[str]:
         "DATABASE_URL is not set: using an embedded PostgreSQL in %s (development only)", cluster
     )
     _forget_dead_handles(cluster)
+    _quiet_pgserver()
     try:
         server = get_server(cluster, cleanup_mode="stop")
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
@@ -65,6 +67,14 @@ def open_embedded_postgres(data_dir: str) -> Iterator[str]:
             f"postgresql://postgres@/postgres"
             f"?host={quote(str(info.socket_dir), safe='/')}&port={info.port}"
         )
+
+
+def _quiet_pgserver() -> None:
+    """pgserver logs every command line it runs, with initdb's whole output, at INFO: pages per
+    start. Its failures are logged at ERROR (and raised), so WARNING keeps them. A level set on
+    the `pgserver` logger by whoever configured logging is left alone."""
+    if _pgserver_logger.level == logging.NOTSET:
+        _pgserver_logger.setLevel(logging.WARNING)
 
 
 def _forget_dead_handles(cluster: Path) -> None:
