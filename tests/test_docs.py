@@ -1,0 +1,68 @@
+"""The reference in docs/ stays true to the code: every setting and its environment variable
+in docs/configuration.md, every Socket.IO event in docs/socketio-events.md, and every link
+between the documents (files and #anchors) resolves."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from engine.events import EVENT_NAMES
+from engine.settings import Settings, environment_name
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+DOCUMENTS = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def settings_keys() -> list[tuple[str, str]]:
+    return [
+        (section.name, key.name)
+        for section in msgspec.structs.fields(Settings)
+        for key in msgspec.structs.fields(section.type)
+    ]
+
+
+def anchor(heading: str) -> str:
+    """The anchor a Markdown renderer (GitHub's rules) gives a heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(document: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", document.read_text(), flags=re.DOTALL)
+    return {anchor(m) for m in re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE)}
+
+
+def test_configuration_documents_every_key_and_its_variable() -> None:
+    text = (DOCS / "configuration.md").read_text()
+    missing = [
+        f"{section}.{key} ({environment_name(section, key)})"
+        for section, key in settings_keys()
+        if f"`{section}.{key}`" not in text or f"`{environment_name(section, key)}`" not in text
+    ]
+    assert missing == [], "docs/configuration.md does not describe: " + ", ".join(missing)
+
+
+def test_socketio_events_document_every_event() -> None:
+    text = (DOCS / "socketio-events.md").read_text()
+    assert [name for name in EVENT_NAMES if f"`{name}`" not in text] == []
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_links_resolve(document: Path) -> None:
+    broken = []
+    for target in LINK.findall(document.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue  # http(s), mailto: not ours to check
+        path, _, fragment = target.partition("#")
+        linked = (document.parent / path).resolve() if path else document
+        if not linked.exists():
+            broken.append(target)
+        elif fragment and linked.suffix == ".md" and fragment not in anchors(linked):
+            broken.append(target)
+    assert broken == [], f"{document.name}: broken links {broken}"
