@@ -1,6 +1,6 @@
 """The reference in docs/ stays true to the code: every setting and its environment variable
-in docs/configuration.md, every Socket.IO event in docs/socketio-events.md, and every link
-between the documents (files and #anchors) resolves."""
+in docs/configuration.md, every Socket.IO event in docs/socketio-events.md, every link between
+the documents (files and #anchors) resolves, and every repository path they name exists."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 DOCUMENTS = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
+# A repository path in backquotes: `engine/store/recipients.py`, `api/static/`.
+PATH = re.compile(r"`((?:engine|api|tests|benchmarks|config|docs|\.ci)/[\w./-]*)`")
+# Made by make or by the tests, and gitignored: absent from a fresh clone.
+GENERATED = ("api/static/vendor/", "tests/artifacts/")
 
 
 def settings_keys() -> list[tuple[str, str]]:
@@ -66,3 +70,10 @@ def test_links_resolve(document: Path) -> None:
         elif fragment and linked.suffix == ".md" and fragment not in anchors(linked):
             broken.append(target)
     assert broken == [], f"{document.name}: broken links {broken}"
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_named_paths_exist(document: Path) -> None:
+    named = set(PATH.findall(document.read_text()))
+    missing = sorted(p for p in named if not p.startswith(GENERATED) and not (ROOT / p).exists())
+    assert missing == [], f"{document.name} names paths that do not exist: {missing}"
