@@ -20,6 +20,7 @@ import trio
 from engine.core.webhook_payload import sign
 from engine.tools.simulator import SimulatorConfig, SimulatorHandle, parse_args, serve_simulator
 from engine.tools.simulator.limits import DAY_SECONDS, ThroughputWindow, UniqueUsersWindow
+from engine.tools.simulator.post_connection import PostConnection
 from engine.transport.http1 import HTTPConnection, Response, split_url
 
 SECRET = "app-secret"
@@ -588,3 +589,45 @@ async def test_cli_prints_its_address_and_exits_0_on_sigterm() -> None:
             process.send_signal(signal.SIGTERM)
             assert await process.wait() == 0
     assert (first.status, second.status) == (403, 200)
+
+
+async def test_post_connection_reads_every_kind_of_answer_and_reconnects() -> None:
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3;x=1\r\nabc\r\n0\r\nA: b\r\n\r\n",
+        b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\nbody until the end",  # no length: read to EOF
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    ]
+    requests: list[bytes] = []
+
+    async def serve(stream: trio.SocketStream) -> None:
+        async with stream:
+            buffer = b""
+            while answers:
+                while b"\r\n\r\n" not in buffer or not buffer.endswith(b"}"):
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buffer += data
+                requests.append(buffer)
+                buffer = b""
+                answer = answers.pop(0)
+                await stream.send_all(answer)
+                if b"Connection: close" in answer or b"body until" in answer:
+                    return
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(trio.serve_tcp, serve, 0)
+            port = listeners[0].socket.getsockname()[1]
+            origin, target = split_url(f"http://127.0.0.1:{port}/hook")
+            connection = PostConnection(origin, target)
+            statuses = [await connection.post(b'{"n":%d}' % i, b"sha256=00") for i in range(5)]
+            await connection.aclose()
+            nursery.cancel_scope.cancel()
+    assert statuses == [200, 202, 503, 200, 204]
+    assert connection.connections_opened == 3  # after the close, and after the EOF body
+    assert requests[0].startswith(b"POST /hook HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b'\r\nContent-Length: 7\r\nX-Hub-Signature-256: sha256=00\r\n\r\n{"n":0}' in requests[0]

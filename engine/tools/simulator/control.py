@@ -28,9 +28,9 @@ from engine.tools.simulator.config import (
     parse_number_update,
     validation_field,
 )
+from engine.tools.simulator.post_connection import PostError
 from engine.tools.simulator.record import SimulatorState
 from engine.tools.simulator.webhooks import Webhooks
-from engine.transport.http1 import HTTPError
 
 _encode = msgspec.json.Encoder().encode
 Answer = tuple[int, bytes]
@@ -214,10 +214,10 @@ class Control:
         if self.webhooks is None:
             return _error(409, "no webhook URL is configured (--webhook-url)")
         try:
-            response = await self.webhooks.post_now(body)
-        except HTTPError as exc:
+            status = await self.webhooks.post_now(body)
+        except PostError as exc:
             return _error(502, f"the webhook receiver did not answer: {exc}")
-        document = {"receiver_status": response.status, "posted": msgspec.json.decode(body)}
+        document = {"receiver_status": status, "posted": msgspec.json.decode(body)}
         return _json(200, document)
 
     async def template_status(self, body: bytes) -> Answer:

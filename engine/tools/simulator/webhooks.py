@@ -23,8 +23,9 @@ import trio
 from engine.core.webhook_payload import sign
 from engine.tools.simulator import notifications
 from engine.tools.simulator.config import SimulatorConfig
+from engine.tools.simulator.post_connection import PostConnection, PostError
 from engine.tools.simulator.record import SimulatorState
-from engine.transport.http1 import HTTPConnection, HTTPError, Response, split_url
+from engine.transport.http1 import split_url
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class Webhooks:
         self._seq = 0
         self._messages = 0
         self._replies = 0
-        self._control = HTTPConnection(self.origin, connect_timeout=5.0, read_timeout=10.0)
+        self._control = PostConnection(self.origin, self.target)
         self._control_lock = trio.Lock()
 
     # -- scheduling (called by the send endpoint: never awaits) ----------------------------
@@ -121,7 +122,7 @@ class Webhooks:
     # -- posting ---------------------------------------------------------------------------
 
     async def run_poster(self, poster: _Poster) -> None:
-        connection = HTTPConnection(self.origin, connect_timeout=5.0, read_timeout=10.0)
+        connection = PostConnection(self.origin, self.target)
         try:
             while True:  # until cancelled with the simulator
                 heap = poster.heap
@@ -140,10 +141,10 @@ class Webhooks:
                 due: list[_Item] = []
                 while heap and heap[0][0] <= now:
                     due.append(heapq.heappop(heap))
-                self.state.webhook_pending -= len(due)
                 for phone_number_id, items in self._groups(due):
                     body = self._body(phone_number_id, items)
                     await self._post(connection, body, phone_number_id, [i[2] for i in items])
+                    self.state.webhook_pending -= len(items)
         finally:
             await connection.aclose()
 
@@ -205,28 +206,25 @@ class Webhooks:
             stamp=stamp,
         )
 
-    def _headers(self, body: bytes) -> list[tuple[bytes, bytes]]:
-        return [
-            (b"content-type", b"application/json"),
-            (b"x-hub-signature-256", sign(self.config.app_secret, body).encode()),
-        ]
+    def _signature(self, body: bytes) -> bytes:
+        return sign(self.config.app_secret, body).encode()
 
     async def _post(
-        self, connection: HTTPConnection, body: bytes, phone_number_id: str, kinds: list[str]
+        self, connection: PostConnection, body: bytes, phone_number_id: str, kinds: list[str]
     ) -> None:
-        headers = self._headers(body)
+        signature = self._signature(body)
         problem = ""
         for delay in (*_RETRY_DELAYS, None):
             at = time.time()
             try:
-                response = await connection.request("POST", self.target, headers, body)
-            except HTTPError as exc:
+                status = await connection.post(body, signature)
+            except PostError as exc:
                 problem = str(exc)
             else:
-                if 200 <= response.status < 300:
+                if 200 <= status < 300:
                     self.state.posted(phone_number_id, kinds, at)
                     return
-                problem = f"HTTP {response.status}"
+                problem = f"HTTP {status}"
             if delay is None:
                 break
             log.debug("webhook POST to %s failed: %s; retrying", self.url, problem)
@@ -234,15 +232,15 @@ class Webhooks:
         self.state.webhook_failures += 1
         log.warning("webhook POST to %s dropped after retries: %s", self.url, problem)
 
-    async def post_now(self, body: bytes) -> Response:
-        """Post one signal (template, quality, account) at once, for the control endpoint.
-        Raises HTTPError when the receiver cannot be reached."""
+    async def post_now(self, body: bytes) -> int:
+        """Post one signal (template, quality, account) at once, for the control endpoint;
+        the receiver's HTTP status. Raises PostError when it cannot be reached."""
         async with self._control_lock:
-            response = await self._control.request("POST", self.target, self._headers(body), body)
-        if 200 <= response.status < 300:
+            status = await self._control.post(body, self._signature(body))
+        if 200 <= status < 300:
             self.state.webhook_posts += 1
             self.state.webhook_items += 1
-        return response
+        return status
 
     async def aclose(self) -> None:
         await self._control.aclose()
