@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Protocol
 
-import asyncpg
 from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -15,9 +14,14 @@ from api.auth import authenticate
 from api.envelope import ApiError, failure
 from api.routes import accounts, campaigns, contacts, docs, health, queue, segments, webhooks
 from api.routes.dashboard import blueprint as dashboard_blueprint
-from engine.core.lifecycle import TransitionRefused
+from engine.service.errors import (
+    InvalidInput,
+    InvalidReference,
+    NotFound,
+    TransitionRefused,
+    Unstorable,
+)
 from engine.settings import Settings
-from engine.store.errors import InvalidReference, NotFound
 
 if TYPE_CHECKING:
     from engine.service.engine import Engine
@@ -55,10 +59,11 @@ def create_app(
 
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(NotFound, _campaign_not_found)
+    app.register_error_handler(NotFound, _not_found)
     app.register_error_handler(TransitionRefused, _transition_refused)
     app.register_error_handler(InvalidReference, _invalid_reference)
-    app.register_error_handler(asyncpg.DataError, _unstorable)
+    app.register_error_handler(InvalidInput, _invalid_input)
+    app.register_error_handler(Unstorable, _unstorable)
     app.register_error_handler(Exception, _unexpected)
     return app
 
@@ -87,8 +92,8 @@ async def _http_error(error: HTTPException) -> Response:
     return failure(ApiError(status, code, message))
 
 
-async def _campaign_not_found(error: NotFound) -> Response:
-    return failure(ApiError(404, "not_found", "Campaign not found"))
+async def _not_found(error: NotFound) -> Response:
+    return failure(ApiError(404, "not_found", f"{error.what} not found"))
 
 
 async def _transition_refused(error: TransitionRefused) -> Response:
@@ -99,7 +104,11 @@ async def _invalid_reference(error: InvalidReference) -> Response:
     return failure(ApiError(400, "validation_failed", error.message, error.field))
 
 
-async def _unstorable(error: asyncpg.DataError) -> Response:
+async def _invalid_input(error: InvalidInput) -> Response:
+    return failure(ApiError(400, "validation_failed", error.message, error.field))
+
+
+async def _unstorable(error: Unstorable) -> Response:
     # Input that passed validation but PostgreSQL cannot store (a NUL character in
     # text, say). The statement failed, so its transaction changed nothing.
     return failure(

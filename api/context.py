@@ -1,4 +1,4 @@
-"""What a handler may reach: the engine facade, the settings and the caller's user id."""
+"""What a handler may reach: the engine's interface, the settings and the caller's user id."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, cast
 from quart import current_app, g, request
 
 from engine.settings import Settings
-from engine.store.database import Database
 
 if TYPE_CHECKING:
     from engine.service.engine import Engine
@@ -23,10 +22,6 @@ def engine() -> Engine:
 
 def settings() -> Settings:
     return cast(Settings, current_app.extensions[SETTINGS])
-
-
-def db() -> Database:
-    return engine().db
 
 
 def user_id() -> str:

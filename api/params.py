@@ -9,9 +9,10 @@ from collections.abc import Collection
 from typing import Any, TypeVar
 
 import msgspec
-from quart import request
+from quart import Response, request
 
-from api.envelope import ApiError, not_found, validation_error
+from api.envelope import ApiError, not_found, success, validation_error
+from engine.service import Page
 
 T = TypeVar("T")
 
@@ -76,6 +77,16 @@ def next_cursor(rows: list[Any], page_size: int, position: Any) -> str | None:
     if len(rows) < page_size or not rows:
         return None
     return encode_cursor(position)
+
+
+def page(result: Page, page_size: int, message: str) -> Response:
+    """A list answer: the items and the cursor continuing after the last one."""
+    return success(
+        result.items,
+        message,
+        paginated=True,
+        next_cursor=next_cursor(result.items, page_size, result.last),
+    )
 
 
 def id_cursor() -> str | None:

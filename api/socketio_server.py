@@ -20,9 +20,9 @@ import trio
 import trio_asyncio
 
 from api.auth import InvalidToken, bearer, user_from_token
-from engine.actors.broadcaster import Broadcaster
 from engine.events import encode
 from engine.messages import Lagged
+from engine.service import Broadcaster
 
 log = logging.getLogger(__name__)
 

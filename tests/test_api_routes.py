@@ -12,7 +12,9 @@ import trio
 
 from api import params
 from api.app import create_app
+from engine.clock import WallClock
 from engine.messages import CampaignEvent
+from engine.service.monitoring import Monitoring
 from engine.store.database import Database
 from tests.api_helpers import (
     OTHER_USER,
@@ -666,7 +668,7 @@ class UnreachableDatabase(Database):
 
 async def test_healthz_503_when_the_database_does_not_answer() -> None:
     class NoEngine:
-        db = UnreachableDatabase()
+        monitoring = Monitoring(UnreachableDatabase(), WallClock(), lambda: None)  # type: ignore[arg-type, return-value]
 
     app = create_app(NoEngine(), api_settings())  # type: ignore[arg-type]
     reply = await app.test_client().get("/healthz")

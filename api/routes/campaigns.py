@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -11,7 +12,6 @@ from quart import Blueprint, Response
 
 from api import context, params
 from api.envelope import ApiError, success
-from api.representations import recipient_object
 from api.schemas import (
     CampaignCreate,
     CampaignPatch,
@@ -21,10 +21,7 @@ from api.schemas import (
     throttle_json,
 )
 from engine.core import lifecycle
-from engine.core.campaign_view import campaign_object
-from engine.store import campaigns, errors
-from engine.store.campaigns import CampaignInput
-from engine.store.database import Record
+from engine.service import CampaignInput
 
 blueprint = Blueprint("campaigns", __name__)
 
@@ -65,11 +62,8 @@ async def create_campaign() -> Response:
         throttle_config=throttle_json(body.throttleConfig),
         template_variables=body.templateVariables,
     )
-    engine = context.engine()
-    row = await campaigns.create_owned_campaign(
-        engine.db, context.user_id(), _campaign_input(checked), now=engine.clock.now()
-    )
-    return success(campaign_object(row), "Campaign created successfully", status=201)
+    campaign = await context.engine().campaigns.create(context.user_id(), _campaign_input(checked))
+    return success(campaign, "Campaign created successfully", status=201)
 
 
 @blueprint.get("/campaigns")
@@ -77,20 +71,13 @@ async def list_campaigns() -> Response:
     limit = params.limit()
     status = params.choice("status", lifecycle.ALL_STATUSES)
     after = params.cursor(tuple[datetime, uuid.UUID])
-    rows = await campaigns.list_campaigns(
-        context.db(),
+    page = await context.engine().campaigns.list(
         context.user_id(),
         status=status,
         after=(after[0], str(after[1])) if after else None,
         limit=limit,
     )
-    last = [rows[-1]["created_at"], str(rows[-1]["id"])] if rows else None
-    return success(
-        [campaign_object(r) for r in rows],
-        "Campaigns retrieved successfully",
-        paginated=True,
-        next_cursor=params.next_cursor(rows, limit, last),
-    )
+    return params.page(page, limit, "Campaigns retrieved successfully")
 
 
 @blueprint.get("/campaigns/<campaign_id>")
@@ -108,21 +95,16 @@ async def update_campaign(campaign_id: str) -> Response:
         for name, value in msgspec.structs.asdict(patch).items()
         if value is not msgspec.UNSET
     }
-    row = await campaigns.update_campaign(
-        context.db(), context.user_id(), key, lambda current: _changes(current, given)
+    campaign = await context.engine().campaigns.update(
+        context.user_id(), key, lambda current: _changes(current, given)
     )
-    if row is None:
-        raise errors.NotFound(key)
-    if "throttleConfig" in given and row["status"] == "running":
-        await context.engine().throttle_changed(key)
-    return success(campaign_object(row), "Campaign updated successfully")
+    return success(campaign, "Campaign updated successfully")
 
 
 @blueprint.delete("/campaigns/<campaign_id>")
 async def delete_campaign(campaign_id: str) -> Response:
     key = _key(campaign_id)
-    if not await campaigns.delete_campaign(context.db(), context.user_id(), key):
-        raise errors.NotFound(key)
+    await context.engine().campaigns.delete(context.user_id(), key)
     return success({"id": key}, "Campaign deleted successfully")
 
 
@@ -161,24 +143,8 @@ async def cancel_campaign(campaign_id: str) -> Response:
 
 @blueprint.post("/campaigns/<campaign_id>/duplicate")
 async def duplicate_campaign(campaign_id: str) -> Response:
-    key = _key(campaign_id)
-    engine = context.engine()
-    result = await campaigns.duplicate_campaign(
-        engine.db, context.user_id(), key, now=engine.clock.now()
-    )
-    if result is None:
-        raise errors.NotFound(key)
-    row, audience_size = result
-    return success(
-        {
-            "id": str(row["id"]),
-            "name": row["name"],
-            "status": row["status"],
-            "total_recipients": audience_size,
-        },
-        "Campaign duplicated successfully",
-        status=201,
-    )
+    copy = await context.engine().campaigns.duplicate(context.user_id(), _key(campaign_id))
+    return success(copy, "Campaign duplicated successfully", status=201)
 
 
 @blueprint.get("/campaigns/<campaign_id>/recipients")
@@ -187,17 +153,10 @@ async def list_recipients(campaign_id: str) -> Response:
     limit = params.limit()
     status = params.choice("status", RECIPIENT_STATUSES)
     after = params.cursor(RecipientCursor) or 0
-    rows = await campaigns.list_recipients(
-        context.db(), context.user_id(), key, status=status, after=after, limit=limit
+    page = await context.engine().campaigns.recipients(
+        context.user_id(), key, status=status, after=after, limit=limit
     )
-    if rows is None:
-        raise errors.NotFound(key)
-    return success(
-        [recipient_object(r) for r in rows],
-        "Recipients retrieved successfully",
-        paginated=True,
-        next_cursor=params.next_cursor(rows, limit, rows[-1]["id"] if rows else None),
-    )
+    return params.page(page, limit, "Recipients retrieved successfully")
 
 
 def _key(campaign_id: str) -> str:
@@ -220,7 +179,7 @@ def _campaign_input(checked: CampaignSettings) -> CampaignInput:
     )
 
 
-def _changes(current: Record, given: dict[str, Any]) -> dict[str, Any]:
+def _changes(current: Mapping[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """The columns a PATCH writes, checked against the campaign's status under its lock.
 
     Runs inside the store's transaction; raising writes nothing.

@@ -13,12 +13,11 @@ import msgspec
 from quart import Blueprint, Response, request
 
 from api import context, params
-from api.envelope import ApiError, not_found, success, validation_error
-from api.representations import contact_object
+from api.envelope import ApiError, success, validation_error
 from api.schemas import ContactBatch, ContactBody, ContactPatch, convert, decode_any
 from api.schemas import validation_reason as reason_for
-from engine.store import contacts
-from engine.store.contacts import ContactInput
+from engine.service import ContactInput
+from engine.service.errors import DuplicatePhone
 
 blueprint = Blueprint("contacts", __name__)
 
@@ -80,10 +79,10 @@ async def upsert_contacts() -> Response:
         entries, rejected = [_contact_input(convert(payload, ContactBody, ""))], []
     else:
         raise validation_error("", 'expected a contact object or {"contacts": [...]}')
-    created, updated = await contacts.upsert_contacts(context.db(), context.user_id(), entries)
+    saved = await context.engine().contacts.upsert(context.user_id(), entries)
     return success(
-        {"created": created, "updated": updated, "rejected": rejected},
-        f"{created + updated} contact(s) saved, {len(rejected)} rejected",
+        {"created": saved.created, "updated": saved.updated, "rejected": rejected},
+        f"{saved.created + saved.updated} contact(s) saved, {len(rejected)} rejected",
     )
 
 
@@ -91,25 +90,18 @@ async def upsert_contacts() -> Response:
 async def list_contacts() -> Response:
     limit = params.limit()
     tag = request.args.get("tag") or None
-    rows = await contacts.list_contacts(
-        context.db(), context.user_id(), after=params.id_cursor(), limit=limit, tag=tag
+    page = await context.engine().contacts.list(
+        context.user_id(), after=params.id_cursor(), limit=limit, tag=tag
     )
-    return success(
-        [contact_object(r) for r in rows],
-        "Contacts retrieved successfully",
-        paginated=True,
-        next_cursor=params.next_cursor(rows, limit, str(rows[-1]["id"]) if rows else None),
-    )
+    return params.page(page, limit, "Contacts retrieved successfully")
 
 
 @blueprint.get("/contacts/<contact_id>")
 async def get_contact(contact_id: str) -> Response:
-    row = await contacts.get_contact(
-        context.db(), context.user_id(), params.resource_id(contact_id, "Contact")
+    contact = await context.engine().contacts.get(
+        context.user_id(), params.resource_id(contact_id, "Contact")
     )
-    if row is None:
-        raise not_found("Contact")
-    return success(contact_object(row), "Contact retrieved successfully")
+    return success(contact, "Contact retrieved successfully")
 
 
 @blueprint.patch("/contacts/<contact_id>")
@@ -122,19 +114,16 @@ async def update_contact(contact_id: str) -> Response:
         if value is not msgspec.UNSET
     }
     try:
-        row = await contacts.update_contact(context.db(), context.user_id(), key, changes)
-    except contacts.DuplicatePhone as error:
+        contact = await context.engine().contacts.update(context.user_id(), key, changes)
+    except DuplicatePhone as error:
         raise ApiError(
             400, "duplicate_phone", f"phone: another contact already has {error}", "phone"
         ) from None
-    if row is None:
-        raise not_found("Contact")
-    return success(contact_object(row), "Contact updated successfully")
+    return success(contact, "Contact updated successfully")
 
 
 @blueprint.delete("/contacts/<contact_id>")
 async def delete_contact(contact_id: str) -> Response:
     key = params.resource_id(contact_id, "Contact")
-    if not await contacts.delete_contact(context.db(), context.user_id(), key):
-        raise not_found("Contact")
+    await context.engine().contacts.delete(context.user_id(), key)
     return success({"id": key}, "Contact deleted successfully")

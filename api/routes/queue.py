@@ -6,13 +6,11 @@ from quart import Blueprint, Response
 
 from api import context
 from api.envelope import success
-from engine.store import queue
 
 blueprint = Blueprint("queue", __name__)
 
 
 @blueprint.get("/queue")
 async def queue_health() -> Response:
-    engine = context.engine()
-    health = await queue.queue_health(engine.db, context.user_id(), now=engine.clock.now())
+    health = await context.engine().monitoring.queue_health(context.user_id())
     return success(health, "Queue health retrieved successfully")

@@ -33,6 +33,11 @@ from engine.core.metrics import CampaignStats
 from engine.events import CampaignCancelled, CampaignPaused, CampaignResumed, Event
 from engine.gateway import Gateway
 from engine.messages import CampaignEvent, CommandKind, StatusUpdate
+from engine.service.accounts import Accounts
+from engine.service.campaigns import Campaigns
+from engine.service.contacts import Contacts
+from engine.service.monitoring import Monitoring
+from engine.service.segments import Segments
 from engine.settings import Settings
 from engine.store import campaign_runs, campaigns, errors
 from engine.store.database import Database
@@ -57,13 +62,21 @@ class Engine:
         sender_pool: SenderPool,
         supervisor: Supervisor,
         webhooks: WebhookApplier,
+        *,
+        settings: Settings,
     ) -> None:
-        self.db = db
+        self.db = db  # for tests and tools; callers use the resources below
         self.clock = clock
         self.broadcaster = broadcaster
         self._sender_pool = sender_pool
         self._supervisor = supervisor
         self._webhooks = webhooks
+        # The resources an owner manages, and monitoring (engine/service/*.py).
+        self.accounts = Accounts(db, settings.whatsapp)
+        self.contacts = Contacts(db)
+        self.segments = Segments(db)
+        self.campaigns = Campaigns(db, clock, self.throttle_changed)
+        self.monitoring = Monitoring(db, clock, self.statistics)
 
     # --- control commands (CONTRACT section 4) ----------------------------------------
     # Each returns the campaign object after the change, or raises
@@ -181,7 +194,15 @@ async def open_engine(
             supervisor_actor.run, db, settings, clock, sender_pool, broadcaster, instance_id
         )
         try:
-            yield Engine(db, clock, broadcaster, sender_pool, supervisor, webhooks)
+            yield Engine(
+                db,
+                clock,
+                broadcaster,
+                sender_pool,
+                supervisor,
+                webhooks,
+                settings=settings,
+            )
         finally:
             with trio.move_on_after(settings.server.shutdown_grace_seconds + 5) as scope:
                 scope.shield = True

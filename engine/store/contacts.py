@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from engine.store.database import Connection, Database, Record
-from engine.store.errors import set_clause
+from engine.store.errors import DuplicatePhone, set_clause
 
 
 class ContactInput(msgspec.Struct, frozen=True):
@@ -60,10 +60,6 @@ async def upsert_contacts(
     )
     created = sum(1 for r in rows if r["created"])
     return created, len(rows) - created
-
-
-class DuplicatePhone(Exception):
-    """Another contact of the same owner has this phone number."""
 
 
 _CONTACT_COLUMNS = frozenset(

@@ -9,14 +9,17 @@ outcomes, a transaction — never a single row.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
 from typing import Any, TypeVar
 
 import asyncpg
+import asyncpg.exceptions._base
 import msgspec
 import trio_asyncio
+
+from engine.store.errors import Unstorable
 
 log = logging.getLogger(__name__)
 
@@ -51,25 +54,48 @@ async def _init_connection(conn: Connection) -> None:
     )
 
 
+# Values PostgreSQL (or asyncpg encoding an argument) refuses to store: a NUL in
+# text, a number out of range, JSON nested beyond its stack. Raised as Unstorable,
+# so no caller needs to know asyncpg.
+_UNSTORABLE = (
+    asyncpg.DataError,
+    asyncpg.exceptions._base.DataError,
+    asyncpg.ProgramLimitExceededError,
+)
+
+
+@contextmanager
+def _storable() -> Iterator[None]:
+    try:
+        yield
+    except _UNSTORABLE as error:
+        raise Unstorable(str(error)) from error
+
+
 class Database:
-    """A pool of PostgreSQL connections, used from trio."""
+    """A pool of PostgreSQL connections, used from trio. Raises Unstorable for values
+    PostgreSQL cannot store."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
     async def fetch(self, query: str, *args: Any) -> list[Record]:
-        rows: list[Record] = await trio_asyncio.aio_as_trio(self._pool.fetch)(query, *args)
+        with _storable():
+            rows: list[Record] = await trio_asyncio.aio_as_trio(self._pool.fetch)(query, *args)
         return rows
 
     async def fetchrow(self, query: str, *args: Any) -> Record | None:
-        row: Record | None = await trio_asyncio.aio_as_trio(self._pool.fetchrow)(query, *args)
+        with _storable():
+            row: Record | None = await trio_asyncio.aio_as_trio(self._pool.fetchrow)(query, *args)
         return row
 
     async def fetchval(self, query: str, *args: Any) -> Any:
-        return await trio_asyncio.aio_as_trio(self._pool.fetchval)(query, *args)
+        with _storable():
+            return await trio_asyncio.aio_as_trio(self._pool.fetchval)(query, *args)
 
     async def execute(self, query: str, *args: Any) -> str:
-        status: str = await trio_asyncio.aio_as_trio(self._pool.execute)(query, *args)
+        with _storable():
+            status: str = await trio_asyncio.aio_as_trio(self._pool.execute)(query, *args)
         return status
 
     async def run(self, operation: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -79,7 +105,8 @@ class Database:
             async with self._pool.acquire() as conn:
                 return await operation(conn, *args)
 
-        result: T = await trio_asyncio.aio_as_trio(on_connection)()
+        with _storable():
+            result: T = await trio_asyncio.aio_as_trio(on_connection)()
         return result
 
     async def transaction(self, operation: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -94,9 +121,10 @@ class Database:
     async def copy_records(
         self, table: str, records: Sequence[tuple[Any, ...]], columns: Sequence[str]
     ) -> None:
-        await trio_asyncio.aio_as_trio(self._pool.copy_records_to_table)(
-            table, records=records, columns=list(columns)
-        )
+        with _storable():
+            await trio_asyncio.aio_as_trio(self._pool.copy_records_to_table)(
+                table, records=records, columns=list(columns)
+            )
 
     async def listen(
         self, channel: str, callback: Callable[[str], None]

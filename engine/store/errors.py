@@ -18,6 +18,15 @@ class InUse(Exception):
     """A row other rows still depend on."""
 
 
+class DuplicatePhone(Exception):
+    """Another contact of the same owner has this phone number."""
+
+
+class Unstorable(Exception):
+    """A value PostgreSQL refuses to store (a NUL character in text, a number out of
+    range, ...). The statement failed, so its transaction changed nothing."""
+
+
 def set_clause(changes: dict[str, Any], allowed: frozenset[str], first: int) -> str:
     unknown = set(changes) - allowed
     if unknown:
@@ -26,4 +35,19 @@ def set_clause(changes: dict[str, Any], allowed: frozenset[str], first: int) -> 
 
 
 class NotFound(Exception):
-    """No such campaign, or it belongs to someone else."""
+    """No such row, or it belongs to someone else. `what` names the resource."""
+
+    def __init__(self, key: str, what: str = "Campaign") -> None:
+        super().__init__(key)
+        self.key = key
+        self.what = what
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL cannot be reached, or the connection broke during the operation
+    (server restarted, session terminated, network gone).
+
+    Nothing about the operation is known beyond what a lost commit acknowledgement
+    leaves: a statement that was on the wire may or may not have taken effect.
+    Callers retry the smallest unit of work with backoff; the daemon never stops for it.
+    """

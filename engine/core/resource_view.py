@@ -1,19 +1,18 @@
-"""Rows as the API shows them: snake_case objects, times ISO-8601 UTC with `Z`.
+"""Accounts, contacts, segments and recipients as the API shows them. Pure.
 
-The campaign object lives in `engine.core.campaign_view`, shared with Socket.IO events.
+Snake_case objects, times ISO-8601 UTC with `Z` (see `campaign_view.iso`); the
+campaign object itself is in `engine.core.campaign_view`. Each function takes a
+row (any mapping of column names) and returns plain JSON-ready values.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from engine.core.campaign_view import iso
-from engine.store.database import Record
-from engine.store.recipients import recipient_row
 
 
-def account_object(row: Record) -> dict[str, Any]:
+def account_object(row: Any) -> dict[str, Any]:
     # Never the access token: it is write-only.
     return {
         "id": str(row["id"]),
@@ -27,7 +26,7 @@ def account_object(row: Record) -> dict[str, Any]:
     }
 
 
-def contact_object(row: Record) -> dict[str, Any]:
+def contact_object(row: Any) -> dict[str, Any]:
     return {
         "id": str(row["id"]),
         "phone": row["phone"],
@@ -43,7 +42,8 @@ def contact_object(row: Record) -> dict[str, Any]:
     }
 
 
-def segment_object(row: Record) -> dict[str, Any]:
+def segment_object(row: Any) -> dict[str, Any]:
+    """`row` carries a `size` column: the contacts the segment matches now."""
     return {
         "id": str(row["id"]),
         "name": row["name"],
@@ -54,6 +54,18 @@ def segment_object(row: Record) -> dict[str, Any]:
     }
 
 
-def recipient_object(row: Record) -> dict[str, Any]:
-    shown = recipient_row(row)
-    return {k: iso(v) if isinstance(v, datetime) else v for k, v in shown.items()}
+def recipient_object(row: Any) -> dict[str, Any]:
+    """A campaign_recipients row."""
+    return {
+        "contact_id": str(row["contact_id"]) if row["contact_id"] else None,
+        "phone": row["phone"],
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "error_code": row["error_code"],
+        "error_message": row["error_message"],
+        "provider_message_id": row["provider_message_id"],
+        "sent_at": iso(row["sent_at"]),
+        "delivered_at": iso(row["delivered_at"]),
+        "read_at": iso(row["read_at"]),
+        "replied_at": iso(row["replied_at"]),
+    }

@@ -1,0 +1,57 @@
+"""WhatsApp accounts of an owner, as the engine's interface offers them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from engine.core.resource_view import account_object
+from engine.service.errors import NotFound
+from engine.service.page import Page
+from engine.settings import WhatsAppSettings
+from engine.store import accounts
+from engine.store.database import Database
+
+
+class NewAccount(msgspec.Struct, frozen=True):
+    name: str
+    phone_number_id: str
+    access_token: str
+    api_url: str | None = None
+    status: str = "connected"
+    messages_per_second: int = 80
+
+
+class Accounts:
+    def __init__(self, db: Database, whatsapp: WhatsAppSettings) -> None:
+        self._db = db
+        self._whatsapp = whatsapp
+
+    async def create(self, owner_id: str, account: NewAccount) -> dict[str, Any]:
+        row = await accounts.create_account(self._db, owner_id, **msgspec.structs.asdict(account))
+        return account_object(row)
+
+    async def list(self, owner_id: str, *, after: str | None, limit: int) -> Page:
+        rows = await accounts.list_accounts(self._db, owner_id, after=after, limit=limit)
+        return Page([account_object(r) for r in rows], str(rows[-1]["id"]) if rows else None)
+
+    async def get(self, owner_id: str, account_id: str) -> dict[str, Any]:
+        row = await accounts.get_account(self._db, owner_id, account_id)
+        if row is None:
+            raise NotFound(account_id, "Account")
+        return account_object(row)
+
+    async def update(
+        self, owner_id: str, account_id: str, changes: dict[str, Any]
+    ) -> dict[str, Any]:
+        """`changes`: field of NewAccount -> new value."""
+        row = await accounts.update_account(self._db, owner_id, account_id, changes)
+        if row is None:
+            raise NotFound(account_id, "Account")
+        return account_object(row)
+
+    async def delete(self, owner_id: str, account_id: str) -> None:
+        """NotFound, or InUse while campaigns use it."""
+        if not await accounts.delete_account(self._db, owner_id, account_id):
+            raise NotFound(account_id, "Account")

@@ -1,0 +1,106 @@
+"""Campaigns as their owners manage them: create, list, edit, delete, duplicate, and
+their recipients. Control commands (start, pause, ...) are on `Engine` itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from engine.clock import WallClock
+from engine.core.campaign_view import campaign_object
+from engine.core.resource_view import recipient_object
+from engine.service.errors import NotFound
+from engine.service.page import Page
+from engine.store import campaigns
+from engine.store.campaigns import CampaignInput
+from engine.store.database import Database
+
+# A campaign's stored settings (column -> value) -> the columns to change. It runs
+# under the campaign's row lock and may raise to refuse the edit (nothing is written).
+Decide = Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
+class Campaigns:
+    def __init__(
+        self,
+        db: Database,
+        clock: WallClock,
+        throttle_changed: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._throttle_changed = throttle_changed
+
+    async def create(self, owner_id: str, campaign: CampaignInput) -> dict[str, Any]:
+        """InvalidReference when the account (or segment) is not the owner's."""
+        row = await campaigns.create_owned_campaign(
+            self._db, owner_id, campaign, now=self._clock.now()
+        )
+        return campaign_object(row)
+
+    async def list(
+        self,
+        owner_id: str,
+        *,
+        status: str | None,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> Page:
+        """Newest first; `last` is `(created_at, id)`."""
+        rows = await campaigns.list_campaigns(
+            self._db, owner_id, status=status, after=after, limit=limit
+        )
+        last = (rows[-1]["created_at"], str(rows[-1]["id"])) if rows else None
+        return Page([campaign_object(r) for r in rows], last)
+
+    async def update(self, owner_id: str, campaign_id: str, decide: Decide) -> dict[str, Any]:
+        """Edit under the row lock; a new throttleConfig reaches a running campaign at once."""
+        written: dict[str, Any] = {}
+
+        def changes(current: Any) -> dict[str, Any]:
+            written.update(decide(dict(current)))
+            return written
+
+        row = await campaigns.update_campaign(self._db, owner_id, campaign_id, changes)
+        if row is None:
+            raise NotFound(campaign_id)
+        if "throttle_config" in written and row["status"] == "running":
+            await self._throttle_changed(campaign_id)
+        return campaign_object(row)
+
+    async def delete(self, owner_id: str, campaign_id: str) -> None:
+        """NotFound, or TransitionRefused while it runs."""
+        if not await campaigns.delete_campaign(self._db, owner_id, campaign_id):
+            raise NotFound(campaign_id)
+
+    async def duplicate(self, owner_id: str, campaign_id: str) -> dict[str, Any]:
+        """A new draft with the same settings: `{id, name, status, total_recipients}`,
+        the last being the audience it would have now."""
+        result = await campaigns.duplicate_campaign(
+            self._db, owner_id, campaign_id, now=self._clock.now()
+        )
+        if result is None:
+            raise NotFound(campaign_id)
+        row, audience_size = result
+        return {
+            "id": str(row["id"]),
+            "name": row["name"],
+            "status": row["status"],
+            "total_recipients": audience_size,
+        }
+
+    async def recipients(
+        self, owner_id: str, campaign_id: str, *, status: str | None, after: int, limit: int
+    ) -> Page:
+        """In id order; `last` is the last recipient's id."""
+        rows = await campaigns.list_recipients(
+            self._db, owner_id, campaign_id, status=status, after=after, limit=limit
+        )
+        if rows is None:
+            raise NotFound(campaign_id)
+        return Page([recipient_object(r) for r in rows], int(rows[-1]["id"]) if rows else None)
+
+
+__all__ = ["CampaignInput", "Campaigns", "Decide"]
