@@ -10,6 +10,7 @@ import pytest
 import redis
 import trio
 
+from engine.events import CampaignResumed
 from engine.messages import CampaignEvent
 from engine.store.database import Database
 from tests.api_helpers import Harness, api_settings, open_harness
@@ -49,7 +50,7 @@ async def test_events_cross_daemons_through_redis(db: Database) -> None:
                     probe = {"campaignId": f"probe-{uuid.uuid4()}"}
                     while True:
                         source.engine.broadcaster.publish(
-                            CampaignEvent(user, "campaign:resumed", probe)
+                            CampaignEvent(user, CampaignResumed(campaign_id=probe["campaignId"]))
                         )
                         with trio.move_on_after(0.2):
                             if await watcher.next("campaign:resumed") == probe:

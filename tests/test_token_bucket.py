@@ -292,3 +292,50 @@ def test_seconds_until_several_tokens_counts_to_the_last_one_and_caps_at_capacit
     assert bucket.seconds_until_available(0.0, 50) == pytest.approx(0.05)  # capacity bounds it
     assert bucket.take(0.03, 10) == 3
     assert bucket.seconds_until_available(1.0, 5) == 0.0
+
+
+# --- reserve: turns taken ahead, each acted on at its own time -----------------------
+
+
+def test_reserve_gives_the_same_schedule_as_waiting_for_each_token() -> None:
+    rate, horizon = 250.0, 0.01
+    bucket = TokenBucket(rate, now=0.0)
+    now, times = 0.0, []
+    while now < 2.0:
+        turns = bucket.reserve(now, 100, horizon)
+        assert all(now <= t <= now + horizon + TOLERANCE for t in turns)
+        times.extend(turns)
+        now = max(now, bucket.next_due(now) - horizon)
+        now += 0.0007  # the consumer wakes a little late
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 1 / rate - TOLERANCE
+    assert len(times) == pytest.approx(2.0 * rate, abs=3)
+
+
+@given(
+    rate=st.floats(0.5, 2000.0),
+    horizon=st.floats(0.0, 0.05),
+    wakes=st.lists(st.floats(0.0, 0.3), min_size=1, max_size=200),
+)
+@settings(max_examples=200)
+def test_reserved_turns_never_exceed_rate_plus_one_in_any_second(
+    rate: float, horizon: float, wakes: list[float]
+) -> None:
+    bucket = TokenBucket(rate, now=0.0)
+    now, times = 0.0, []
+    for gap in wakes:
+        times.extend(bucket.reserve(now, 50, horizon))
+        now += gap
+    times.sort()
+    for i, start in enumerate(times):
+        inside = bisect.bisect_left(times, start + 1.0) - i
+        assert inside <= rate + 1 + rate * TOLERANCE, (start, inside)
+
+
+def test_reserve_after_a_rate_change_uses_the_new_rate() -> None:
+    bucket = TokenBucket(1000.0, now=0.0)
+    assert len(bucket.reserve(0.0, 100, 0.01)) == 11  # due at 0, 1 ms, ..., 10 ms
+    bucket.set_rate(1.0, 0.0105)
+    assert bucket.reserve(0.0105, 100, 0.01) == []
+    # Half a token had accrued at the old rate: the next comes half a second later.
+    assert bucket.next_due(0.0105) == pytest.approx(0.5105)

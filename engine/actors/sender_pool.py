@@ -1,15 +1,17 @@
 """The sender pool: a fixed set of sender tasks shared by every campaign.
 
 Each sender task owns one gateway session (so its keep-alive connections need
-no locking), takes jobs from the pool's inbox, waits for the account's budget
-(one token bucket per WhatsApp account, shared by all its campaigns), sends,
-retries transient failures with backoff, and replies with an `Outcome` on the
-campaign's own channel.
+no locking), takes jobs from the pool's inbox, writes each at its turn, and
+hands the answer to the recorder. What an answer means for the recipient is
+decided by `engine.core.retry.decide`; every wait it calls for (backoff,
+requeue, an account slow-down) happens with the recipient back in `pending`.
 
-Slots bound what is "in flight": a campaign reserves a slot before it marks a
-recipient `sending` and frees it once the outcome is stored. So at most
-`sender.concurrency` recipients are ever `sending`, which is also the most a
-crash can leave in doubt.
+Slots bound what is in flight: a campaign takes a slot just before it marks a
+recipient `sending`, and the sender frees it as soon as the HTTP exchange is
+over, before the outcome is stored. A slot therefore covers one request and a
+mark statement, never a database write of outcomes, and at most
+`sender.concurrency + sender.prefetch` recipients are marked and not yet
+answered (docs/delivery-guarantees.md, "crash bound").
 """
 
 from __future__ import annotations
@@ -17,16 +19,16 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import timedelta
 
 import msgspec
 import trio
 
-from engine.actors.account_budget import AccountBudget, LocalAccountBudget
+from engine.actors.account_budget import AccountBudget
+from engine.actors.recorder import Recorder
 from engine.clock import WallClock
-from engine.core.error_classes import ErrorClass, account_pause_reason, backoff_seconds, classify
-from engine.gateway import Gateway, GatewaySession, SendResult
+from engine.core.retry import RetryPolicy, SendDecision, decide
+from engine.gateway import Gateway, GatewaySession
 from engine.messages import Outcome, SendJob
 from engine.settings import SenderSettings
 
@@ -42,57 +44,57 @@ class AccountCounters(msgspec.Struct):
     retried: int = 0
     requeued: int = 0
     throttled: int = 0
+    in_doubt: int = 0
 
 
 class SenderPoolStatistics(msgspec.Struct, frozen=True):
     concurrency: int
+    slots: int
     slots_in_use: int
     busy_senders: int
     accounts: dict[str, AccountCounters]
     latency_bucket_counts: tuple[int, ...]  # one per LATENCY_BUCKETS entry, plus +Inf
     latency_sum_seconds: float
     requests: int
+    released: int  # marked sends put back unwritten (a pause, a rate change)
 
 
 class SenderPool:
     """Handle returned by `run`."""
 
-    def __init__(self, inbox: trio.MemorySendChannel[SendJob], concurrency: int) -> None:
+    def __init__(
+        self, inbox: trio.MemorySendChannel[SendJob], concurrency: int, prefetch: int
+    ) -> None:
         self._inbox = inbox
         self._concurrency = concurrency
+        # A few more slots than senders: the next marked group is ready when a
+        # sender frees up, so no sender waits for a mark statement.
+        self._slots = concurrency + prefetch
         self._slots_in_use = 0
         self._slot_freed = trio.Event()
-        self._starved_callbacks: list[Callable[[], None]] = []
         self._busy = 0
         self._accounts: defaultdict[str, AccountCounters] = defaultdict(AccountCounters)
         self._latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self._latency_sum = 0.0
         self._requests = 0
+        self._released = 0
 
     @property
     def concurrency(self) -> int:
         return self._concurrency
 
+    @property
+    def slots(self) -> int:
+        """Sends that may be marked and not yet answered, pool-wide."""
+        return self._slots
+
     async def acquire_slots(self, wanted: int) -> int:
         """Wait until a slot is free, then take up to `wanted` free slots."""
-        while self._slots_in_use >= self._concurrency:
-            # Campaigns holding slots for outcomes they have yet to store are
-            # told, so they store them now instead of lingering for a batch.
-            for on_starved in list(self._starved_callbacks):
-                on_starved()
+        while self._slots_in_use >= self._slots:
             await self._slot_freed.wait()
-        granted = min(wanted, self._concurrency - self._slots_in_use)
+        granted = min(wanted, self._slots - self._slots_in_use)
         self._slots_in_use += granted
         return granted
-
-    def when_starved(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call `callback` whenever someone waits for a slot; returns the unsubscriber."""
-        self._starved_callbacks.append(callback)
-        return lambda: self._starved_callbacks.remove(callback)
-
-    @property
-    def starved(self) -> bool:
-        return self._slots_in_use >= self._concurrency
 
     def release_slots(self, count: int) -> None:
         if count <= 0:
@@ -108,12 +110,14 @@ class SenderPool:
     def statistics(self) -> SenderPoolStatistics:
         return SenderPoolStatistics(
             concurrency=self._concurrency,
+            slots=self._slots,
             slots_in_use=self._slots_in_use,
             busy_senders=self._busy,
             accounts={k: msgspec.structs.replace(v) for k, v in self._accounts.items()},
             latency_bucket_counts=tuple(self._latency_counts),
             latency_sum_seconds=self._latency_sum,
             requests=self._requests,
+            released=self._released,
         )
 
     def _observe_latency(self, seconds: float) -> None:
@@ -130,14 +134,16 @@ class _Sender:
     def __init__(
         self,
         pool: SenderPool,
+        recorder: Recorder,
         budgets: AccountBudget,
-        settings: SenderSettings,
+        policy: RetryPolicy,
         clock: WallClock,
         rng: random.Random,
     ) -> None:
         self._pool = pool
+        self._recorder = recorder
         self._budgets = budgets
-        self._settings = settings
+        self._policy = policy
         self._clock = clock
         self._rng = rng
 
@@ -145,135 +151,140 @@ class _Sender:
         self, session: GatewaySession, inbox: trio.MemoryReceiveChannel[SendJob]
     ) -> None:
         async for job in inbox:
-            self._pool._busy += 1
+            outcome = await self._dispatch(session, job)
+            await self._recorder.submit(job.campaign_id, outcome, job.reply_to)
+
+    async def _dispatch(self, session: GatewaySession, job: SendJob) -> Outcome:
+        """Write the job at its turn; the slot is free again when this returns."""
+        pool = self._pool
+        try:
+            if job.write_at > trio.current_time():
+                await trio.sleep_until(job.write_at)
+            if not job.gate.allows(job.epoch):
+                pool._released += 1
+                return Outcome(job.message.recipient_id, "pending", 0)
+            pool._busy += 1
+            started = trio.current_time()
             try:
-                outcome = await self._deliver(session, job)
+                result = await session.send(job.endpoint, job.message)
             finally:
-                self._pool._busy -= 1
-            try:
-                await job.reply_to.send(outcome)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                # The campaign actor is gone; its row stays `sending` and is
-                # resolved as in doubt by whoever takes the campaign over.
-                log.warning(
-                    "campaign %s: outcome for recipient %s dropped",
-                    job.campaign_id,
-                    job.message.recipient_id,
+                pool._busy -= 1
+            pool._observe_latency(trio.current_time() - started)
+        finally:
+            pool.release_slots(1)
+        decision = decide(
+            result,
+            attempts=job.attempts + 1,
+            requeues=job.requeues,
+            policy=self._policy,
+            jitter=self._rng.random(),
+        )
+        self._count(job, decision)
+        if decision.slow_account_seconds:
+            await self._budgets.slow_down(
+                job.endpoint.phone_number_id, decision.slow_account_seconds
+            )
+        if decision.kind == "pause":
+            job.gate.closed = True  # its other marked sends go back unwritten
+        return self._outcome(job, decision)
+
+    def _outcome(self, job: SendJob, decision: SendDecision) -> Outcome:
+        recipient = job.message.recipient_id
+        match decision.kind:
+            case "sent":
+                return Outcome(
+                    recipient, "sent", 1, provider_message_id=decision.provider_message_id
+                )
+            case "retry" | "requeue":
+                not_before = self._clock.now() + timedelta(seconds=decision.delay)
+                return Outcome(
+                    recipient,
+                    "pending",
+                    1,
+                    error_code=decision.error_code,
+                    error_message=decision.error_message,
+                    not_before=not_before,
+                    requeued=decision.kind == "requeue",
+                )
+            case "pause":
+                # Not the recipient's fault: it waits, pending, for the operator.
+                return Outcome(
+                    recipient,
+                    "pending",
+                    1,
+                    error_code=decision.error_code,
+                    error_message=decision.error_message,
+                    pause_reason=decision.pause_reason,
+                )
+            case "in_doubt" | "failed":
+                return Outcome(
+                    recipient,
+                    decision.kind,
+                    1,
+                    error_code=decision.error_code,
+                    error_message=decision.error_message,
                 )
 
-    async def _deliver(self, session: GatewaySession, job: SendJob) -> Outcome:
-        account = job.endpoint.account_id
-        counters = self._pool._accounts[account]
-        recipient = job.message.recipient_id
-        attempt = 0
-        while True:
-            await self._budgets.take(account, job.account_messages_per_second)
-            attempt += 1
-            started = trio.current_time()
-            result = await session.send(job.endpoint, job.message)
-            self._pool._observe_latency(trio.current_time() - started)
-            if result.ok:
+    def _count(self, job: SendJob, decision: SendDecision) -> None:
+        counters = self._pool._accounts[job.endpoint.account_id]
+        if decision.slow_account_seconds:
+            counters.throttled += 1
+        match decision.kind:
+            case "sent":
                 counters.sent += 1
-                return Outcome(
-                    recipient, "sent", attempt, provider_message_id=result.provider_message_id
-                )
-            error_class = classify(result.http_status, result.error_code)
+            case "failed":
+                counters.failed += 1
+            case "retry":
+                counters.retried += 1
+            case "requeue":
+                counters.requeued += 1
+            case "in_doubt":
+                counters.in_doubt += 1
+            case "pause":
+                pass
+        if decision.kind != "sent":
             log.debug(
                 "campaign %s: recipient %s attempt %d: %s %s",
                 job.campaign_id,
-                recipient,
-                attempt,
-                error_class.name,
-                _describe(result),
+                job.message.recipient_id,
+                job.attempts + 1,
+                decision.kind,
+                decision.error_message,
             )
-            if error_class is ErrorClass.THROTTLED:
-                counters.throttled += 1
-                await self._budgets.slow_down(account, self._settings.throttle_slowdown_seconds)
-            if error_class in (ErrorClass.TRANSIENT, ErrorClass.THROTTLED):
-                if attempt < self._settings.max_attempts:
-                    counters.retried += 1
-                    await trio.sleep(
-                        backoff_seconds(
-                            attempt,
-                            base=self._settings.backoff_base_seconds,
-                            cap=self._settings.backoff_max_seconds,
-                            jitter=self._rng.random(),
-                        )
-                    )
-                    continue
-                counters.failed += 1
-                return _failed(recipient, attempt, result)
-            if error_class is ErrorClass.REQUEUE:
-                counters.requeued += 1
-                not_before = self._clock.now() + timedelta(
-                    seconds=self._settings.requeue_delay_seconds
-                )
-                return Outcome(
-                    recipient,
-                    "pending",
-                    attempt,
-                    error_code=_code(result),
-                    error_message=result.error_message,
-                    not_before=not_before,
-                )
-            if error_class is ErrorClass.ACCOUNT:
-                # Not the recipient's fault: it goes back to pending and the
-                # campaign pauses until the operator fixes the account.
-                reason = account_pause_reason(result.error_code or 0, result.error_message)
-                return Outcome(
-                    recipient,
-                    "pending",
-                    attempt,
-                    error_code=_code(result),
-                    error_message=result.error_message,
-                    pause_reason=reason,
-                )
-            counters.failed += 1
-            return _failed(recipient, attempt, result)
 
 
-def _code(result: SendResult) -> str | None:
-    if result.error_code is not None:
-        return str(result.error_code)
-    if result.http_status is not None:
-        return f"http_{result.http_status}"
-    return "network_error"
-
-
-def _failed(recipient: int, attempts: int, result: SendResult) -> Outcome:
-    return Outcome(
-        recipient,
-        "failed",
-        attempts,
-        error_code=_code(result),
-        error_message=result.error_message or _describe(result),
+def retry_policy(settings: SenderSettings) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.max_attempts,
+        backoff_base_seconds=settings.backoff_base_seconds,
+        backoff_max_seconds=settings.backoff_max_seconds,
+        requeue_delay_seconds=settings.requeue_delay_seconds,
+        max_requeues=settings.max_requeues,
+        throttle_slowdown_seconds=settings.throttle_slowdown_seconds,
     )
-
-
-def _describe(result: SendResult) -> str:
-    if result.http_status is None:
-        return result.error_message or "no answer"
-    return f"HTTP {result.http_status}: {result.error_message or ''}".strip()
 
 
 async def run(
     gateway: Gateway,
     settings: SenderSettings,
     clock: WallClock,
+    recorder: Recorder,
+    budgets: AccountBudget,
     *,
-    budgets: AccountBudget | None = None,
     seed: int | None = None,
     task_status: trio.TaskStatus[SenderPool] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     concurrency = settings.concurrency
-    send, receive = trio.open_memory_channel[SendJob](concurrency)
-    pool = SenderPool(send, concurrency)
-    budgets = budgets or LocalAccountBudget()
+    # At most one sender's worth each: a send marked ahead waits for one request at most.
+    prefetch = min(settings.prefetch, concurrency)
+    send, receive = trio.open_memory_channel[SendJob](concurrency + prefetch)
+    pool = SenderPool(send, concurrency, prefetch)
+    policy = retry_policy(settings)
     rng = random.Random(seed)
 
     async def sender_task(inbox: trio.MemoryReceiveChannel[SendJob]) -> None:
         async with inbox, gateway.open_session() as session:
-            await _Sender(pool, budgets, settings, clock, rng).serve(session, inbox)
+            await _Sender(pool, recorder, budgets, policy, clock, rng).serve(session, inbox)
 
     async with send, receive, trio.open_nursery() as nursery:
         for _ in range(concurrency):

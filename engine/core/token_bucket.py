@@ -78,6 +78,32 @@ class TokenBucket:
             return 0.0
         return max(self._empty_at + wanted / self._rate - now, _TIME_TOLERANCE)
 
+    def reserve(self, now: float, max_tokens: int, horizon: float) -> list[float]:
+        """Take up to `max_tokens` tokens that are due within `horizon` seconds, and
+        return the time each is due (never before `now`), in order.
+
+        A consumer that acts on each token at its time gets the same schedule as
+        one that waited for every token, but it can prepare a group ahead in one
+        step (the campaign actor marks them in one statement).
+        """
+        if max_tokens < 0 or horizon < 0:
+            raise ValueError(f"need max_tokens >= 0 and horizon >= 0, got {max_tokens}, {horizon}")
+        self._drop_overflow(now)
+        interval = 1.0 / self._rate
+        times: list[float] = []
+        while len(times) < max_tokens:
+            due = self._empty_at + interval
+            if due - _TIME_TOLERANCE > now + horizon:
+                break
+            times.append(max(now, due))
+            self._empty_at = due
+        return times
+
+    def next_due(self, now: float) -> float:
+        """When the next token is due (at most `now` when one is there)."""
+        self._drop_overflow(now)
+        return self._empty_at + 1.0 / self._rate
+
     def set_rate(self, rate_per_second: float, now: float) -> None:
         """Change the rate from `now` on.
 

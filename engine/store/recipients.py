@@ -27,6 +27,8 @@ class PendingRecipient(msgspec.Struct, frozen=True):
     id: int
     phone: str
     variables: dict[str, str]
+    attempts: int = 0  # requests made for it so far
+    requeues: int = 0
 
 
 _MATERIALISE = """
@@ -106,7 +108,7 @@ async def claim_batch(
     """The next pending recipients after the cursor, in id order. Reading claims
     nothing in the database: a row is only taken by `mark_sending`."""
     rows = await db.fetch(
-        """SELECT id, phone, variables FROM campaign_recipients
+        """SELECT id, phone, variables, attempts, requeues FROM campaign_recipients
            WHERE campaign_id = $1 AND status = 'pending' AND id > $2
              AND (not_before IS NULL OR not_before <= $4)
            ORDER BY id LIMIT $3""",
@@ -115,7 +117,10 @@ async def claim_batch(
         limit,
         now,
     )
-    return [PendingRecipient(r["id"], r["phone"], r["variables"]) for r in rows]
+    return [
+        PendingRecipient(r["id"], r["phone"], r["variables"], r["attempts"], r["requeues"])
+        for r in rows
+    ]
 
 
 async def next_requeued_at(db: Database, campaign_id: str) -> datetime | None:
@@ -165,21 +170,22 @@ async def mark_sending(
     return [r["id"] for r in rows]
 
 
-async def record_outcomes(db: Database, outcomes: Sequence[Outcome], *, now: datetime) -> int:
-    """Store a batch of send results in one statement; returns the rows changed.
+class StoredOutcomes(msgspec.Struct, frozen=True):
+    changed: int  # rows the batch changed
+    # Each touched campaign's counts just after this batch, read in the same
+    # crossing: progress events need the counts at their own batch, and the
+    # recorder may store the next batch before an actor reads them.
+    stats: dict[str, CampaignStats]
 
-    A status webhook may have overtaken the answer (the row is already
-    `delivered`): the status then never moves backwards.
-    """
-    if not outcomes:
-        return 0
-    status = await db.execute(
-        """UPDATE campaign_recipients r SET
+
+_RECORD_OUTCOMES = """UPDATE campaign_recipients r SET
                status = CASE
                    WHEN o.status = 'sent' AND r.status IN ('pending', 'sending', 'in_doubt') THEN 'sent'
                    WHEN o.status = 'sent' THEN r.status
+                   WHEN o.status = 'in_doubt' AND r.status <> 'sending' THEN r.status
                    ELSE o.status END,
                attempts = r.attempts + o.attempts,
+               requeues = r.requeues + o.requeued::int,
                sent_at = CASE WHEN o.status = 'sent' THEN coalesce(r.sent_at, $8) ELSE r.sent_at END,
                failed_at = CASE WHEN o.status = 'failed' THEN $8 ELSE r.failed_at END,
                provider_message_id = coalesce(r.provider_message_id, o.provider_message_id),
@@ -187,8 +193,9 @@ async def record_outcomes(db: Database, outcomes: Sequence[Outcome], *, now: dat
                error_message = CASE WHEN o.status = 'sent' THEN r.error_message ELSE o.error_message END,
                not_before = o.not_before
            FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
-                       $7::timestamptz[])
-                AS o(id, status, attempts, provider_message_id, error_code, error_message, not_before)
+                       $7::timestamptz[], $9::bool[])
+                AS o(id, status, attempts, provider_message_id, error_code, error_message, not_before,
+                     requeued)
            JOIN (
                -- Lock in id order: the webhook applier updates the same rows concurrently.
                SELECT x.id FROM campaign_recipients x
@@ -196,7 +203,16 @@ async def record_outcomes(db: Database, outcomes: Sequence[Outcome], *, now: dat
                ORDER BY x.id FOR UPDATE OF x
            ) AS locked ON locked.id = o.id
            WHERE r.id = o.id
-             AND (r.status IN ('sending', 'in_doubt') OR (o.status = 'sent' AND r.status <> 'pending'))""",
+             AND (r.status IN ('sending', 'in_doubt') OR (o.status = 'sent' AND r.status <> 'pending'))
+           RETURNING r.campaign_id"""
+
+_COUNTERS_OF = """SELECT campaign_id, pending, sent, delivered, read, replied, failed, in_doubt
+    FROM campaign_counters WHERE campaign_id = ANY($1::uuid[])"""
+
+
+async def _record(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> StoredOutcomes:
+    rows = await conn.fetch(
+        _RECORD_OUTCOMES,
         [o.recipient_id for o in outcomes],
         [o.status for o in outcomes],
         [o.attempts for o in outcomes],
@@ -205,8 +221,36 @@ async def record_outcomes(db: Database, outcomes: Sequence[Outcome], *, now: dat
         [o.error_message for o in outcomes],
         [o.not_before for o in outcomes],
         now,
+        [o.requeued for o in outcomes],
     )
-    return int(status.rsplit(" ", 1)[1])
+    campaign_ids = list({r["campaign_id"] for r in rows})
+    counters = await conn.fetch(_COUNTERS_OF, campaign_ids) if campaign_ids else []
+    return StoredOutcomes(
+        changed=len(rows),
+        stats={
+            str(c["campaign_id"]): CampaignStats(
+                **{k: int(v) for k, v in c.items() if k != "campaign_id"}
+            )
+            for c in counters
+        },
+    )
+
+
+async def record_outcomes(
+    db: Database, outcomes: Sequence[Outcome], *, now: datetime
+) -> StoredOutcomes:
+    """Store a batch of send results in one statement (and read the counters it
+    moved, in the same crossing).
+
+    A status webhook may have overtaken the answer (the row is already
+    `delivered`): the status then never moves backwards. `pending` puts a
+    recipient back (a retry, a requeue, or a send that never started) with the
+    earliest time it may go again; `in_doubt` keeps `sending_at` for the
+    in-doubt timeout.
+    """
+    if not outcomes:
+        return StoredOutcomes(0, {})
+    return await db.run(_record, outcomes, now)
 
 
 async def campaign_stats(db: Database, campaign_id: str) -> CampaignStats:
@@ -227,6 +271,24 @@ async def count_by_status(db: Database, campaign_id: str) -> dict[str, int]:
         campaign_id,
     )
     return {r["status"]: int(r["n"]) for r in rows}
+
+
+class Unfinished(msgspec.Struct, frozen=True):
+    pending: int = 0
+    sending: int = 0
+    in_doubt: int = 0
+
+
+async def unfinished(db: Database, campaign_id: str) -> Unfinished:
+    """How many of a campaign's recipients are not final yet, by state (run at the
+    end of a dispatch pass, not per batch)."""
+    rows = await db.fetch(
+        """SELECT status, count(*) AS n FROM campaign_recipients
+           WHERE campaign_id = $1 AND status IN ('pending', 'sending', 'in_doubt')
+           GROUP BY status""",
+        campaign_id,
+    )
+    return Unfinished(**{r["status"]: int(r["n"]) for r in rows})
 
 
 async def mark_abandoned_in_doubt(db: Database, campaign_id: str) -> int:

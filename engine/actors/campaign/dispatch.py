@@ -1,0 +1,354 @@
+"""The campaign actor's dispatcher: from pending rows to sends written at their turn.
+
+It reads batches of pending recipients after its cursor and hands them to the
+sender pool in small groups. For each group it first waits, with the rows
+still `pending`, until the campaign's own pace and the account's budget have a
+turn within `_HORIZON`, takes sender slots, reserves those turns, and only then
+marks the group `sending` (one statement) and hands it over with each send's
+turn. So every wait happens while rows are pending, the rows marked ahead of
+their request are at most one group, and the sends keep the exact spacing of
+both paces (docs/delivery-guarantees.md).
+
+Outcomes come back through the recorder: a row to retry later stays in a small
+in-memory schedule so it goes again at its time without waiting for the
+cursor's next pass (the database holds its `not_before` too, for a restart).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import trio
+
+from engine.actors.account_budget import AccountBudget
+from engine.actors.sender_pool import SenderPool
+from engine.clock import WallClock
+from engine.core.rendering import render_payload
+from engine.core.token_bucket import TokenBucket
+from engine.gateway import AccountEndpoint, OutgoingMessage
+from engine.messages import DispatchGate, Outcome, Recorded, SendJob
+from engine.settings import Settings
+from engine.store import campaign_runs, leases, recipients
+from engine.store.campaign_runs import CampaignPlan, Throttle
+from engine.store.database import Database
+from engine.store.errors import DatabaseUnavailable
+from engine.store.recipients import PendingRecipient
+from engine.store.retrying import retrying
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# How far ahead of its turn a group is marked: a sender picks the next group up
+# as soon as it is free, and at high rates one statement marks 10 ms of sends.
+_HORIZON = 0.01
+# A pass that found nothing to claim although rows are pending (they were locked
+# by a concurrent statement, or became due meanwhile) looks again after this.
+_IDLE_RECHECK_SECONDS = 1.0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        plan: CampaignPlan,
+        *,
+        db: Database,
+        settings: Settings,
+        clock: WallClock,
+        pool: SenderPool,
+        budgets: AccountBudget,
+        lease_owner: str,
+        recorded: trio.MemorySendChannel[Recorded],
+    ) -> None:
+        self.plan = plan
+        self._db = db
+        self._settings = settings
+        self._clock = clock
+        self._pool = pool
+        self._budgets = budgets
+        self._lease_owner = lease_owner
+        self._recorded = recorded
+        self.throttle = plan.throttle
+        # Capacity 1: the campaign never sends more than rate + 1 in any second.
+        self.bucket = TokenBucket(_per_second(plan.throttle), now=trio.current_time())
+        self.cursor = plan.batch_cursor
+        self.gate = DispatchGate()
+        self.endpoint = AccountEndpoint(
+            account_id=plan.account_id,
+            api_url=(plan.account_api_url or settings.whatsapp.api_url).rstrip("/"),
+            phone_number_id=plan.account_phone_number_id,
+            access_token=plan.account_access_token,
+        )
+        # The account's budget is the number's: two account rows of one number share it.
+        self._budget_key = plan.account_phone_number_id
+        self._account_rate = float(plan.account_messages_per_second)
+        self._in_flight: dict[int, PendingRecipient] = {}  # marked, outcome not yet stored
+        self._retries: list[tuple[float, int, PendingRecipient]] = []  # (trio time, id, row)
+        self._in_flight_changed = trio.Event()
+        self._wait_scope: trio.CancelScope | None = None
+        self.dispatched = 0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    # --- the loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Dispatch until every recipient is final; returns normally only then.
+        The actor cancels it to stop."""
+        while True:
+            batch = await self._retrying(
+                recipients.claim_batch,
+                self._db,
+                self.plan.id,
+                after_id=self.cursor,
+                limit=self.throttle.batchSize,
+                now=self._clock.now(),
+            )
+            if batch:
+                await self._send(deque(batch))
+                self.cursor = max(self.cursor, batch[-1].id)
+                await self._retrying(campaign_runs.save_cursor, self._db, self.plan.id, self.cursor)
+                if self.throttle.delayBetweenBatches > 0:
+                    await self._wait(trio.current_time() + self.throttle.delayBetweenBatches / 1000)
+            elif self._due_retries():
+                await self._send(deque())
+            elif await self._end_of_pass():
+                return
+
+    async def _end_of_pass(self) -> bool:
+        """The cursor reached the end: True when nothing is left to send or to
+        resolve. Otherwise it waits for what is pending elsewhere (outcomes in
+        flight, retries, requeue times, in-doubt resolution) and returns False."""
+        while self._in_flight:
+            await self._in_flight_changed.wait()
+        if self._retries:
+            await self._wait(self._retries[0][0])
+            return False
+        if self.cursor:
+            self.cursor = 0  # a new pass over rows put back behind the cursor
+            return False
+        left = await self._retrying(recipients.unfinished, self._db, self.plan.id)
+        if left.sending:
+            # Nobody here sends them any more (an earlier actor of this campaign
+            # crashed or was cut short): they may or may not have gone out.
+            marked = await self._retrying(
+                recipients.mark_abandoned_in_doubt, self._db, self.plan.id
+            )
+            log.warning("campaign %s: %d stranded sends are now in doubt", self.plan.id, marked)
+            return False
+        if left.pending:
+            requeued_at = await self._retrying(recipients.next_requeued_at, self._db, self.plan.id)
+            now = self._clock.now()
+            if requeued_at is not None and requeued_at > now:
+                await self._wait(self._clock.trio_time_at(requeued_at))
+            else:
+                await self._wait(trio.current_time() + _IDLE_RECHECK_SECONDS)
+            return False
+        if left.in_doubt:
+            await self._wait_for_in_doubt()
+            return False
+        return True
+
+    async def _wait_for_in_doubt(self) -> None:
+        timeout = timedelta(seconds=self._settings.delivery.in_doubt_timeout)
+        oldest = await self._retrying(recipients.next_in_doubt_since, self._db, self.plan.id)
+        if oldest is not None:
+            log.warning("campaign %s: waiting for in-doubt sends to be resolved", self.plan.id)
+            # A webhook resolving them sends a Recheck, which ends this wait early.
+            await self._wait(self._clock.trio_time_at(oldest + timeout))
+        expired = await self._retrying(
+            recipients.expire_in_doubt,
+            self._db,
+            self.plan.id,
+            cutoff=self._clock.now() - timeout,
+            resend=self._settings.delivery.on_in_doubt == "resend",
+            now=self._clock.now(),
+        )
+        if expired:
+            log.warning(
+                "campaign %s: %d in-doubt sends timed out (%s)",
+                self.plan.id,
+                expired,
+                self._settings.delivery.on_in_doubt,
+            )
+
+    # --- groups -------------------------------------------------------------------------
+
+    async def _send(self, waiting: deque[PendingRecipient]) -> None:
+        """Pace, mark and hand over `waiting` (and any retries that fall due)."""
+        while True:
+            waiting.extendleft(self._due_retries())
+            if not waiting:
+                return
+            count = min(len(waiting), self._group_size())
+            await self._wait(self.bucket.next_due(trio.current_time()) - _HORIZON)
+            account_due = await self._budgets.next_due(self._budget_key, self._account_rate)
+            if account_due - _HORIZON > trio.current_time():
+                await self._wait(account_due - _HORIZON)
+                continue  # look again: a rate change or retries may have come meanwhile
+            slots = await self._pool.acquire_slots(count)
+            now = trio.current_time()
+            turns = self.bucket.reserve(now, slots, _HORIZON)
+            account_turns = await self._budgets.reserve(
+                self._budget_key, self._account_rate, len(turns), _HORIZON
+            )
+            group = [waiting.popleft() for _ in account_turns]
+            self._pool.release_slots(slots - len(group))
+            if group:
+                await self._mark_and_hand_over(
+                    group, [max(a, b) for a, b in zip(turns, account_turns, strict=False)]
+                )
+
+    async def _mark_and_hand_over(self, group: list[PendingRecipient], turns: list[float]) -> None:
+        # Shielded: rows marked must be handed over, or they would sit `sending`.
+        with trio.CancelScope(shield=True):
+            try:
+                marked = set(
+                    await recipients.mark_sending(
+                        self._db,
+                        self.plan.id,
+                        [r.id for r in group],
+                        lease_owner=self._lease_owner,
+                        now=self._clock.now(),
+                    )
+                )
+            except DatabaseUnavailable:
+                marked = set()  # nothing was marked; the rows are still pending
+            self._pool.release_slots(len(group) - len(marked))
+            for recipient, turn in zip(group, turns, strict=True):
+                if recipient.id in marked:
+                    self._pool.submit(self._job(recipient, turn))
+                    self._in_flight[recipient.id] = recipient
+            self.dispatched += len(marked)
+        if len(marked) < len(group) and not await self._still_running():
+            raise NotRunningHere
+
+    def _job(self, recipient: PendingRecipient, turn: float) -> SendJob:
+        plan = self.plan
+        payload = render_payload(
+            plan.message_type,
+            plan.message_content,
+            recipient.variables,
+            plan.template_variables,
+            media_url=plan.media_url,
+        )
+        message = OutgoingMessage(
+            recipient.id,
+            recipient.phone,
+            plan.message_type,  # type: ignore[arg-type]
+            payload,
+        )
+        return SendJob(
+            plan.id,
+            self.endpoint,
+            message,
+            attempts=recipient.attempts,
+            requeues=recipient.requeues,
+            write_at=turn,
+            gate=self.gate,
+            epoch=self.gate.epoch,
+            reply_to=self._recorded,
+        )
+
+    def _group_size(self) -> int:
+        ahead = math.ceil(self.bucket.rate_per_second * _HORIZON)
+        return max(1, min(ahead, self._pool.concurrency))
+
+    def _due_retries(self) -> list[PendingRecipient]:
+        now = trio.current_time()
+        due = []
+        while self._retries and self._retries[0][0] <= now:
+            due.append(heapq.heappop(self._retries)[2])
+        return due
+
+    # --- what the actor tells it --------------------------------------------------------
+
+    def on_recorded(self, outcomes: Iterable[Outcome]) -> None:
+        """Outcomes of its sends are stored: rows to send again go on the schedule."""
+        now_wall, now = self._clock.now(), trio.current_time()
+        for outcome in outcomes:
+            recipient = self._in_flight.pop(outcome.recipient_id, None)
+            if recipient is None or outcome.status != "pending" or outcome.pause_reason:
+                continue
+            if self.gate.closed:
+                continue  # stopping: the next run finds it in the database
+            delay = (outcome.not_before - now_wall).total_seconds() if outcome.not_before else 0.0
+            again = PendingRecipient(
+                recipient.id,
+                recipient.phone,
+                recipient.variables,
+                recipient.attempts + outcome.attempts,
+                recipient.requeues + int(outcome.requeued),
+            )
+            heapq.heappush(self._retries, (now + max(0.0, delay), recipient.id, again))
+        self._in_flight_changed.set()
+        self._in_flight_changed = trio.Event()
+        self.wake()
+
+    def set_throttle(self, throttle: Throttle) -> None:
+        """A live rate change applies from the next send: sends timed at the old
+        rate and not yet written go back and are timed again."""
+        self.throttle = throttle
+        self.bucket.set_rate(_per_second(throttle), trio.current_time())
+        self.gate.epoch += 1
+        self.wake()
+
+    def set_account_rate(self, messages_per_second: float) -> None:
+        self._account_rate = messages_per_second
+        self.wake()
+
+    def close(self) -> None:
+        """Stop: marked sends not yet written go back to pending."""
+        self.gate.closed = True
+        self._in_flight_changed.set()
+
+    def wake(self) -> None:
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    async def wait_in_flight(self) -> None:
+        """Until every marked send of this run has its outcome stored."""
+        while self._in_flight:
+            self._in_flight_changed = trio.Event()
+            await self._in_flight_changed.wait()
+
+    # --- helpers ------------------------------------------------------------------------
+
+    async def _wait(self, deadline: float) -> None:
+        """Sleep until `deadline`, or until something wants the dispatcher to look again."""
+        if deadline <= trio.current_time():
+            return
+        with trio.CancelScope(deadline=deadline) as scope:
+            self._wait_scope = scope
+            await trio.sleep_forever()
+        self._wait_scope = None
+
+    async def _still_running(self) -> bool:
+        return bool(
+            await self._retrying(
+                leases.runs_here, self._db, self.plan.id, lease_owner=self._lease_owner
+            )
+        )
+
+    async def _retrying(
+        self, operation: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+    ) -> T:
+        """One store operation, retried while the database is unreachable: an outage
+        holds this campaign up, it never ends the actor."""
+        return await retrying(f"running campaign {self.plan.id}", operation, *args, **kwargs)
+
+
+class NotRunningHere(Exception):
+    """A mark found the campaign paused, cancelled or no longer ours."""
+
+
+def _per_second(throttle: Throttle) -> float:
+    return throttle.messagesPerMinute / 60
