@@ -78,7 +78,7 @@ async def _measure(db: Database, recipients: int, batch: int) -> dict[str, float
     materialise_seconds = time.perf_counter() - started
 
     await campaign_runs.apply_action(db, campaign_id, OWNER, "start", now=now)
-    await leases.try_acquire_lease(db, campaign_id, owner="bench", now=now, ttl=3600)
+    await leases.try_acquire_lease(db, campaign_id, owner="bench", ttl=3600)
     await campaign_runs.begin_running(db, campaign_id, now=now)
     ids = [r["id"] for r in await db.fetch("SELECT id FROM campaign_recipients ORDER BY id")]
 

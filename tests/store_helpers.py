@@ -79,5 +79,5 @@ async def make_campaign(
 
 async def make_running(db: Database, campaign_id: str, *, owner: str = LEASE_OWNER) -> None:
     now = utc_now()
-    assert await leases.try_acquire_lease(db, campaign_id, owner=owner, now=now, ttl=60)
+    assert await leases.try_acquire_lease(db, campaign_id, owner=owner, ttl=60)
     assert await campaign_runs.begin_running(db, campaign_id, now=now)

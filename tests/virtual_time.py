@@ -21,15 +21,16 @@ instant holds the clock itself until the engine's listener heard it
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 import trio
 import trio.testing
 
-from engine.store.database import Database, Record, open_database
+from engine.store.database import Database, Listener, Record, open_database
 
 T = TypeVar("T")
 
@@ -100,23 +101,24 @@ class VirtualTimeDatabase(Database):
         with self.hold.held():
             await self._inner.copy_records(table, records, columns)
 
-    async def listen(
-        self, channel: str, callback: Callable[[str], None]
-    ) -> Callable[[], Awaitable[None]]:
-        def on_notify(payload: str) -> None:
-            callback(payload)
-            self.notifications.append(payload)
-            self._notified.set()
-            self._notified = trio.Event()
+    async def listen(self, channels: Mapping[str, Callable[[str], None]]) -> Listener:
+        def heard_by(callback: Callable[[str], None]) -> Callable[[str], None]:
+            def on_notify(payload: str) -> None:
+                callback(payload)
+                self.notifications.append(payload)
+                self._notified.set()
+                self._notified = trio.Event()
+
+            return on_notify
 
         with self.hold.held():
-            stop = await self._inner.listen(channel, on_notify)
+            listener = await self._inner.listen({c: heard_by(cb) for c, cb in channels.items()})
 
         async def held_stop() -> None:
             with self.hold.held():
-                await stop()
+                await listener.stop()
 
-        return held_stop
+        return msgspec.structs.replace(listener, stop=held_stop)
 
 
 @asynccontextmanager

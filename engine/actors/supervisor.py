@@ -1,22 +1,32 @@
 """The supervisor: one per daemon. Decides which campaigns run here.
 
 It claims campaigns that are due (a scheduled time reached, or a running
-campaign whose owner's lease expired), takes their lease, and starts one
-campaign actor each, up to `engine.max_running_campaigns`. It sleeps until the
-next thing can happen — a NOTIFY from any daemon's command, the nearest
-scheduled time or lease expiry, the next lease renewal — and never polls busily.
+campaign whose owner's lease expired or whose owner is gone), takes their lease,
+and starts one campaign actor each, up to `engine.max_running_campaigns`. It
+sleeps until the next thing can happen — a NOTIFY from any daemon's command, the
+nearest scheduled time or lease expiry, the next lease renewal, and while other
+daemons hold leases a look each second for one that died — and never polls busily.
+
+The database may go away at any moment (a restart, a terminated session). The
+supervisor never ends for it: a cycle that fails is retried with backoff, lease
+renewal included; its LISTEN connection, which is also this daemon's presence
+(engine/store/leases.py), is opened again when lost, and since NOTIFYs sent
+meanwhile are lost, it then rescans and has every actor re-read its campaign.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from contextlib import suppress
 
 import msgspec
 import trio
 
-from engine.actors import campaign_actor
+from engine.actors import campaign as campaign_actor
+from engine.actors.account_budget import AccountBudget
 from engine.actors.broadcaster import Broadcaster
-from engine.actors.campaign_actor import CampaignActorStatistics, CampaignHandle
+from engine.actors.campaign import CampaignActorStatistics, CampaignHandle
 from engine.actors.sender_pool import SenderPool
 from engine.clock import WallClock
 from engine.messages import (
@@ -31,13 +41,20 @@ from engine.messages import (
     ThrottleChanged,
 )
 from engine.settings import Settings
-from engine.store import campaign_runs, leases, recipients
+from engine.store import account_rates, campaign_runs, leases, recipients
 from engine.store.campaign_runs import CampaignPlan
-from engine.store.database import Database
+from engine.store.database import Database, Listener
+from engine.store.errors import DatabaseUnavailable
+from engine.store.retrying import OUTAGE, backoff, retrying
 
 log = logging.getLogger(__name__)
 
 _RETRY_SECONDS = 30.0
+# An actor that ended because the database went away is started again this soon:
+# claiming it again needs the database anyway.
+_RETRY_AFTER_OUTAGE_SECONDS = 1.0
+# Re-listening is what makes this daemon present again: retry it often.
+_LISTEN_MAX_DELAY_SECONDS = 1.0
 
 # Commands for the campaign's actor; start and resume only make the loop claim.
 _ROUTED: dict[CommandKind, CampaignCommand] = {
@@ -63,6 +80,7 @@ class Supervisor:
         settings: Settings,
         clock: WallClock,
         pool: SenderPool,
+        budgets: AccountBudget,
         broadcaster: Broadcaster,
         instance_id: str,
         inbox: trio.MemorySendChannel[SupervisorMessage],
@@ -71,6 +89,7 @@ class Supervisor:
         self._settings = settings
         self._clock = clock
         self._pool = pool
+        self._budgets = budgets
         self._broadcaster = broadcaster
         self.instance_id = instance_id
         self._inbox = inbox
@@ -91,6 +110,10 @@ class Supervisor:
             log.warning("supervisor inbox full; %r dropped (the next rescan catches up)", message)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
+
+    def account_changed(self, phone_number_id: str) -> None:
+        """An account row of this number changed (messagesPerSecond): budgets re-read it."""
+        self._budgets.account_changed(phone_number_id)
 
     async def shutdown(self) -> None:
         """Stop claiming; actors stop dispatching, finish what is in flight and end."""
@@ -116,15 +139,25 @@ class Supervisor:
     ) -> None:
         ttl = self._settings.engine.lease_ttl_seconds
         next_renewal = trio.current_time() + ttl / 3
+        failures = 0
         while not self._stopping:
-            await self._claim(actors)
-            if trio.current_time() >= next_renewal:
-                await self._renew_leases()
-                next_renewal = trio.current_time() + ttl / 3
-            deadline = min([next_renewal, *self._retry_after.values()])
-            wake_at = await leases.next_wake_at(self._db, now=self._clock.now())
-            if wake_at is not None:
-                deadline = min(deadline, self._clock.trio_time_at(wake_at))
+            try:
+                await leases.note_missing_daemons(self._db)
+                await self._claim(actors)
+                if trio.current_time() >= next_renewal:
+                    await self._renew_leases()
+                    next_renewal = trio.current_time() + ttl / 3
+                deadline = await self._next_deadline(next_renewal)
+            except DatabaseUnavailable as error:
+                # Nothing of this cycle needs undoing: a lease taken without an
+                # actor is ours and is claimed again; renewal is retried first.
+                failures += 1
+                OUTAGE.failed("claiming campaigns and renewing leases", error)
+                deadline = trio.current_time() + backoff(failures)
+            else:
+                if failures:
+                    OUTAGE.succeeded()
+                failures = 0
             with trio.move_on_at(deadline):
                 self._handle(await inbox.receive())
                 while True:  # take everything already queued before claiming again
@@ -132,6 +165,27 @@ class Supervisor:
                         self._handle(inbox.receive_nowait())
                     except trio.WouldBlock:
                         break
+
+    async def _next_deadline(self, next_renewal: float) -> float:
+        deadline = min([next_renewal, *self._retry_after.values()])
+        wake = await leases.next_wake_up(self._db, now=self._clock.now(), owner=self.instance_id)
+        now = trio.current_time()
+        if wake.next_scheduled_at is not None:
+            deadline = min(deadline, self._clock.trio_time_at(wake.next_scheduled_at))
+        if wake.seconds_to_lease_event is not None:
+            # Lease times are the database's: wait their distance, whatever our clock says.
+            deadline = min(deadline, now + wake.seconds_to_lease_event)
+        if wake.others_hold_leases:
+            deadline = min(deadline, now + leases.PRESENCE_POLL_SECONDS)
+        return deadline
+
+    def resync(self) -> None:
+        """After NOTIFYs may have been missed: every actor re-reads its campaign's
+        status, throttle and recipients, and the loop claims again."""
+        for handle in list(self._actors.values()):
+            for command in (StopRequested(), ThrottleChanged(), Recheck()):
+                handle.tell(command)
+        self.notice(ActorEnded(""))
 
     def _handle(self, message: SupervisorMessage) -> None:
         match message:
@@ -152,14 +206,17 @@ class Supervisor:
         moment = trio.current_time()
         self._retry_after = {k: t for k, t in self._retry_after.items() if t > moment}
         candidates = await leases.claimable_campaigns(
-            self._db, now=now, limit=free, exclude=[*self._actors, *self._retry_after]
+            self._db,
+            now=now,
+            owner=self.instance_id,
+            limit=free,
+            exclude=[*self._actors, *self._retry_after],
         )
         for campaign_id in candidates:
             if not await leases.try_acquire_lease(
                 self._db,
                 campaign_id,
                 owner=self.instance_id,
-                now=self._clock.now(),
                 ttl=self._settings.engine.lease_ttl_seconds,
             ):
                 continue  # another daemon was quicker
@@ -198,19 +255,22 @@ class Supervisor:
                 settings=self._settings,
                 clock=self._clock,
                 pool=self._pool,
+                budgets=self._budgets,
                 broadcaster=self._broadcaster,
                 lease_owner=self.instance_id,
                 task_status=task_status,
             )
-        except Exception:
+        except Exception as error:
             # One campaign's unexpected failure must not stop every other
             # campaign of this daemon. It stays `running`; it is retried later.
-            log.exception("campaign %s: actor crashed; retrying in %.0f s", plan.id, _RETRY_SECONDS)
+            delay = _RETRY_AFTER_OUTAGE_SECONDS if _is_outage(error) else _RETRY_SECONDS
+            log.exception("campaign %s: actor crashed; retrying in %.0f s", plan.id, delay)
             self._crashed += 1
-            self._retry_after[plan.id] = trio.current_time() + _RETRY_SECONDS
+            self._retry_after[plan.id] = trio.current_time() + delay
         finally:
             self._actors.pop(plan.id, None)
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True), suppress(DatabaseUnavailable):
+                # Unreleased, it stays ours: we claim it again, or it expires.
                 await leases.release_lease(self._db, plan.id, owner=self.instance_id)
             if not self._actors:
                 self._all_ended.set()
@@ -223,13 +283,18 @@ class Supervisor:
             self._db,
             list(self._actors),
             owner=self.instance_id,
-            now=self._clock.now(),
             ttl=self._settings.engine.lease_ttl_seconds,
         )
         for campaign_id, handle in list(self._actors.items()):
             if campaign_id not in held:
                 log.error("campaign %s: lease lost; stopping here", campaign_id)
                 handle.tell(Shutdown())
+
+
+def _is_outage(error: Exception) -> bool:
+    if isinstance(error, DatabaseUnavailable):
+        return True
+    return isinstance(error, ExceptionGroup) and error.subgroup(DatabaseUnavailable) is not None
 
 
 def _parse_notice(payload: str) -> Notice | None:
@@ -244,26 +309,65 @@ async def run(
     settings: Settings,
     clock: WallClock,
     pool: SenderPool,
+    budgets: AccountBudget,
     broadcaster: Broadcaster,
     instance_id: str,
     *,
     task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     send, receive = trio.open_memory_channel[SupervisorMessage](1000)
-    supervisor = Supervisor(db, settings, clock, pool, broadcaster, instance_id, send)
+    supervisor = Supervisor(db, settings, clock, pool, budgets, broadcaster, instance_id, send)
 
     def on_notify(payload: str) -> None:
         notice = _parse_notice(payload)
         if notice is not None:
             supervisor.notice(notice)
 
-    async with send, receive:
-        stop_listening = await db.listen(campaign_runs.COMMAND_CHANNEL, on_notify)
+    channels = {
+        campaign_runs.COMMAND_CHANNEL: on_notify,
+        account_rates.ACCOUNT_CHANNEL: supervisor.account_changed,
+    }
+    async with send, receive, trio.open_nursery() as listening:
+        await listening.start(_keep_listening, db, channels, supervisor)
+        async with trio.open_nursery() as actors:
+            task_status.started(supervisor)
+            await supervisor.serve(receive, actors)
+            await supervisor._all_ended.wait()
+        listening.cancel_scope.cancel()
+
+
+async def _keep_listening(
+    db: Database,
+    channels: dict[str, Callable[[str], None]],
+    supervisor: Supervisor,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """LISTEN, and register that session as this daemon's presence; again each time
+    the connection is lost. Started once the first listener is in place."""
+    first = True
+    while True:
+        listener: Listener = await retrying(
+            "listening for commands", db.listen, channels, max_delay=_LISTEN_MAX_DELAY_SECONDS
+        )
         try:
-            async with trio.open_nursery() as actors:
-                task_status.started(supervisor)
-                await supervisor.serve(receive, actors)
-                await supervisor._all_ended.wait()
+            await retrying(
+                "registering this daemon's presence",
+                leases.register_presence,
+                db,
+                supervisor.instance_id,
+                backend_pid=listener.backend_pid,
+                backend_start=listener.backend_start,
+                max_delay=_LISTEN_MAX_DELAY_SECONDS,
+            )
+            if first:
+                first = False
+                task_status.started()
+            else:
+                log.warning("listening again after the connection was lost; rescanning")
+                supervisor.resync()
+            await listener.lost.wait()
+            log.warning("the LISTEN connection was lost; NOTIFYs are missed until it is back")
         finally:
-            with trio.CancelScope(shield=True):
-                await stop_listening()
+            with trio.CancelScope(shield=True), suppress(DatabaseUnavailable):
+                await listener.stop()

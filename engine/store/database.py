@@ -9,17 +9,19 @@ outcomes, a transaction — never a single row.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
 from importlib import resources
 from typing import Any, TypeVar
 
 import asyncpg
 import asyncpg.exceptions._base
 import msgspec
+import trio
 import trio_asyncio
 
-from engine.store.errors import Unstorable
+from engine.store.errors import DatabaseUnavailable, Unstorable
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,54 @@ def _storable() -> Iterator[None]:
         raise Unstorable(str(error)) from error
 
 
+# Failures of the connection rather than of the statement: the server is going
+# down or starting up (57P01-57P03), the session was terminated, the socket broke
+# or could not be opened (OSError, which includes TimeoutError).
+_CONNECTION_LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    OSError,
+)
+
+
+@contextmanager
+def _reachable() -> Iterator[None]:
+    try:
+        yield
+    except _CONNECTION_LOST as error:
+        raise DatabaseUnavailable(_describe(error)) from error
+    except asyncpg.InterfaceError as error:
+        # asyncpg's own "connection is closed" (the socket went away under it);
+        # other interface errors are programming errors and stay as they are.
+        if "closed" not in str(error):
+            raise
+        raise DatabaseUnavailable(_describe(error)) from error
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".strip().removesuffix(":")
+
+
+def _notify_handler(callback: Callable[[str], None]) -> Callable[[Any, int, str, str], None]:
+    def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        callback(payload)
+
+    return on_notify
+
+
+class Listener(msgspec.Struct, frozen=True):
+    """A dedicated connection LISTENing on some channels (see `Database.listen`)."""
+
+    backend_pid: int
+    backend_start: datetime
+    # Set when the connection is gone (server restart, terminated session): its
+    # NOTIFYs are lost from then on, so the owner listens again and rescans.
+    lost: trio.Event
+    stop: Callable[[], Awaitable[None]]
+
+
 class Database:
     """A pool of PostgreSQL connections, used from trio. Raises Unstorable for values
     PostgreSQL cannot store."""
@@ -80,21 +130,21 @@ class Database:
         self._pool = pool
 
     async def fetch(self, query: str, *args: Any) -> list[Record]:
-        with _storable():
+        with _storable(), _reachable():
             rows: list[Record] = await trio_asyncio.aio_as_trio(self._pool.fetch)(query, *args)
         return rows
 
     async def fetchrow(self, query: str, *args: Any) -> Record | None:
-        with _storable():
+        with _storable(), _reachable():
             row: Record | None = await trio_asyncio.aio_as_trio(self._pool.fetchrow)(query, *args)
         return row
 
     async def fetchval(self, query: str, *args: Any) -> Any:
-        with _storable():
+        with _storable(), _reachable():
             return await trio_asyncio.aio_as_trio(self._pool.fetchval)(query, *args)
 
     async def execute(self, query: str, *args: Any) -> str:
-        with _storable():
+        with _storable(), _reachable():
             status: str = await trio_asyncio.aio_as_trio(self._pool.execute)(query, *args)
         return status
 
@@ -105,7 +155,7 @@ class Database:
             async with self._pool.acquire() as conn:
                 return await operation(conn, *args)
 
-        with _storable():
+        with _storable(), _reachable():
             result: T = await trio_asyncio.aio_as_trio(on_connection)()
         return result
 
@@ -121,51 +171,76 @@ class Database:
     async def copy_records(
         self, table: str, records: Sequence[tuple[Any, ...]], columns: Sequence[str]
     ) -> None:
-        with _storable():
+        with _storable(), _reachable():
             await trio_asyncio.aio_as_trio(self._pool.copy_records_to_table)(
                 table, records=records, columns=list(columns)
             )
 
-    async def listen(
-        self, channel: str, callback: Callable[[str], None]
-    ) -> Callable[[], Awaitable[None]]:
-        """Call `callback(payload)` for each NOTIFY on `channel`; returns an async stopper.
+    async def listen(self, channels: Mapping[str, Callable[[str], None]]) -> Listener:
+        """LISTEN on `channels` over one dedicated connection; each NOTIFY calls its
+        channel's callback with the payload.
 
-        The callback runs on the event loop thread; it must only hand the payload on
-        (e.g. `send_nowait` on a trio channel).
+        The callbacks run on the event loop thread; they must only hand the payload
+        on (e.g. `send_nowait` on a trio channel). The returned `Listener` names the
+        connection's server session (for presence, engine/store/leases.py) and says
+        when the connection is lost; listening does not resume by itself.
         """
+        lost = trio.Event()
 
-        def on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
-            callback(payload)
+        def on_terminated(_conn: object) -> None:
+            lost.set()
 
-        async def start() -> Any:
+        handlers = {channel: _notify_handler(callback) for channel, callback in channels.items()}
+
+        async def start() -> tuple[Any, datetime]:
             conn: Any = await self._pool.acquire()
-            await conn.add_listener(channel, on_notify)
-            return conn
+            try:
+                conn.add_termination_listener(on_terminated)
+                for channel, handler in handlers.items():
+                    await conn.add_listener(channel, handler)
+                started: datetime = await conn.fetchval(
+                    "SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+                )
+            except BaseException:
+                await self._pool.release(conn)
+                raise
+            return conn, started
 
-        conn = await trio_asyncio.aio_as_trio(start)()
+        with _reachable():
+            conn, started = await trio_asyncio.aio_as_trio(start)()
 
         async def stop() -> None:
             async def release() -> None:
                 try:
-                    await conn.remove_listener(channel, on_notify)
+                    conn.remove_termination_listener(on_terminated)
+                except asyncpg.InterfaceError:
+                    return  # lost already: the pool took its connection back then
+                try:
+                    for channel, handler in handlers.items():
+                        await conn.remove_listener(channel, handler)
                 finally:
                     await self._pool.release(conn)
 
-            await trio_asyncio.aio_as_trio(release)()
+            with _reachable():
+                await trio_asyncio.aio_as_trio(release)()
 
-        return stop
+        return Listener(conn.get_server_pid(), started, lost, stop)
 
 
 @asynccontextmanager
 async def open_database(
-    dsn: str, *, min_size: int = 2, max_size: int = 10
+    dsn: str, *, min_size: int = 2, max_size: int = 10, connect_timeout: float = 5.0
 ) -> AsyncIterator[Database]:
-    """Open a pool. Must run inside `trio_asyncio.open_loop()`."""
+    """Open a pool. Must run inside `trio_asyncio.open_loop()`.
+
+    Connections broken later (a server restart) are replaced on their next use;
+    `connect_timeout` bounds how long an operation waits for a server that does
+    not answer (asyncpg's default is a minute)."""
     pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
         dsn,
         min_size=min_size,
         max_size=max_size,
+        timeout=connect_timeout,
         init=_init_connection,
         reset=_keep_session,
         # Every statement here works on a batch whose size and campaign the
