@@ -112,6 +112,20 @@ def _webhook_metrics(s: MonitoringSnapshot) -> Iterator[Metric]:
     yield _gauge(
         "webhook_facts_queued", "Status facts waiting to be applied.", s.webhook_facts_queued
     )
+    skipped = CounterMetricFamily(
+        f"{PREFIX}_webhook_facts_skipped",
+        "Status facts skipped: malformed or not storable (invalid), or matching no "
+        "recipient they may apply to (unmatched).",
+        labels=["reason"],
+    )
+    skipped.add_metric(["invalid"], float(s.webhook_facts_refused))
+    skipped.add_metric(["unmatched"], float(s.webhook_facts_unmatched))
+    yield skipped
+    yield _counter(
+        "webhook_apply_errors",
+        "Batches of status facts the database failed; their facts are kept and retried.",
+        s.webhook_apply_errors,
+    )
 
 
 def _stream_metrics(s: MonitoringSnapshot, socketio_clients: int) -> Iterator[Metric]:

@@ -14,15 +14,20 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import msgspec
 import trio
 import trio_asyncio
 
 from api.server import serve_api
+from api.webhook_listener import serve_webhook_listener
+from api.webhooks.receive import door_for
+from engine.core.callback_reference import CallbackReferences
 from engine.gateway import Gateway
 from engine.service.engine import Engine, open_engine
 from engine.settings import Settings
+from engine.store import secrets
 from engine.store.database import Database, apply_migrations, open_database
 from engine.transport.cloud_api import CloudApiGateway
 
@@ -33,6 +38,7 @@ class Listening(msgspec.Struct, frozen=True):
     url: str
     port: int
     instance_id: str
+    webhook_url: str | None = None  # the dedicated webhook listener's, when configured
 
 
 def configure_logging(level: str) -> None:
@@ -70,30 +76,62 @@ async def serve(
 ) -> None:
     """Run the daemon until SIGINT/SIGTERM (or cancellation)."""
     instance_id = instance_id or new_instance_id()
-    gateway = gateway or CloudApiGateway(
-        connect_timeout=settings.whatsapp.connect_timeout_seconds,
-        read_timeout=settings.whatsapp.read_timeout_seconds,
+    async with trio_asyncio.open_loop(), open_migrated_database(dsn, settings) as db:
+        # Issued by the gateway, verified by the webhook doors: one key per database.
+        references = CallbackReferences(await secrets.callback_key(db))
+        gateway = gateway or CloudApiGateway(
+            connect_timeout=settings.whatsapp.connect_timeout_seconds,
+            read_timeout=settings.whatsapp.read_timeout_seconds,
+            callback_references=references,
+        )
+        async with (
+            open_engine(
+                db, settings, gateway, instance_id=instance_id, callback_references=references
+            ) as engine,
+            trio.open_nursery() as nursery,
+        ):
+            await _serve_doors(engine, settings, host, port, instance_id, nursery, task_status)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("%s received: stopping", signal.Signals(signum).name)
+                    break
+            nursery.cancel_scope.cancel()
+    log.info("stopped")
+
+
+async def _serve_doors(
+    engine: Engine,
+    settings: Settings,
+    host: str,
+    port: int,
+    instance_id: str,
+    nursery: trio.Nursery,
+    task_status: trio.TaskStatus[tuple[Listening, Engine]],
+) -> None:
+    """The HTTP API and, when `webhooks.listen_port` is set, the webhook listener."""
+    bound: int = await nursery.start(
+        lambda task_status: serve_api(
+            engine, settings, host=host, port=port, task_status=task_status
+        )
     )
-    async with (
-        trio_asyncio.open_loop(),
-        open_migrated_database(dsn, settings) as db,
-        open_engine(db, settings, gateway, instance_id=instance_id) as engine,
-        trio.open_nursery() as nursery,
-    ):
-        bound: int = await nursery.start(
-            lambda task_status: serve_api(
-                engine, settings, host=host, port=port, task_status=task_status
+    webhook_url: str | None = None
+    hooks = settings.webhooks
+    if hooks.listen_port is not None:
+        webhook_port: int = await nursery.start(
+            partial(
+                serve_webhook_listener,
+                door_for(engine, settings),
+                host=hooks.listen_host,
+                port=hooks.listen_port,
             )
         )
-        listening = Listening(url=f"http://{host}:{bound}", port=bound, instance_id=instance_id)
-        log.info("listening on %s", listening.url)
-        task_status.started((listening, engine))
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                log.info("%s received: stopping", signal.Signals(signum).name)
-                break
-        nursery.cancel_scope.cancel()
-    log.info("stopped")
+        webhook_url = f"http://{hooks.listen_host}:{webhook_port}/webhooks/whatsapp"
+        log.info("webhooks listening on %s", webhook_url)
+    listening = Listening(
+        url=f"http://{host}:{bound}", port=bound, instance_id=instance_id, webhook_url=webhook_url
+    )
+    log.info("listening on %s", listening.url)
+    task_status.started((listening, engine))
 
 
 async def migrate(settings: Settings, dsn: str) -> list[str]:

@@ -36,7 +36,9 @@ class StatusUpdate(msgspec.Struct, frozen=True):
     biz_opaque_callback_data reference names (engine/core/callback_reference.py);
     without one the message is found by its wamid. `phone_number_id` is the
     webhook's `metadata.phone_number_id`, which must be the recipient's account's
-    number; the parser always sets it (None: not checked, for facts built in-process)."""
+    number, and `provider_message_id` must be the recipient's stored wamid if it has
+    one. The parser always sets both; None means "not checked", for facts built
+    in-process (tests, tools)."""
 
     recipient_id: int | None
     provider_message_id: str | None

@@ -122,6 +122,12 @@ class DeliverySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     flush_interval_ms: PositiveInt = 100
     max_batch: PositiveInt = 1000
+    # Facts waiting to be applied; beyond it webhooks answer 503 (WhatsApp retries).
+    max_queued: PositiveInt = 200_000
+    # The dedicated webhook listener (api/webhook_listener.py); port unset: none, 0: any.
+    listen_host: NonEmptyStr = "127.0.0.1"
+    listen_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
+    max_body_bytes: PositiveInt = 1_048_576
 
 
 class LoggingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -1,5 +1,6 @@
-"""Status webhooks over HTTP: signatures, subscription check, and their effect on
-the campaign's stats and metrics (the spec's formulas), replays and disorder included."""
+"""Status webhooks over HTTP: signatures, subscription check, strict matching, facts
+that cannot be stored, and their effect on the campaign's stats and metrics (the
+spec's formulas), replays and disorder included."""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthW
 T0 = 1_760_000_000
 
 
-def status(wamid: str, kind: str, at: int, recipient_id: int | None = None, **extra: Any) -> Any:
+def status(wamid: str, kind: str, at: int | str, reference: str | None = None, **extra: Any) -> Any:
     item: dict[str, Any] = {"id": wamid, "status": kind, "timestamp": str(at), "recipient_id": "1"}
-    if recipient_id is not None:
-        item["biz_opaque_callback_data"] = str(recipient_id)
+    if reference is not None:
+        item["biz_opaque_callback_data"] = reference
     return item | extra
 
 
@@ -38,10 +39,12 @@ def reply_to(wamid: str, at: int) -> Any:
     }
 
 
-def notification(statuses: list[Any], messages: list[Any] | None = None) -> bytes:
+def notification(
+    statuses: list[Any], messages: list[Any] | None = None, phone_number_id: str = "PN1"
+) -> bytes:
     value: dict[str, Any] = {
         "messaging_product": "whatsapp",
-        "metadata": {"phone_number_id": "PN1"},
+        "metadata": {"phone_number_id": phone_number_id},
     }
     value["statuses"] = statuses
     if messages:
@@ -120,20 +123,26 @@ async def test_signature_is_required_and_checked(api: Harness) -> None:
         campaign_id, recipients = await completed_campaign(api, 2)
         before = (await api.request("GET", f"/api/v1/campaigns/{campaign_id}")).json()["data"]
         body = notification([status(wamid, "delivered", T0) for _, wamid in recipients])
-        for signature in (None, "sha256=" + "0" * 64, sign("other-secret", body), "md5=abc"):
+        for signature in (
+            None,
+            "sha256=" + "0" * 64,
+            sign("other-secret", body),
+            "md5=abc",
+            "sha256=é" + "0" * 63,  # not ASCII: still just wrong
+        ):
             reply = await post(api, body, signature)
             assert reply.status == 401 and reply.json()["error"]["code"] == "invalid_signature"
         assert api.engine.statistics().webhooks.received == 0
         # A body changed after signing is refused too.
         tampered = await post(api, body + b" ", sign(APP_SECRET, body))
         assert tampered.status == 401
-        # Signed but not a notification: 400, nothing applied.
-        for bad in (
-            b"{",
-            b"[]",
-            b'{"entry": [{"changes": [{"value": {"statuses": [{"id": 1}]}}]}]}',
-        ):
-            assert (await post(api, bad)).status == 400
+        # Signed but not a notification: 400 naming the field, nothing applied.
+        for bad, field in ((b"{", None), (b"[]", None), (b'{"entry": [3]}', "entry[0]")):
+            refused = await post(api, bad)
+            assert refused.status == 400
+            assert refused.json()["error"] == {"code": "malformed_payload"} | (
+                {"field": field} if field else {}
+            )
         after = (await api.request("GET", f"/api/v1/campaigns/{campaign_id}")).json()["data"]
         assert after["stats"] == before["stats"] and after["stats"]["delivered"] == 0
         assert api.engine.statistics().webhooks.received == 0
@@ -143,17 +152,18 @@ async def test_statuses_and_replies_move_metrics_once(api: Harness) -> None:
     with trio.fail_after(60):
         campaign_id, recipients = await completed_campaign(api, 4)
         (_, w1), (id2, w2), (_, w3), (id4, w4) = recipients
+        issue = api.engine.callback_references.issue
         first = notification(
             [
                 status(w1, "delivered", T0 + 1),
-                status(w2, "delivered", T0 + 1, recipient_id=id2),
+                status(w2, "delivered", T0 + 1, reference=issue(id2)),
                 status(w2, "read", T0 + 2),
                 status(w3, "read", T0 + 2),  # read before any delivered: read implies delivered
                 status(
                     w4,
                     "failed",
                     T0 + 3,
-                    recipient_id=id4,
+                    reference=issue(id4),
                     errors=[{"code": 131026, "title": "Message undeliverable"}],
                 ),
                 status("wamid.unknown", "delivered", T0),  # not ours: ignored
@@ -189,7 +199,7 @@ async def test_statuses_and_replies_move_metrics_once(api: Harness) -> None:
                 [
                     status(w3, "delivered", T0 + 1),
                     status(w2, "sent", T0),
-                    status(w4, "failed", T0 + 4, recipient_id=id4),
+                    status(w4, "failed", T0 + 4, reference=issue(id4)),
                 ],
                 [reply_to(w1, T0 + 6)],
             )
@@ -214,3 +224,102 @@ async def test_statuses_and_replies_move_metrics_once(api: Harness) -> None:
         assert by_wamid[w1]["replied_at"] == "2025-10-09T08:53:25.000Z"  # the first reply
         metrics = (await api.request("GET", "/metrics", user=None)).body.decode()
         assert "campaign_engine_webhook_facts_received_total" in metrics
+
+
+async def test_a_guessable_recipient_id_is_not_a_reference(api: Harness) -> None:
+    with trio.fail_after(30):
+        campaign_id, [(recipient_id, wamid)] = await completed_campaign(api, 1)
+        async with api.engine.broadcaster.subscribe() as events:
+            # The row number alone, or another application's value, names nobody: these
+            # read statuses for a message we never sent change nothing...
+            guessed = notification(
+                [
+                    status("wamid.theirs", "read", T0, reference=str(recipient_id)),
+                    status("wamid.theirs2", "read", T0, reference="order-77"),
+                ]
+            )
+            assert (await post(api, guessed)).status == 200
+            # ... while our own reference, with the message's wamid, does.
+            ours = notification(
+                [
+                    status(
+                        wamid,
+                        "delivered",
+                        T0,
+                        reference=api.engine.callback_references.issue(recipient_id),
+                    )
+                ]
+            )
+            assert (await post(api, ours)).status == 200
+            payload = await stats_event(events, campaign_id, delivered=1)
+        assert payload["stats"]["read"] == 0
+        webhooks = api.engine.statistics().webhooks
+        assert (webhooks.applied_facts, webhooks.unmatched) == (3, 2)
+        metrics = (await api.request("GET", "/metrics", user=None)).body.decode()
+        assert 'campaign_engine_webhook_facts_skipped_total{reason="unmatched"} 2.0' in metrics
+
+
+async def test_a_status_from_another_number_applies_nothing(api: Harness) -> None:
+    with trio.fail_after(30):
+        campaign_id, [(recipient_id, wamid)] = await completed_campaign(api, 1)
+        reference = api.engine.callback_references.issue(recipient_id)
+        async with api.engine.broadcaster.subscribe() as events:
+            foreign = notification(
+                [status(wamid, "read", T0, reference=reference)],
+                [reply_to(wamid, T0 + 1)],
+                phone_number_id="PN-ELSEWHERE",
+            )
+            assert (await post(api, foreign)).status == 200
+            mine = notification([status(wamid, "delivered", T0, reference=reference)])
+            assert (await post(api, mine)).status == 200
+            payload = await stats_event(events, campaign_id, delivered=1)
+        assert (payload["stats"]["read"], payload["stats"]["replied"]) == (0, 0)
+
+
+async def test_facts_that_cannot_be_stored_are_skipped_and_the_rest_applied(
+    api: Harness,
+) -> None:
+    with trio.fail_after(60):
+        campaign_id, recipients = await completed_campaign(api, 3)
+        (_, w1), (_, w2), (id3, w3) = recipients
+        issue = api.engine.callback_references.issue
+        poison = notification(
+            [
+                # Out of the integer range, and a Unicode digit: not references, so
+                # matched by wamid, and applied.
+                status(w1, "delivered", T0, reference="99999999999999999999"),
+                status(w2, "delivered", T0, reference="\u00b2"),
+                # A NUL byte in the error title, a Unicode digit as timestamp: refused.
+                status(
+                    w3, "failed", T0, reference=issue(id3), errors=[{"code": 1, "title": "a\x00b"}]
+                ),
+                status(w3, "read", "\u00b2"),
+            ]
+        )
+        async with api.engine.broadcaster.subscribe() as events:
+            reply = await post(api, poison)
+            assert (reply.status, reply.json()) == (200, {"success": True})
+            # A body of nothing but refused facts is still a 200 (Meta would retry it for days).
+            only_poison = notification([status(w3, "read", T0, errors="none")])
+            assert (await post(api, only_poison)).status == 200
+            payload = await stats_event(events, campaign_id, delivered=2)
+        assert (payload["stats"]["failed"], payload["stats"]["read"]) == (0, 0)
+        webhooks = api.engine.statistics().webhooks
+        assert (webhooks.received, webhooks.refused) == (2, 3)
+        metrics = (await api.request("GET", "/metrics", user=None)).body.decode()
+        assert 'campaign_engine_webhook_facts_skipped_total{reason="invalid"} 3.0' in metrics
+        # The daemon goes on: a later status still applies.
+        async with api.engine.broadcaster.subscribe() as events:
+            later = notification([status(w3, "read", T0 + 5, reference=issue(id3))])
+            assert (await post(api, later)).status == 200
+            await stats_event(events, campaign_id, delivered=3, read=1)
+
+
+async def test_a_verify_token_that_is_not_ascii_is_refused(api: Harness) -> None:
+    with trio.fail_after(20):
+        reply = await api.request(
+            "GET",
+            "/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=%C3%A9&hub.challenge=1",
+            user=None,
+        )
+        assert reply.status == 403 and reply.json()["error"]["code"] == "verification_failed"

@@ -7,6 +7,7 @@ from typing import Any
 
 import trio
 
+from engine.core.callback_reference import CallbackReferences
 from engine.gateway import AccountEndpoint, OutgoingMessage
 from engine.tools.simulator import SimulatorConfig, SimulatorHandle, serve_simulator
 from engine.transport.cloud_api import CloudApiGateway
@@ -26,10 +27,12 @@ async def _start(nursery: trio.Nursery, **config: Any) -> SimulatorHandle:
 
 
 async def test_success_returns_wamid_and_the_simulator_records_the_body() -> None:
+    references = CallbackReferences(b"k" * 32)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             handle = await _start(nursery)
-            async with CloudApiGateway().open_session() as session:
+            gateway = CloudApiGateway(callback_references=references)
+            async with gateway.open_session() as session:
                 result = await session.send(_endpoint(handle), _text(42))
             nursery.cancel_scope.cancel()
 
@@ -44,9 +47,24 @@ async def test_success_returns_wamid_and_the_simulator_records_the_body() -> Non
         "to": "+15551230001",
         "type": "text",
         "text": {"body": "hello 42"},
-        "biz_opaque_callback_data": "42",
+        # The reference the daemon's webhooks verify, not the guessable row number.
+        "biz_opaque_callback_data": references.issue(42),
     }
-    assert handle.state.sends_for("42") == 1
+    assert references.recipient_id(json.loads(request.body)["biz_opaque_callback_data"]) == 42
+    assert handle.state.sends_for(references.issue(42)) == 1
+
+
+async def test_without_the_daemons_key_a_gateway_issues_references_of_its_own() -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            handle = await _start(nursery)
+            gateway = CloudApiGateway()
+            async with gateway.open_session() as session:
+                assert (await session.send(_endpoint(handle), _text(42))).ok
+            nursery.cancel_scope.cancel()
+    callback = json.loads(handle.state.requests[0].body)["biz_opaque_callback_data"]
+    assert callback != "42" and gateway.references.recipient_id(callback) == 42
+    assert CallbackReferences(b"k" * 32).recipient_id(callback) is None
 
 
 async def test_template_body_carries_the_template_object() -> None:
@@ -74,7 +92,7 @@ async def test_number_ending_in_0000_is_undeliverable() -> None:
     assert not result.ok
     assert (result.http_status, result.error_code) == (400, 131026)
     assert result.error_message == "Message undeliverable"
-    assert handle.state.sends_for("1") == 0
+    assert handle.state.statistics().accepted == 0
 
 
 async def test_sends_beyond_mps_are_rate_limited_per_phone_number() -> None:
@@ -86,7 +104,8 @@ async def test_sends_beyond_mps_are_rate_limited_per_phone_number() -> None:
                 other = await session.send(_endpoint(handle, "2002"), _text(99))
             nursery.cancel_scope.cancel()
     assert [r.ok for r in results] == [True] * 5 + [False] * 3
-    assert {(r.http_status, r.error_code) for r in results[5:]} == {(429, 130429)}
+    # As Meta does: throttling is an HTTP 400 carrying code 130429.
+    assert {(r.http_status, r.error_code) for r in results[5:]} == {(400, 130429)}
     assert other.ok  # the window is per phone number id
 
 

@@ -4,6 +4,8 @@ The HTTP handler answers WhatsApp at once and queues the facts here; this actor
 applies everything queued in one statement per flush, then tells the campaigns
 touched: a `campaign:stats` event each (so webhooks produce at most one event
 per campaign per flush), and a recheck where a send in doubt was resolved.
+When the database fails, nothing is lost: the facts stay queued and the batch
+is retried with backoff.
 """
 
 from __future__ import annotations
@@ -28,12 +30,19 @@ from engine.store.database import Database
 
 log = logging.getLogger(__name__)
 
+# After the database fails a batch: the first retry, and the longest wait between two.
+_RETRY_FIRST_SECONDS = 0.5
+_RETRY_MAX_SECONDS = 30.0
+
 
 class WebhookApplierStatistics(msgspec.Struct, frozen=True):
     received: int
     applied_batches: int
     applied_facts: int
     queued: int
+    refused: int  # facts the parser refused: malformed, or not storable
+    unmatched: int  # applied facts that matched no recipient (not ours, or not allowed)
+    apply_errors: int  # times the database failed a batch (its facts stay queued)
 
 
 class WebhookApplier:
@@ -41,18 +50,27 @@ class WebhookApplier:
         self._max_queued = max_queued
         self._queue: list[StatusUpdate] = []
         self._arrived = trio.Event()
+        # Work left over when the database failed after a batch was applied.
+        self._to_announce: set[str] = set()
+        self._to_recheck: set[str] = set()
         self._received = 0
+        self._refused = 0
+        self._unmatched = 0
         self._applied_batches = 0
         self._applied_facts = 0
+        self._apply_errors = 0
 
-    def submit(self, updates: Sequence[StatusUpdate]) -> bool:
-        """Queue facts; False (nothing queued) when the backlog is full, so the
-        caller answers 503 and WhatsApp delivers them again later."""
+    def submit(self, updates: Sequence[StatusUpdate], *, refused: int = 0) -> bool:
+        """Queue facts, and count `refused` ones the caller could not use; False
+        (nothing queued or counted) when the backlog is full, so the caller answers
+        503 and WhatsApp delivers them again later."""
         if len(self._queue) + len(updates) > self._max_queued:
             return False
-        self._queue.extend(updates)
-        self._received += len(updates)
-        self._arrived.set()
+        self._refused += refused
+        if updates:
+            self._queue.extend(updates)
+            self._received += len(updates)
+            self._arrived.set()
         return True
 
     def statistics(self) -> WebhookApplierStatistics:
@@ -61,28 +79,60 @@ class WebhookApplier:
             applied_batches=self._applied_batches,
             applied_facts=self._applied_facts,
             queued=len(self._queue),
+            refused=self._refused,
+            unmatched=self._unmatched,
+            apply_errors=self._apply_errors,
         )
 
     async def serve(
         self, db: Database, broadcaster: Broadcaster, settings: WebhookSettings
     ) -> None:
+        retry_in = _RETRY_FIRST_SECONDS
         while True:
             await self._arrived.wait()
-            # Let a burst of webhooks gather into one statement.
-            await trio.sleep(settings.flush_interval_ms / 1000)
-            batch = self._queue[: settings.max_batch]
-            del self._queue[: settings.max_batch]
-            if not self._queue:
-                self._arrived = trio.Event()
-            with trio.CancelScope(shield=True):
-                applied = await statuses.apply_status_updates(db, batch)
-                if applied.campaigns:
-                    await self._announce(db, broadcaster, applied.campaigns)
-                for campaign_id in applied.resolved_in_doubt:
-                    # Its actor may be waiting for exactly this to complete it.
-                    await campaign_runs.notify(db, CommandKind.RECHECK, campaign_id)
+            if len(self._queue) < settings.max_batch:
+                # Let a burst of webhooks gather into one statement.
+                await trio.sleep(settings.flush_interval_ms / 1000)
+            try:
+                with trio.CancelScope(shield=True):
+                    await self._flush(db, broadcaster, settings.max_batch)
+            except statuses.DATABASE_ERRORS as error:
+                # Never fatal: the facts stay queued (a full queue answers 503) and
+                # the batch is tried again.
+                self._apply_errors += 1
+                log.warning(
+                    "webhook facts: the database failed (%s: %s); %d facts kept, "
+                    "retrying in %.1f s",
+                    type(error).__name__,
+                    error,
+                    len(self._queue),
+                    retry_in,
+                )
+                await trio.sleep(retry_in)
+                retry_in = min(retry_in * 2, _RETRY_MAX_SECONDS)
+            else:
+                retry_in = _RETRY_FIRST_SECONDS
+
+    async def _flush(self, db: Database, broadcaster: Broadcaster, max_batch: int) -> None:
+        batch = self._queue[:max_batch]
+        if batch:
+            applied = await statuses.apply_status_updates(db, batch)
+            # Only submit() touches the queue meanwhile, and it only appends.
+            del self._queue[: len(batch)]
             self._applied_batches += 1
             self._applied_facts += len(batch)
+            self._unmatched += len(batch) - applied.matched
+            self._to_announce.update(applied.campaigns)
+            self._to_recheck.update(applied.resolved_in_doubt)
+        for campaign_id in sorted(self._to_recheck):
+            # Its actor may be waiting for exactly this to complete it.
+            await campaign_runs.notify(db, CommandKind.RECHECK, campaign_id)
+            self._to_recheck.discard(campaign_id)
+        if self._to_announce:
+            await self._announce(db, broadcaster, sorted(self._to_announce))
+            self._to_announce.clear()
+        if not self._queue:
+            self._arrived = trio.Event()
 
     async def _announce(
         self, db: Database, broadcaster: Broadcaster, campaign_ids: list[str]
@@ -110,6 +160,6 @@ async def run(
     *,
     task_status: trio.TaskStatus[WebhookApplier] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    applier = WebhookApplier()
+    applier = WebhookApplier(settings.max_queued)
     task_status.started(applier)
     await applier.serve(db, broadcaster, settings)

@@ -28,6 +28,7 @@ from engine.actors.supervisor import Supervisor, SupervisorStatistics
 from engine.actors.webhook_applier import WebhookApplier, WebhookApplierStatistics
 from engine.clock import WallClock
 from engine.core import lifecycle
+from engine.core.callback_reference import CallbackReferences
 from engine.core.campaign_view import campaign_object, processed_count
 from engine.core.metrics import CampaignStats
 from engine.events import CampaignCancelled, CampaignPaused, CampaignResumed, Event
@@ -39,7 +40,7 @@ from engine.service.contacts import Contacts
 from engine.service.monitoring import Monitoring
 from engine.service.segments import Segments
 from engine.settings import Settings
-from engine.store import campaign_runs, campaigns, errors
+from engine.store import campaign_runs, campaigns, errors, secrets
 from engine.store.database import Database
 from engine.transport.redis_link import open_redis
 
@@ -62,12 +63,15 @@ class Engine:
         sender_pool: SenderPool,
         supervisor: Supervisor,
         webhooks: WebhookApplier,
+        callback_references: CallbackReferences,
         *,
         settings: Settings,
     ) -> None:
         self.db = db  # for tests and tools; callers use the resources below
         self.clock = clock
         self.broadcaster = broadcaster
+        # Verifies the biz_opaque_callback_data of incoming webhooks.
+        self.callback_references = callback_references
         self._sender_pool = sender_pool
         self._supervisor = supervisor
         self._webhooks = webhooks
@@ -130,10 +134,11 @@ class Engine:
 
     # --- webhooks -----------------------------------------------------------------------
 
-    def submit_status_updates(self, updates: Sequence[StatusUpdate]) -> bool:
-        """Queue webhook facts; they are applied in batches. Never blocks; False
+    def submit_status_updates(self, updates: Sequence[StatusUpdate], *, refused: int = 0) -> bool:
+        """Queue webhook facts (and count `refused` ones that could not be used); they
+        are applied in batches. Never blocks; False, with nothing queued or counted,
         when the backlog is full (the database is not keeping up)."""
-        return self._webhooks.submit(updates)
+        return self._webhooks.submit(updates, refused=refused)
 
     # --- monitoring ---------------------------------------------------------------------
 
@@ -169,14 +174,19 @@ async def open_engine(
     gateway: Gateway,
     *,
     instance_id: str,
+    callback_references: CallbackReferences | None = None,
 ) -> AsyncIterator[Engine]:
     """Run every actor of the engine for the duration of the block.
+
+    `callback_references`: those the gateway issues (by default made from the
+    database's key, engine/store/secrets.py).
 
     On exit the supervisor stops claiming, actors stop dispatching and let the
     requests already written finish (within `server.shutdown_grace_seconds`),
     record them, and release their leases.
     """
     clock = WallClock()
+    references = callback_references or CallbackReferences(await secrets.callback_key(db))
     async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
         budgets: AccountBudget = LocalAccountBudget()
         if settings.redis.url:
@@ -201,6 +211,7 @@ async def open_engine(
                 sender_pool,
                 supervisor,
                 webhooks,
+                references,
                 settings=settings,
             )
         finally:

@@ -55,6 +55,9 @@ class MonitoringSnapshot(msgspec.Struct, frozen=True):
     webhook_facts_applied: int
     webhook_batches_applied: int
     webhook_facts_queued: int
+    webhook_facts_refused: int  # malformed or not storable (the parser's)
+    webhook_facts_unmatched: int  # stored nowhere: no recipient they may apply to
+    webhook_apply_errors: int  # batches the database failed (kept and retried)
     events_published: int
     events_dropped: int
 
@@ -107,6 +110,9 @@ class Monitoring:
             webhook_facts_applied=stats.webhooks.applied_facts,
             webhook_batches_applied=stats.webhooks.applied_batches,
             webhook_facts_queued=stats.webhooks.queued,
+            webhook_facts_refused=stats.webhooks.refused,
+            webhook_facts_unmatched=stats.webhooks.unmatched,
+            webhook_apply_errors=stats.webhooks.apply_errors,
             events_published=stats.broadcaster.published,
             events_dropped=stats.broadcaster.dropped_at_inbox
             + stats.broadcaster.dropped_for_subscribers,

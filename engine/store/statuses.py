@@ -1,26 +1,56 @@
-"""Webhook facts (statuses, replies) applied to recipients in one statement per batch."""
+"""Webhook facts (statuses, replies) applied to recipients in one statement per batch.
+
+Matching is strict (engine/core/callback_reference.py, docs/webhooks.md): a fact
+names its recipient by a verified reference, else by wamid; it applies only if its
+phone number id is that of the recipient's account, if the wamid is the recipient's
+once one is stored, and never to a recipient still `pending`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import asyncpg
 import msgspec
 
 from engine.messages import StatusUpdate
 from engine.store.database import Database
 
+# What applying a batch may fail with while PostgreSQL is unreachable, restarting or
+# refusing the statement: the applier keeps the facts and tries again later.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+)
+
 _APPLY_STATUSES = """
 WITH u AS (
-    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
-        AS u(id, wamid, kind, at, error_code, error_message)
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[])
+        AS u(ref_id, wamid, kind, at, error_code, error_message, phone_number_id)
 ), keyed AS (
-    SELECT coalesce(u.id, (SELECT r.id FROM campaign_recipients r
-                            WHERE r.provider_message_id = u.wamid LIMIT 1)) AS rid, u.*
+    -- A verified reference names the recipient; without one, the wamid does.
+    SELECT coalesce(u.ref_id, (SELECT r.id FROM campaign_recipients r
+                               WHERE r.provider_message_id = u.wamid LIMIT 1)) AS rid, u.*
     FROM u
+), locked AS (
+    -- Lock in id order: campaign actors record outcomes on the same rows concurrently.
+    -- What may apply is judged on the row as locked (its latest version).
+    SELECT x.id, x.status AS old_status, x.provider_message_id AS old_wamid, a.phone_number_id
+    FROM campaign_recipients x
+    JOIN campaigns c ON c.id = x.campaign_id
+    JOIN accounts a ON a.id = c.account_id
+    WHERE x.id IN (SELECT rid FROM keyed) AND x.status <> 'pending'
+    ORDER BY x.id FOR UPDATE OF x
+), matched AS (
+    SELECT k.* FROM keyed k JOIN locked l ON l.id = k.rid
+    -- NULL in a fact: not checked (facts built in-process; webhooks always carry both).
+    WHERE (k.phone_number_id IS NULL OR k.phone_number_id = l.phone_number_id)
+      AND (k.wamid IS NULL OR l.old_wamid IS NULL OR l.old_wamid = k.wamid)
 ), g AS (
     -- Several facts about one message in one batch collapse into one row: an
     -- UPDATE applies at most one source row per target.
-    SELECT rid,
+    SELECT rid, count(*) AS facts,
            min(at) FILTER (WHERE kind IN ('sent', 'delivered', 'read', 'failed')) AS sent_at,
            min(at) FILTER (WHERE kind IN ('delivered', 'read')) AS delivered_at,
            min(at) FILTER (WHERE kind = 'read') AS read_at,
@@ -28,11 +58,7 @@ WITH u AS (
            min(at) FILTER (WHERE kind = 'replied') AS replied_at,
            max(error_code) AS error_code, max(error_message) AS error_message,
            max(wamid) AS wamid
-    FROM keyed WHERE rid IS NOT NULL GROUP BY rid
-), locked AS (
-    -- Lock in id order: campaign actors record outcomes on the same rows concurrently.
-    SELECT x.id, x.status AS old_status FROM campaign_recipients x JOIN g ON x.id = g.rid
-    ORDER BY x.id FOR UPDATE OF x
+    FROM matched GROUP BY rid
 )
 UPDATE campaign_recipients r SET
     status = CASE
@@ -58,20 +84,22 @@ UPDATE campaign_recipients r SET
     provider_message_id = coalesce(r.provider_message_id, g.wamid)
 FROM g JOIN locked ON locked.id = g.rid
 WHERE r.id = g.rid
-RETURNING r.campaign_id, locked.old_status = 'in_doubt' AND r.status <> 'in_doubt' AS resolved
+RETURNING r.campaign_id, g.facts, locked.old_status = 'in_doubt' AND r.status <> 'in_doubt' AS resolved
 """
 
 
 class AppliedStatuses(msgspec.Struct, frozen=True):
     campaigns: list[str]  # every campaign a fact touched
     resolved_in_doubt: list[str]  # those where a send in doubt was resolved
+    matched: int = 0  # facts that found their recipient; the others matched nothing
 
 
 async def apply_status_updates(db: Database, updates: Sequence[StatusUpdate]) -> AppliedStatuses:
     """Apply a batch of webhook facts in one statement.
 
     Idempotent and order-independent: timestamps only ever fill in, a status only
-    ever moves forward, and a reply is recorded once.
+    ever moves forward, and a reply is recorded once. Facts must be storable
+    (engine/core/webhook_payload.py checks them); `DATABASE_ERRORS` leave nothing applied.
     """
     if not updates:
         return AppliedStatuses([], [])
@@ -83,8 +111,10 @@ async def apply_status_updates(db: Database, updates: Sequence[StatusUpdate]) ->
         [u.at for u in updates],
         [u.error_code for u in updates],
         [u.error_message for u in updates],
+        [u.phone_number_id for u in updates],
     )
     return AppliedStatuses(
         campaigns=sorted({str(r["campaign_id"]) for r in rows}),
         resolved_in_doubt=sorted({str(r["campaign_id"]) for r in rows if r["resolved"]}),
+        matched=sum(r["facts"] for r in rows),
     )

@@ -10,12 +10,14 @@ connections. `send` never raises for an API answer or a network failure.
 
 from __future__ import annotations
 
+import secrets
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import msgspec
 
+from engine.core.callback_reference import CallbackReferences
 from engine.gateway import AccountEndpoint, OutgoingMessage, SendResult
 from engine.transport.http1 import (
     ConnectionsByOrigin,
@@ -64,7 +66,7 @@ def _route_for(endpoint: AccountEndpoint) -> _Route:
     return _Route(origin, target, headers)
 
 
-def encode_message(message: OutgoingMessage) -> bytes:
+def encode_message(message: OutgoingMessage, references: CallbackReferences) -> bytes:
     """The Cloud API request body for one message."""
     return _encode(
         {
@@ -73,7 +75,8 @@ def encode_message(message: OutgoingMessage) -> bytes:
             "to": message.to,
             "type": message.message_type,
             message.message_type: message.payload,
-            "biz_opaque_callback_data": str(message.recipient_id),
+            # Echoed in its status webhooks; resolves the send if it ends in doubt.
+            "biz_opaque_callback_data": references.issue(message.recipient_id),
         }
     )
 
@@ -109,7 +112,10 @@ class CloudApiSession:
         connection = self._connections.get(route.origin)
         try:
             response = await connection.request(
-                "POST", route.target, route.headers, encode_message(message)
+                "POST",
+                route.target,
+                route.headers,
+                encode_message(message, self._gateway.references),
             )
         except HTTPTimeout as exc:
             return SendResult(
@@ -132,7 +138,11 @@ class CloudApiGateway:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
+        callback_references: CallbackReferences | None = None,
     ) -> None:
+        """`callback_references`: the daemon's (engine/store/secrets.py), so that its
+        webhooks recognise them; by default a key of this gateway's own."""
+        self.references = callback_references or CallbackReferences(secrets.token_bytes(32))
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._ssl_context = ssl_context

@@ -1,0 +1,226 @@
+"""A dedicated listener for WhatsApp webhooks: h11 driven directly over `trio.serve_tcp`.
+
+Meta posts about one status per request, three or more per message sent, so
+this door must cost far less than a send. hypercorn and Quart cost ~0.8 ms of
+CPU per request; here each keep-alive connection is one task, and what a
+request does is `api/webhooks/receive.py`, the same code the API port's
+`/webhooks/whatsapp` runs. docs/webhooks.md explains running it behind a
+reverse proxy.
+
+Where the time went, and what is done about it (py-spy, benchmarks/webhook_ingestion.py):
+
+- h11 parses every request (framing, bounds, keep-alive rules): a fresh
+  `h11.Connection` per request, fed what the previous one received beyond its
+  request (`trailing_data`). h11 does not write the answers: they are a few
+  fixed headers rendered here, where h11's event and state machinery cost as
+  much as parsing the request.
+- The socket is read and written through its descriptor, waiting with
+  `trio.lowlevel.wait_readable`: trio's socket methods cost an extra pass
+  through the scheduler per call. Each read waits first, so every request is
+  a checkpoint and no connection can starve the others.
+
+Serves `POST|GET /webhooks/whatsapp` and `GET /healthz` (the listener is
+accepting). Bounded: a request head of `MAX_HEAD_BYTES` (431), a body of
+`webhooks.max_body_bytes` (413, then the connection closes), and at most
+`TIMEOUT` seconds for each request, the wait for it included (idle keep-alive
+connections close then).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import partial
+from http import HTTPStatus
+from urllib.parse import parse_qsl
+
+import h11
+import trio
+
+from api.webhooks.receive import Answer, WebhookDoor, failure
+
+log = logging.getLogger(__name__)
+
+MAX_HEAD_BYTES = 16 * 1024
+# A connection closes when no complete request came for TIMEOUT/2 to TIMEOUT seconds: longer
+# than common proxies keep idle upstream connections (60 s), so they close first.
+TIMEOUT = 150.0
+_RECEIVE_BYTES = 65536
+
+_PATH = b"/webhooks/whatsapp"
+_HEALTHY = Answer(200, b'{"status":"ok"}')
+_HEAD_TOO_LARGE = failure(
+    431, "request_header_too_large", f"The request head is larger than {MAX_HEAD_BYTES} bytes"
+)
+_INTERNAL_ERROR = failure(500, "internal_error", "Something went wrong on our side; try again")
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+async def serve_webhook_listener(
+    door: WebhookDoor,
+    *,
+    host: str,
+    port: int,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled; `task_status.started(port)` once listening (port 0: any)."""
+    async with trio.open_nursery() as nursery:
+        listeners: list[trio.SocketListener] = await nursery.start(
+            partial(trio.serve_tcp, partial(_serve_connection, door), port, host=host)
+        )
+        bound: int = listeners[0].socket.getsockname()[1]
+        task_status.started(bound)
+
+
+class _Wire:
+    """A connection's socket, read and written through its (non-blocking) descriptor."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._fd = stream.socket.fileno()
+
+    async def receive(self) -> bytes:
+        """Some bytes, b"" at end of stream. Always waits first: a checkpoint."""
+        while True:
+            await trio.lowlevel.wait_readable(self._fd)
+            try:
+                return os.read(self._fd, _RECEIVE_BYTES)
+            except BlockingIOError:
+                continue
+
+    async def send_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._fd, view) :]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self._fd)
+
+
+async def _serve_connection(door: WebhookDoor, stream: trio.SocketStream) -> None:
+    wire = _Wire(stream)
+    unread, closed = b"", False  # what the previous request's h11 received beyond it
+    with trio.CancelScope(deadline=trio.current_time() + TIMEOUT) as deadline:
+        try:
+            while True:
+                now = trio.current_time()
+                if deadline.deadline - now < TIMEOUT / 2:
+                    # Moving a deadline costs; half the time is plenty of slack.
+                    deadline.deadline = now + TIMEOUT
+                conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+                if unread:
+                    conn.receive_data(unread)
+                if closed:
+                    conn.receive_data(b"")  # b"" is h11's end of stream
+                request = await _next_event(conn, wire)
+                if type(request) is not h11.Request:
+                    return  # ConnectionClosed: the client is done
+                answer, close = await _answer(conn, wire, door, request)
+                # MUST_CLOSE: HTTP/1.0, or the client said `Connection: close`.
+                close = close or conn.their_state is not h11.DONE
+                await wire.send_all(_render(answer, close=close))
+                if close:
+                    return
+                unread, closed = conn.trailing_data
+        except h11.RemoteProtocolError as error:
+            # Not HTTP, or a head too large: say so, then close.
+            code = "request_header_too_large" if error.error_status_hint == 431 else "bad_request"
+            answer = failure(
+                error.error_status_hint, code, f"The request is not valid HTTP/1.1: {error}"
+            )
+            await _send_quietly(wire, _render(answer, close=True))
+        except _BROKEN:
+            pass
+        except Exception:
+            # A bug must not take the daemon down with it: this connection ends.
+            log.exception("webhook listener: unexpected error")
+            await _send_quietly(wire, _render(_INTERNAL_ERROR, close=True))
+        finally:
+            await trio.aclose_forcefully(stream)
+
+
+async def _next_event(conn: h11.Connection, wire: _Wire) -> object:
+    while True:
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        # b"" at end of stream tells h11 the client closed.
+        conn.receive_data(await wire.receive())
+
+
+async def _answer(
+    conn: h11.Connection, wire: _Wire, door: WebhookDoor, request: h11.Request
+) -> tuple[Answer, bool]:
+    """The answer, and whether the connection must close after it (a body left unread)."""
+    signature: bytes | None = None
+    head_bytes = len(request.target)
+    for name, value in request.headers:
+        head_bytes += len(name) + len(value)
+        if name == b"content-length" and int(value) > door.max_body_bytes:
+            return door.too_large, True
+        if name == b"x-hub-signature-256" and signature is None:
+            signature = value
+    if head_bytes > MAX_HEAD_BYTES:
+        # h11 bounds only a head still incomplete; one that arrived whole is checked here.
+        return _HEAD_TOO_LARGE, True
+    if conn.they_are_waiting_for_100_continue:
+        await wire.send_all(_CONTINUE)
+    body = await _read_body(conn, wire, door.max_body_bytes)
+    if body is None:
+        return door.too_large, True
+    path, _, query = request.target.partition(b"?")
+    method = request.method.decode("ascii", "replace")
+    if path == _PATH:
+        if method == "POST":
+            return door.notification(signature, body), False
+        if method == "GET":
+            return door.subscription(_query(query)), False
+        message = f"{method} is not allowed on {_PATH.decode()}"
+        return failure(405, "method_not_allowed", message), False
+    if path == b"/healthz" and method == "GET":
+        return _HEALTHY, False
+    message = f"No route for {method} {path.decode('ascii', 'replace')}"
+    return failure(404, "not_found", message), False
+
+
+async def _read_body(conn: h11.Connection, wire: _Wire, limit: int) -> bytes | None:
+    """The whole body, or None once it exceeds `limit` (chunked bodies have no length)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        event = await _next_event(conn, wire)
+        if type(event) is h11.Data:
+            size += len(event.data)
+            if size > limit:
+                return None
+            chunks.append(event.data)
+        elif type(event) is h11.EndOfMessage:
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        else:  # ConnectionClosed mid-body
+            raise trio.BrokenResourceError("the client closed mid-request")
+
+
+def _query(query: bytes) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        params.setdefault(name, value)  # the first wins, as in Quart's request.args
+    return params
+
+
+def _render(answer: Answer, *, close: bool) -> bytes:
+    """The whole HTTP/1.1 response: a status line and three headers at most."""
+    return b"".join(
+        (
+            b"HTTP/1.1 %d %s\r\n" % (answer.status, HTTPStatus(answer.status).phrase.encode()),
+            b"content-type: %s\r\ncontent-length: %d\r\n" % (answer.content_type, len(answer.body)),
+            b"connection: close\r\n\r\n" if close else b"\r\n",
+            answer.body,
+        )
+    )
+
+
+async def _send_quietly(wire: _Wire, data: bytes) -> None:
+    try:
+        await wire.send_all(data)
+    except _BROKEN:
+        pass
