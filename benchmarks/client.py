@@ -53,7 +53,10 @@ class Api:
         async with self.http.get(f"{self.url}{path}") as response:
             return await response.text()
 
-    async def account(self, name: str, phone_number_id: str, api_url: str) -> str:
+    async def account(
+        self, name: str, phone_number_id: str, api_url: str, messages_per_second: int = 1000
+    ) -> str:
+        """`messages_per_second` defaults to the API's maximum per account."""
         data = await self.call(
             "POST",
             "/accounts",
@@ -62,7 +65,7 @@ class Api:
                 "phoneNumberId": phone_number_id,
                 "accessToken": "bench-token",
                 "apiUrl": api_url,
-                "messagesPerSecond": 1000,  # the API's maximum per account
+                "messagesPerSecond": messages_per_second,
             },
         )
         return str(data["id"])
@@ -109,6 +112,24 @@ class Api:
     async def command(self, campaign_id: str, action: str) -> dict[str, Any]:
         data: dict[str, Any] = await self.call("POST", f"/campaigns/{campaign_id}/{action}")
         return data
+
+    async def campaigns(self, status: str) -> list[tuple[float, dict[str, Any]]]:
+        """Every campaign in `status`, each with the time its page was answered."""
+        found: list[tuple[float, dict[str, Any]]] = []
+        cursor: str | None = None
+        while True:
+            query = f"/campaigns?status={status}&limit=500"
+            if cursor is not None:
+                query += f"&cursor={cursor}"
+            async with self.http.get(f"{self.url}/api/v1{query}", headers=self._headers) as resp:
+                document = await resp.json(content_type=None)
+                if resp.status >= 300:
+                    raise ApiError(f"GET {query}: {resp.status} {document.get('message')}")
+            at = time.time()
+            found += [(at, campaign) for campaign in document["data"]]
+            cursor = (document.get("pagination") or {}).get("next_cursor")
+            if not cursor:
+                return found
 
 
 class EventLog:
@@ -189,6 +210,12 @@ async def wait_final(api: Api, log: EventLog, ids: list[str], within: float) -> 
                 if (await api.get(campaign_id))["status"] in FINAL:
                     finished[campaign_id] = time.time()
     return max(finished.values())
+
+
+async def simulator_get(http: aiohttp.ClientSession, simulator_url: str, path: str) -> Any:
+    """A `/simulator/...` document, e.g. `stats` or `timeline?phone_number_id=X&kind=read`."""
+    async with http.get(f"{simulator_url}/simulator/{path}") as response:
+        return await response.json()
 
 
 async def simulator_last(

@@ -118,40 +118,106 @@ async def _wait_ready(http: aiohttp.ClientSession, url: str, process: Process) -
 
 
 @dataclass(frozen=True)
-class Stack:
-    simulator: Process
-    simulator_url: str  # http://127.0.0.1:P
-    daemon: Process
-    daemon_url: str
-    jwt_secret: str
+class SimulatorSpec:
+    """One simulator process: `webhooks` posts signed statuses to the daemon, one status per
+    request unless `webhook_batch` > 1."""
+
+    latency_ms: float
+    webhooks: bool = False
+    webhook_batch: int = 1
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Simulator:
+    process: Process
+    url: str  # http://127.0.0.1:P
 
     @property
     def api_url(self) -> str:
         """What accounts use as their apiUrl."""
-        return f"{self.simulator_url}/v21.0"
+        return f"{self.url}/v21.0"
+
+
+@dataclass(frozen=True)
+class Stack:
+    simulators: dict[str, Simulator]  # the first is the default one
+    daemon: Process
+    daemon_url: str
+    jwt_secret: str
+    webhook_url: str  # where the simulators post
+    webhook_door: str  # "listener" (the daemon's own webhook port) or "api"
+
+    @property
+    def simulator(self) -> Simulator:
+        return next(iter(self.simulators.values()))
+
+    @property
+    def simulator_url(self) -> str:
+        return self.simulator.url
+
+    @property
+    def api_url(self) -> str:
+        return self.simulator.api_url
+
+
+def _local_api_urls_allowed() -> dict[str, str]:
+    """The daemon refuses an account `apiUrl` outside `whatsapp.allowed_api_urls` (when it
+    has that setting): allow the simulators on 127.0.0.1."""
+    from engine.settings import WhatsAppSettings
+
+    if "allowed_api_urls" not in WhatsAppSettings.__struct_fields__:
+        return {}
+    return {"CAMPAIGN_ENGINE_WHATSAPP_ALLOWED_API_URLS": "http://127.0.0.1:"}
+
+
+def dedicated_webhook_listener() -> bool:
+    """Whether this daemon has a webhook listener of its own (`webhooks.listen_port`)."""
+    from engine.settings import WebhookSettings
+
+    return "listen_port" in WebhookSettings.__struct_fields__
 
 
 @asynccontextmanager
 async def running_stack(
-    dsn: str, *, latency_ms: float, concurrency: int, http: aiohttp.ClientSession
+    dsn: str,
+    *,
+    concurrency: int,
+    http: aiohttp.ClientSession,
+    simulators: Mapping[str, SimulatorSpec],
+    daemon_env: Mapping[str, str] | None = None,
+    webhook_door: str = "listener",
 ) -> AsyncIterator[Stack]:
-    """The simulator (no throttling, webhooks signed to the daemon) and the daemon."""
+    """The simulators (no throttling; those with webhooks post them, signed, to the daemon)
+    and the daemon. `webhook_door`: "listener" posts to the daemon's dedicated webhook
+    listener when it has one, "api" to `POST /webhooks/whatsapp` on the API port."""
     jwt_secret = uuid.uuid4().hex + uuid.uuid4().hex
     app_secret = uuid.uuid4().hex
-    daemon_port, simulator_port = free_port(), free_port()
+    daemon_port = free_port()
     daemon_url = f"http://127.0.0.1:{daemon_port}"
-    simulator_url = f"http://127.0.0.1:{simulator_port}"
+    env_extra: dict[str, str] = _local_api_urls_allowed()
+    webhook_url = f"{daemon_url}/webhooks/whatsapp"
+    door = "api"
+    if webhook_door == "listener" and dedicated_webhook_listener():
+        door = "listener"
+        listener_port = free_port()
+        env_extra["CAMPAIGN_ENGINE_WEBHOOKS_LISTEN_PORT"] = str(listener_port)
+        webhook_url = f"http://127.0.0.1:{listener_port}/webhooks/whatsapp"
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGN_ENGINE_")}
-    simulator = await _start(
-        "simulator",
-        [CAMPAIGN_ENGINE, "simulator", "--host", "127.0.0.1", "--port", str(simulator_port),
-         "--latency-ms", str(latency_ms), "--mps", "0",
-         "--webhook-url", f"{daemon_url}/webhooks/whatsapp", "--app-secret", app_secret],
-        base_env,
-    )  # fmt: skip
+    started: dict[str, Simulator] = {}
     daemon: Process | None = None
     try:
-        await _wait_ready(http, f"{simulator_url}/simulator/stats", simulator)
+        for name, spec in simulators.items():
+            port = free_port()
+            argv = [CAMPAIGN_ENGINE, "simulator", "--host", "127.0.0.1", "--port", str(port),
+                    "--latency-ms", str(spec.latency_ms), "--mps", "0",
+                    *spec.extra_args]  # fmt: skip
+            if spec.webhooks:
+                argv += ["--webhook-url", webhook_url, "--app-secret", app_secret,
+                         "--webhook-batch", str(spec.webhook_batch)]  # fmt: skip
+            process = await _start(f"simulator-{name}", argv, base_env)
+            started[name] = Simulator(process, f"http://127.0.0.1:{port}")
+            await _wait_ready(http, f"{started[name].url}/simulator/stats", process)
         daemon = await _start(
             "daemon",
             [CAMPAIGN_ENGINE, "serve", "--host", "127.0.0.1", "--port", str(daemon_port)],
@@ -163,14 +229,17 @@ async def running_stack(
                 "WHATSAPP_APP_SECRET": app_secret,
                 "CAMPAIGN_ENGINE_SENDER_CONCURRENCY": str(concurrency),
                 "CAMPAIGN_ENGINE_LOGGING_LEVEL": "WARNING",
-            },
+            }
+            | env_extra
+            | dict(daemon_env or {}),
         )
         await _wait_ready(http, f"{daemon_url}/healthz", daemon)
-        yield Stack(simulator, simulator_url, daemon, daemon_url, jwt_secret)
+        yield Stack(started, daemon, daemon_url, jwt_secret, webhook_url, door)
     finally:
         if daemon is not None:
             await _stop(daemon)
-        await _stop(simulator)
+        for simulator in started.values():
+            await _stop(simulator.process)
 
 
 async def sample_rss(process: Process, interval: float = 0.2) -> None:

@@ -17,10 +17,12 @@ from benchmarks.client import (
     histogram,
     histogram_quantile,
     percentile,
+    simulator_get,
     simulator_last,
     wait_final,
 )
-from benchmarks.processes import Process, Stack, sample_rss
+from benchmarks.lag import StatsPoller, summary
+from benchmarks.processes import Process, Simulator, Stack, sample_rss
 
 LATENCY_METRIC = "campaign_engine_send_latency_seconds"
 SLICES = 10  # every contact is in one `slice<k>`: audiences for the rate and pause phases
@@ -50,12 +52,15 @@ async def throughput(
     part_tag: str,
     phone_prefix: str,
     recipients: int,
+    simulator: Simulator | None = None,
 ) -> dict[str, Any]:
     """`campaigns` campaigns at the API's maximum rate, one account each, sharing the
-    audience between them; from the first start request to the last completion."""
+    audience between them; from the first start request to the last completion. Against
+    `simulator` (default: the stack's first)."""
     daemon: Process = stack.daemon
+    api_url = (simulator or stack.simulator).api_url
     accounts = [
-        await api.account(f"{phone_prefix} {k}", f"{phone_prefix}-{k}", stack.api_url)
+        await api.account(f"{phone_prefix} {k}", f"{phone_prefix}-{k}", api_url)
         for k in range(campaigns)
     ]
     ids = [
@@ -101,6 +106,89 @@ async def throughput(
             "rss_after_mb": _mb(rss_after),
         },
     }
+
+
+async def throughput_with_webhooks(
+    api: Api,
+    log: EventLog,
+    stack: Stack,
+    http: aiohttp.ClientSession,
+    simulator: Simulator,
+    *,
+    campaigns: int,
+    part_tag: str,
+    recipients: int,
+    poll_interval: float = 0.05,
+) -> dict[str, Any]:
+    """`throughput` against a simulator that posts every status in its own signed request,
+    as WhatsApp does; then until its backlog is posted and the daemon shows every
+    `delivered`. The lag of the first campaign's statuses: see benchmarks/lag.py."""
+    phone_prefix = "wh"
+    stats_before = await simulator_get(http, simulator.url, "stats")
+    cpu_before, started = stack.daemon.cpu_seconds(), time.time()
+    poller: StatsPoller | None = None
+    poll_task: asyncio.Task[None] | None = None
+
+    async def poll_first_campaign() -> None:
+        # The campaign exists only once `throughput` created it: wait for it by name.
+        nonlocal poller
+        name = f"{phone_prefix} throughput 0"
+        while poller is None:
+            for _at, campaign in await api.campaigns("running"):
+                if campaign["name"] == name:
+                    poller = StatsPoller(api, campaign["id"], poll_interval)
+            await asyncio.sleep(poll_interval)
+        await poller.run()
+
+    poll_task = asyncio.create_task(poll_first_campaign())
+    try:
+        run = await throughput(
+            api, log, stack, campaigns=campaigns, part_tag=part_tag, phone_prefix=phone_prefix,
+            recipients=recipients, simulator=simulator,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while (await simulator_get(http, simulator.url, "stats"))["webhook_pending"] > 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the simulator's webhook backlog did not drain")
+            await asyncio.sleep(0.1)
+        posted_at = time.time()
+        if poller is not None:  # until the daemon shows what was posted, bounded
+            expected = (await simulator_get(
+                http, simulator.url, f"timeline?phone_number_id={phone_prefix}-0&kind=delivered"
+            ))["count"]  # fmt: skip
+            while poller.samples and poller.samples[-1][1]["delivered"] < expected:
+                if time.time() > posted_at + 30:
+                    break
+                await asyncio.sleep(poll_interval)
+        drained = time.time()
+        cpu = stack.daemon.cpu_seconds() - cpu_before
+    finally:
+        poll_task.cancel()
+    stats_after = await simulator_get(http, simulator.url, "stats")
+    posts = stats_after["webhook_posts"] - stats_before["webhook_posts"]
+    items = stats_after["webhook_items"] - stats_before["webhook_items"]
+    messages = run["engine"]["messages"]
+    lag: dict[str, Any] = {}
+    if poller is not None:
+        for kind in ("delivered", "read"):
+            timeline = await simulator_get(
+                http, simulator.url, f"timeline?phone_number_id={phone_prefix}-0&kind={kind}"
+            )
+            lags, unseen = poller.lags(timeline["points"], kind)
+            lag[kind] = summary(lags, unseen, poll_interval)
+    engine = run["engine"] | {
+        "webhook_requests": posts,
+        "webhook_requests_per_message": round(posts / messages, 2) if messages else None,
+        "statuses_per_request": round(items / posts, 2) if posts else None,
+        "webhook_failures": stats_after["webhook_failures"] - stats_before["webhook_failures"],
+        "seconds_until_every_status_applied": round(drained - started, 2),
+        "cpu_seconds_per_1000_including_drain": round(cpu / messages * 1000, 3)
+        if messages
+        else None,
+        "webhook_to_api_lag": lag,
+        "webhook_door": stack.webhook_door,
+    }
+    return {"engine": engine, "memory": run["memory"]}
 
 
 async def bare(stack: Stack, *, requests: int, concurrency: int) -> dict[str, Any]:

@@ -1,0 +1,287 @@
+"""Scale figures: many campaigns at once, many Socket.IO clients of one user, and a
+1,000,000-recipient run for memory."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import socketio
+
+from benchmarks.client import FINAL, Api, EventLog, percentile, simulator_get, wait_final
+from benchmarks.processes import Stack, sample_rss
+
+
+def _quantiles(values: list[float], digits: int = 1) -> dict[str, float | None]:
+    def q(share: float) -> float | None:
+        value = percentile(values, share)
+        return None if value is None else round(value, digits)
+
+    return {"p1": q(0.01), "p50": q(0.50), "p99": q(0.99), "max": q(1.0)}
+
+
+# -- many campaigns ----------------------------------------------------------------------
+
+
+async def many_campaigns(
+    api: Api,
+    stack: Stack,
+    *,
+    count: int,
+    per_minute: float,
+    tag: str,
+    warmup: float,
+    seconds: float,
+) -> dict[str, Any]:
+    """`count` campaigns on one account, each at `per_minute`, started one after the other
+    (the latency of each start request, by tenth of the run); then, with all running, each
+    one's achieved rate from its `stats.sent` over the API across `seconds`."""
+    account = await api.account("scale", "scale", stack.api_url)
+    created_at = time.perf_counter()
+    ids = [await api.campaign(account, f"scale {k}", tag, per_minute) for k in range(count)]
+    create_seconds = time.perf_counter() - created_at
+    latencies: list[float] = []
+    for campaign_id in ids:
+        started = time.perf_counter()
+        await api.command(campaign_id, "start")
+        latencies.append((time.perf_counter() - started) * 1000)
+    tenth = max(1, count // 10)
+    by_tenth = [
+        {
+            "campaigns_already_started": k,
+            "start_ms": _quantiles(latencies[k : k + tenth]),
+        }
+        for k in range(0, count, tenth)
+    ]
+    await asyncio.sleep(warmup)
+    daemon = stack.daemon
+    daemon.samples.clear()
+    sampler = asyncio.create_task(sample_rss(daemon))
+    try:
+        cpu_before = daemon.cpu_seconds()
+        before = {c["id"]: (at, c["stats"]["sent"]) for at, c in await api.campaigns("running")}
+        await asyncio.sleep(seconds)
+        after = {c["id"]: (at, c["stats"]["sent"]) for at, c in await api.campaigns("running")}
+        cpu = daemon.cpu_seconds() - cpu_before
+    finally:
+        sampler.cancel()
+    achieved = [
+        (after[i][1] - before[i][1]) / (after[i][0] - before[i][0]) * 60
+        for i in ids
+        if i in before and i in after
+    ]
+    within = [a for a in achieved if abs(a - per_minute) <= per_minute * 0.1]
+    queue = await api.call("GET", "/queue")
+    window = max(at for at, _ in after.values()) - min(at for at, _ in before.values())
+    return {
+        "campaigns": count,
+        "configured_per_minute": per_minute,
+        "create_seconds": round(create_seconds, 2),
+        "start_request_ms": _quantiles(latencies),
+        "start_request_ms_by_tenth": by_tenth,
+        "running_at_window_start": len(before),
+        "running_at_window_end": len(after),
+        "window_seconds": round(window, 1),
+        "achieved_per_minute": _quantiles(achieved)
+        | {"mean": round(sum(achieved) / len(achieved), 2) if achieved else None},
+        "share_within_10_percent": round(len(within) / len(achieved), 3) if achieved else None,
+        "total_messages_per_second": round(
+            sum(after[i][1] - before[i][1] for i in after if i in before) / seconds, 1
+        ),
+        "daemon_cpu_percent_of_one_core": round(cpu / seconds * 100, 1),
+        "daemon_rss_peak_mb": round(max(daemon.samples, default=daemon.rss_mb()), 1),
+        "queue": queue,
+    }
+
+
+# -- many sockets ------------------------------------------------------------------------
+
+
+class Swarm:
+    """`size` Socket.IO clients of one user (websocket transport), recording every event
+    with its arrival time and the client that got it."""
+
+    def __init__(self, size: int) -> None:
+        self.clients = [socketio.AsyncClient(reconnection=False) for _ in range(size)]
+        self.events: list[tuple[float, int, str, dict[str, Any]]] = []
+        for index, client in enumerate(self.clients):
+            for name in ("campaign:progress", "campaign:stats", "campaign:completed"):
+                client.on(name, self._handler(index, name))
+
+    def _handler(self, index: int, name: str) -> Any:
+        async def handle(payload: dict[str, Any]) -> None:
+            self.events.append((time.time(), index, name, payload))
+
+        return handle
+
+    async def connect(self, url: str, token: str, at_once: int = 50) -> float:
+        started = time.perf_counter()
+        for start in range(0, len(self.clients), at_once):
+            await asyncio.gather(
+                *(
+                    client.connect(
+                        url, auth={"token": token}, transports=["websocket"], wait_timeout=30
+                    )
+                    for client in self.clients[start : start + at_once]
+                )
+            )
+        return time.perf_counter() - started
+
+    async def close(self) -> None:
+        await asyncio.gather(*(client.disconnect() for client in self.clients))
+
+    def completed(self, campaign_id: str) -> int:
+        return sum(
+            1 for _at, _i, name, p in self.events
+            if name == "campaign:completed" and p.get("campaignId") == campaign_id
+        )  # fmt: skip
+
+
+def _processed(name: str, payload: dict[str, Any]) -> int | None:
+    if name == "campaign:progress":
+        return int(payload["processedCount"])
+    if name == "campaign:stats":
+        return int(payload["stats"]["sent"] + payload["stats"]["failed"])
+    return None
+
+
+async def _sockets_run(
+    api: Api, stack: Stack, http: aiohttp.ClientSession, *, clients: int, messages_tag: str,
+    latency_ms: float,
+) -> dict[str, Any]:  # fmt: skip
+    phone = f"sockets-{clients}"
+    swarm = Swarm(clients)
+    connect_seconds = await swarm.connect(stack.daemon_url, api.token)
+    try:
+        account = await api.account(phone, phone, stack.api_url)
+        campaign_id = await api.campaign(account, f"{clients} sockets", messages_tag, 60_000)
+        started = time.time()
+        await api.command(campaign_id, "start")
+        deadline = time.monotonic() + 180
+        while swarm.completed(campaign_id) < clients:
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        finished = time.time()
+        await asyncio.sleep(1.0)  # stragglers
+    finally:
+        await swarm.close()
+    timeline = await simulator_get(http, stack.simulator_url, f"timeline?phone_number_id={phone}")
+    accepted_at = {int(count): at for count, at in timeline["points"]}
+    lags: list[float] = []
+    arrivals: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for at, _index, name, payload in swarm.events:
+        if payload.get("campaignId") != campaign_id:
+            continue
+        processed = _processed(name, payload)
+        if processed is None:
+            continue
+        arrivals[(name, processed)].append(at)
+        if processed in accepted_at:
+            # From the simulator's answer (its latency after accepting) to the event.
+            lags.append((at - accepted_at[processed]) * 1000 - latency_ms)
+    spreads = [(max(v) - min(v)) * 1000 for v in arrivals.values()]
+    per_client = len(arrivals)
+    received = sum(len(v) for v in arrivals.values())
+    return {
+        "clients": clients,
+        "connect_seconds": round(connect_seconds, 2),
+        "campaign_seconds": round(finished - started, 2),
+        "clients_that_saw_completion": swarm.completed(campaign_id),
+        "distinct_progress_and_stats_events": per_client,
+        "deliveries": received,
+        "deliveries_missing": per_client * clients - received,
+        "lag_from_send_answer_ms": _quantiles(lags),
+        "spread_first_to_last_client_ms": _quantiles(spreads),
+    }
+
+
+async def many_sockets(
+    api: Api, stack: Stack, http: aiohttp.ClientSession, *, clients: int, latency_ms: float,
+    tag_one: str, tag_many: str,
+) -> dict[str, Any]:  # fmt: skip
+    """The same campaign (one account at 1,000/s) watched by one client, then by `clients`
+    clients of the same user: the lag of `campaign:progress`/`campaign:stats` from the
+    simulator's answer to the send that completed the count they report."""
+    one = await _sockets_run(api, stack, http, clients=1, messages_tag=tag_one,
+                             latency_ms=latency_ms)  # fmt: skip
+    many = await _sockets_run(api, stack, http, clients=clients, messages_tag=tag_many,
+                              latency_ms=latency_ms)  # fmt: skip
+    p99_one = one["lag_from_send_answer_ms"]["p99"]
+    p99_many = many["lag_from_send_answer_ms"]["p99"]
+    return {
+        "one_client": one,
+        "many_clients": many,
+        "p99_lag_ratio_many_to_one": round(p99_many / p99_one, 2) if p99_one else None,
+    }
+
+
+# -- a million recipients ----------------------------------------------------------------
+
+
+def million_contacts(count: int, parts: int) -> Iterator[dict[str, Any]]:
+    for i in range(count):
+        yield {"phone": f"+1666{i:07d}1", "firstName": f"M{i % 1000}", "lastName": str(i),
+               "tags": [f"million{i % parts}"]}  # fmt: skip
+
+
+async def million(
+    api: Api, log: EventLog, stack: Stack, *, contacts: int, campaigns: int, seconds: float
+) -> dict[str, Any]:
+    """RSS of the daemon: idle, after importing `contacts`, while `campaigns` campaigns (one
+    account each, 1,000/s) send to them for `seconds` (0: until they complete), after."""
+    daemon = stack.daemon
+    rss_idle = daemon.rss_mb()
+    daemon.samples.clear()
+    sampler = asyncio.create_task(sample_rss(daemon, interval=0.5))
+    try:
+        started = time.time()
+        imported = await api.import_contacts(million_contacts(contacts, campaigns))
+        import_seconds = time.time() - started
+        rss_import_peak = max(daemon.samples, default=daemon.rss_mb())
+        rss_after_import = daemon.rss_mb()
+        accounts = [await api.account(f"m {k}", f"million-{k}", stack.api_url)
+                    for k in range(campaigns)]  # fmt: skip
+        ids = [await api.campaign(accounts[k], f"million {k}", f"million{k}", 60_000)
+               for k in range(campaigns)]  # fmt: skip
+        daemon.samples.clear()
+        start_ms = []
+        sending_from = time.time()
+        for campaign_id in ids:
+            t = time.perf_counter()
+            await api.command(campaign_id, "start")
+            start_ms.append(round((time.perf_counter() - t) * 1000, 1))
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+        else:
+            await wait_final(api, log, ids, within=max(600.0, contacts / 100))
+        final = [await api.get(i) for i in ids]
+        sent = sum(c["stats"]["sent"] + c["stats"]["failed"] for c in final)
+        sending_seconds = time.time() - sending_from
+        rss_sending_peak = max(daemon.samples, default=daemon.rss_mb())
+        for campaign in final:
+            if campaign["status"] not in FINAL:
+                await api.command(campaign["id"], "cancel")
+        await asyncio.sleep(3.0)
+        rss_after = daemon.rss_mb()
+    finally:
+        sampler.cancel()
+    return {
+        "contacts": imported,
+        "campaigns": campaigns,
+        "import_seconds": round(import_seconds, 1),
+        "rss_idle_mb": round(rss_idle, 1),
+        "rss_peak_during_import_mb": round(rss_import_peak, 1),
+        "rss_after_import_mb": round(rss_after_import, 1),
+        "start_request_ms": start_ms,
+        "sending_seconds": round(sending_seconds, 1),
+        "messages_processed": sent,
+        "messages_per_second": round(sent / sending_seconds, 1) if sending_seconds else None,
+        "rss_peak_during_sending_mb": round(rss_sending_peak, 1),
+        "rss_after_mb": round(rss_after, 1),
+        "statuses": sorted({c["status"] for c in final}),
+    }
