@@ -1,10 +1,11 @@
-"""Bearer tokens: JWT, HS256, the user id in `sub` (CONTRACT section 2)."""
+"""Bearer tokens: JWT, HS256, the user id in `sub`, `exp` honoured (docs/http-api.md)."""
 
 from __future__ import annotations
 
 import time
 
 import jwt
+import msgspec
 
 from api.envelope import ApiError
 
@@ -24,8 +25,18 @@ def issue_token(secret: str, user_id: str, ttl_seconds: int | None) -> str:
     return jwt.encode(claims, secret, algorithm=_ALGORITHM)
 
 
+class Bearer(msgspec.Struct, frozen=True):
+    user_id: str
+    expires_at: float | None  # `exp`, seconds since the epoch; None: never
+
+
 def user_from_token(secret: str | None, token: str | None) -> str:
     """The user id a token names, or InvalidToken."""
+    return verify_token(secret, token).user_id
+
+
+def verify_token(secret: str | None, token: str | None) -> Bearer:
+    """Who a token names and until when, or InvalidToken."""
     if not token:
         raise InvalidToken("A bearer token is required")
     if not secret:
@@ -41,7 +52,8 @@ def user_from_token(secret: str | None, token: str | None) -> str:
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise InvalidToken("The bearer token names no user (sub)")
-    return subject
+    expires = claims.get("exp")
+    return Bearer(subject, float(expires) if isinstance(expires, int | float) else None)
 
 
 def bearer(authorization: str | None) -> str | None:

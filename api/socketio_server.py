@@ -10,7 +10,9 @@ receives events produced by any other.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -19,7 +21,7 @@ import socketio
 import trio
 import trio_asyncio
 
-from api.auth import InvalidToken, bearer, user_from_token
+from api.auth import InvalidToken, bearer, verify_token
 from engine.events import encode
 from engine.messages import Lagged
 from engine.service import Broadcaster
@@ -63,6 +65,9 @@ class SocketStream:
         self.server.on("disconnect", self._disconnect)
         self.asgi = socketio.ASGIApp(self.server, socketio_path=SOCKETIO_PATH)
         self._sockets: set[str] = set()
+        # A socket lives no longer than its token: closed at `exp`.
+        self._expiries: dict[str, asyncio.TimerHandle] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def clients(self) -> int:
@@ -73,14 +78,26 @@ class SocketStream:
 
     async def _connect(self, sid: str, environ: Mapping[str, Any], auth: Any = None) -> None:
         try:
-            user_id = user_from_token(self._secret, handshake_token(environ, auth))
+            token = verify_token(self._secret, handshake_token(environ, auth))
         except InvalidToken as error:
             raise socketio.exceptions.ConnectionRefusedError(str(error)) from None
-        await self.server.enter_room(sid, room_for(user_id))
+        await self.server.enter_room(sid, room_for(token.user_id))
         self._sockets.add(sid)
+        if token.expires_at is not None:
+            delay = max(0.0, token.expires_at - time.time())
+            self._expiries[sid] = asyncio.get_running_loop().call_later(delay, self._expire, sid)
+
+    def _expire(self, sid: str) -> None:
+        self._expiries.pop(sid, None)
+        task = asyncio.get_running_loop().create_task(self.server.disconnect(sid))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _disconnect(self, sid: str, *_reason: Any) -> None:
         self._sockets.discard(sid)
+        expiry = self._expiries.pop(sid, None)
+        if expiry is not None:
+            expiry.cancel()
 
     async def _start_client_manager(self) -> None:
         if not self.server.manager_initialized:

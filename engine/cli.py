@@ -34,9 +34,24 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply pending migrations and exit")
     migrate.add_argument("--config")
 
-    token = commands.add_parser("token", help="print a bearer token for a user")
+    token = commands.add_parser(
+        "token",
+        help="print a bearer token for a user",
+        description="Prints a bearer token (JWT, HS256, signed with ENGINE_JWT_SECRET) for a "
+        "user. It expires after auth.token_ttl_seconds (default 86400) unless --ttl says "
+        "otherwise; a token that never expires must be asked for (--ttl 0 or --no-expiry).",
+    )
     token.add_argument("--user", required=True, help="user id (the token's `sub`)")
-    token.add_argument("--ttl", type=int, help="seconds until it expires (default: never)")
+    lifetime = token.add_mutually_exclusive_group()
+    lifetime.add_argument(
+        "--ttl",
+        type=_seconds,
+        metavar="SECONDS",
+        help="seconds until it expires (default: auth.token_ttl_seconds); 0: never",
+    )
+    lifetime.add_argument(
+        "--no-expiry", action="store_true", help="a token that never expires (same as --ttl 0)"
+    )
     token.add_argument("--config")
 
     commands.add_parser(
@@ -53,6 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--url", default="http://127.0.0.1:8080", help="the daemon's URL")
     watch.add_argument("--token", help="bearer token (default: $CAMPAIGN_ENGINE_TOKEN)")
     return parser
+
+
+def _seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of seconds >= 0, got {text!r}")
+    return value
 
 
 def _settings(path: str | None) -> Settings:
@@ -101,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         if not settings.auth.jwt_secret:
             print("ENGINE_JWT_SECRET: required to sign tokens", file=sys.stderr)
             return 2
-        print(issue_token(settings.auth.jwt_secret, args.user, args.ttl))
+        ttl = settings.auth.token_ttl_seconds if args.ttl is None else args.ttl
+        expires = not args.no_expiry and ttl > 0
+        print(issue_token(settings.auth.jwt_secret, args.user, ttl if expires else None))
         return 0
 
     from engine.daemon import configure_logging, migrate, serve

@@ -3,16 +3,18 @@ polling) inside the test's trio-asyncio loop watch a campaign driven over HTTP."
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import jwt
 import pytest
 import socketio
 import trio
 import trio_asyncio
 
-from tests.api_helpers import OTHER_USER, USER, Harness, api, gateway
+from tests.api_helpers import OTHER_USER, SECRET, USER, Harness, api, gateway
 
 __all__ = ["api", "gateway"]
 
@@ -166,3 +168,24 @@ async def test_handshake_authentication(api: Harness) -> None:
         )
         assert client.connected
         await disconnect(client)
+
+
+async def test_a_socket_is_disconnected_when_its_token_expires(api: Harness) -> None:
+    with trio.fail_after(30):
+        expires_at = int(time.time()) + 2
+        token = jwt.encode({"sub": USER, "exp": expires_at}, SECRET, algorithm="HS256")
+        disconnected = trio.Event()
+        async with watching(api, auth={"token": token}) as short_lived:
+
+            @short_lived.client.event  # type: ignore[misc]
+            def disconnect(*_reason: Any) -> None:
+                disconnected.set()
+
+            async with watching(api, auth={"token": api.token(ttl=None)}) as lasting:
+                assert short_lived.client.connected
+                await disconnected.wait()
+                # Cut by the server at `exp`, not before (the claim has whole seconds).
+                assert time.time() >= expires_at
+                assert lasting.client.connected
+                metrics = (await api.request("GET", "/metrics", user=None)).body.decode()
+                assert "campaign_engine_socketio_clients 1.0" in metrics

@@ -32,13 +32,37 @@ def test_serve_without_a_jwt_secret_exits_2_naming_the_variable() -> None:
     assert result.stderr.startswith("ENGINE_JWT_SECRET:")
 
 
-def test_token_prints_a_token_for_the_user() -> None:
+def token_claims(*args: str, **environ: str) -> dict[str, object]:
     import jwt
 
-    result = run_cli("token", "--user", "alice", "--ttl", "60", ENGINE_JWT_SECRET="s" * 32)
-    assert result.returncode == 0
-    claims = jwt.decode(result.stdout.strip(), "s" * 32, algorithms=["HS256"])
-    assert claims["sub"] == "alice" and claims["exp"] - claims["iat"] == 60
+    result = run_cli("token", "--user", "alice", *args, ENGINE_JWT_SECRET="s" * 32, **environ)
+    assert result.returncode == 0, result.stderr
+    claims: dict[str, object] = jwt.decode(result.stdout.strip(), "s" * 32, algorithms=["HS256"])
+    assert claims["sub"] == "alice"
+    return claims
+
+
+def test_token_prints_a_token_for_the_user() -> None:
+    claims = token_claims("--ttl", "60")
+    assert claims["exp"] - claims["iat"] == 60  # type: ignore[operator]
+
+
+def test_token_expires_by_default_after_auth_token_ttl_seconds() -> None:
+    claims = token_claims()
+    assert claims["exp"] - claims["iat"] == 86400  # type: ignore[operator]
+    claims = token_claims(CAMPAIGN_ENGINE_AUTH_TOKEN_TTL_SECONDS="120")
+    assert claims["exp"] - claims["iat"] == 120  # type: ignore[operator]
+
+
+def test_a_token_that_never_expires_is_asked_for_explicitly() -> None:
+    assert "exp" not in token_claims("--ttl", "0")
+    assert "exp" not in token_claims("--no-expiry")
+    both = run_cli("token", "--user", "a", "--ttl", "5", "--no-expiry", ENGINE_JWT_SECRET="s" * 32)
+    assert both.returncode == 2
+    negative = run_cli("token", "--user", "a", "--ttl", "-5", ENGINE_JWT_SECRET="s" * 32)
+    assert negative.returncode == 2 and "--ttl" in negative.stderr
+    help_text = run_cli("token", "--help").stdout
+    assert "--no-expiry" in help_text and "auth.token_ttl_seconds" in help_text
 
 
 def test_help_lists_every_command() -> None:
