@@ -1,4 +1,4 @@
-"""The response envelope of CONTRACT section 3, and the error every handler raises.
+"""The response envelope (docs/http-api.md, "The envelope"), and the error every handler raises.
 
 Handlers return `success(...)` or raise `ApiError`; the app turns every error,
 including Quart's own (404, 405, 413), into the same error envelope.

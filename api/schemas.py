@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from api import nesting
 from api.envelope import ApiError, validation_error
 
 T = TypeVar("T")
@@ -24,7 +25,6 @@ E164_PATTERN = r"^\+[1-9]\d{6,14}$"
 URL_PATTERN = r"^https?://[^\s/$.?#][^\s]*$"
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
-Text = Annotated[str, Meta(max_length=500)]
 Phone = Annotated[str, Meta(pattern=E164_PATTERN, description="E.164, e.g. +14155550123")]
 HttpUrl = Annotated[str, Meta(pattern=URL_PATTERN, max_length=2048)]
 Tag = Annotated[str, Meta(min_length=1, max_length=100)]
@@ -37,6 +37,42 @@ ScheduleType = Literal["now", "scheduled", "manual"]
 AccountStatus = Literal["connected", "disconnected"]
 
 MAX_CONTACTS_PER_REQUEST = 10_000
+
+# Contacts (documented in the OpenAPI document through the descriptions below).
+MAX_CONTACT_TAGS = 50
+MAX_TAG_LENGTH = 64
+MAX_ATTRIBUTES = 100
+MAX_ATTRIBUTE_KEY_LENGTH = 64
+MAX_ATTRIBUTE_VALUE_LENGTH = 1024
+PersonName = Annotated[
+    Annotated[str, Meta(max_length=100)] | None, Meta(description="At most 100 characters.")
+]
+Company = Annotated[
+    Annotated[str, Meta(max_length=200)] | None, Meta(description="At most 200 characters.")
+]
+# RFC 5321's limit for an address.
+Email = Annotated[
+    Annotated[str, Meta(max_length=254)] | None, Meta(description="At most 254 characters.")
+]
+ContactTags = Annotated[
+    list[Annotated[str, Meta(min_length=1, max_length=MAX_TAG_LENGTH)]],
+    Meta(
+        max_length=MAX_CONTACT_TAGS,
+        description=f"At most {MAX_CONTACT_TAGS} tags of 1 to {MAX_TAG_LENGTH} characters.",
+    ),
+]
+Attributes = Annotated[
+    dict[
+        Annotated[str, Meta(min_length=1, max_length=MAX_ATTRIBUTE_KEY_LENGTH)],
+        Annotated[str, Meta(max_length=MAX_ATTRIBUTE_VALUE_LENGTH)],
+    ],
+    Meta(
+        max_length=MAX_ATTRIBUTES,
+        description=f"At most {MAX_ATTRIBUTES} attributes; keys of 1 to "
+        f"{MAX_ATTRIBUTE_KEY_LENGTH} characters, values of at most "
+        f"{MAX_ATTRIBUTE_VALUE_LENGTH:,} characters. Template variables by these names.",
+    ),
+]
 
 
 # --- accounts -----------------------------------------------------------------------
@@ -65,28 +101,35 @@ class AccountPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class ContactBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     phone: Phone
-    firstName: Text | None = None
-    lastName: Text | None = None
-    email: Text | None = None
-    company: Text | None = None
-    tags: Tags = []
-    attributes: dict[str, str] = {}
+    firstName: PersonName = None
+    lastName: PersonName = None
+    email: Email = None
+    company: Company = None
+    tags: ContactTags = []
+    attributes: Attributes = {}
     optedOut: bool = False
 
 
 class ContactBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Items are checked one by one, so one bad item is rejected, not the request.
-    contacts: Annotated[list[Any], Meta(max_length=MAX_CONTACTS_PER_REQUEST)]
+    contacts: Annotated[
+        list[Any],
+        Meta(
+            max_length=MAX_CONTACTS_PER_REQUEST,
+            description=f"At most {MAX_CONTACTS_PER_REQUEST:,} contacts (ContactBody), applied"
+            " in order: an entry that breaks a rule is reported in `rejected` and not stored.",
+        ),
+    ]
 
 
 class ContactPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     phone: Phone | UnsetType = UNSET
-    firstName: Text | UnsetType | None = UNSET
-    lastName: Text | UnsetType | None = UNSET
-    email: Text | UnsetType | None = UNSET
-    company: Text | UnsetType | None = UNSET
-    tags: Tags | UnsetType = UNSET
-    attributes: dict[str, str] | UnsetType = UNSET
+    firstName: PersonName | UnsetType = UNSET
+    lastName: PersonName | UnsetType = UNSET
+    email: Email | UnsetType = UNSET
+    company: Company | UnsetType = UNSET
+    tags: ContactTags | UnsetType = UNSET
+    attributes: Attributes | UnsetType = UNSET
     optedOut: bool | UnsetType = UNSET
 
 
@@ -113,10 +156,25 @@ class ThrottleConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     delayBetweenBatches: Annotated[int, Meta(ge=0, le=3_600_000)] = 0
 
 
+class TemplateParameter(msgspec.Struct, frozen=True):
+    """What every Cloud API template parameter has; its other fields depend on its
+    `type` (currency, date_time, image, ...) and are stored as given."""
+
+    type: Annotated[str, Meta(min_length=1, max_length=64)]
+    text: Annotated[str, Meta(max_length=4096)] | None = None
+
+
+class TemplateComponent(msgspec.Struct, frozen=True):
+    """A header, body or button component; other fields (sub_type, index) as given."""
+
+    type: Annotated[str, Meta(min_length=1, max_length=64)]
+    parameters: Annotated[list[TemplateParameter], Meta(max_length=100)] = []
+
+
 class TemplateContent(msgspec.Struct, frozen=True):
     name: Annotated[str, Meta(min_length=1, max_length=512)]
     language: Annotated[str, Meta(min_length=2, max_length=20)]
-    components: list[dict[str, Any]] = []
+    components: Annotated[list[TemplateComponent], Meta(max_length=50)] = []
 
 
 class SegmentAudience(msgspec.Struct, frozen=True):
@@ -206,7 +264,13 @@ def check_campaign(
     """The cross-field rules; returns the settings in their stored form."""
     content: Any
     if message_type == "template":
-        content = msgspec.to_builtins(convert(message_content, TemplateContent, "messageContent"))
+        template = convert(message_content, TemplateContent, "messageContent")
+        # Checked against the model, stored as given: parameters carry fields by type.
+        content = {
+            "name": template.name,
+            "language": template.language,
+            "components": message_content.get("components", []),
+        }
     else:
         if not isinstance(message_content, str):
             raise validation_error(
@@ -237,6 +301,13 @@ def check_campaign(
         raise validation_error("scheduledAt", 'is required when scheduleType is "scheduled"')
     if scheduled_at is not None and scheduled_at.tzinfo is None:
         scheduled_at = scheduled_at.replace(tzinfo=UTC)  # a time without offset is UTC
+    if scheduled_at is not None:
+        try:
+            scheduled_at.astimezone(UTC)
+        except OverflowError:
+            raise validation_error(
+                "scheduledAt", "expected a date-time from year 1 to 9999 once in UTC"
+            ) from None
     return CampaignSettings(
         account_id=account_id,
         name=name,
@@ -257,21 +328,23 @@ def check_campaign(
 
 def decode(body: bytes, model: type[T]) -> T:
     """Decode a request body; malformed JSON and failed validation become 400s."""
-    if not body.strip():
-        raise ApiError(400, "malformed_json", "The request body is empty; expected a JSON object")
+    _check_at_the_door(body)
     try:
-        return msgspec.json.decode(body, type=model)
+        value = msgspec.json.decode(body, type=model)
     except msgspec.ValidationError as error:
         raise _validation(error, model, "") from None
     except msgspec.DecodeError as error:
         raise ApiError(
             400, "malformed_json", f"The request body is not valid JSON: {error}"
         ) from None
+    if b"\\u0000" in body:
+        _check_no_nul(msgspec.to_builtins(value), "")
+    return value
 
 
 def decode_any(body: bytes) -> Any:
-    if not body.strip():
-        raise ApiError(400, "malformed_json", "The request body is empty; expected a JSON object")
+    """Decode a request body whose parts are validated later (with `convert`)."""
+    _check_at_the_door(body)
     try:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as error:
@@ -280,20 +353,56 @@ def decode_any(body: bytes) -> Any:
         ) from None
 
 
-def convert(value: Any, model: type[T], prefix: str) -> T:
-    """Validate already-decoded JSON (a part of a body) against `model`."""
+def convert(value: Any, model: type[T], prefix: str, *, parts_checked_later: bool = False) -> T:
+    """Validate already-decoded JSON (a part of a body) against `model`.
+    `parts_checked_later`: some of it is converted on its own later (the items of
+    a contact batch, each rejected alone), so do not refuse it for what they hold."""
     try:
-        return msgspec.convert(value, model)
+        converted = msgspec.convert(value, model)
     except msgspec.ValidationError as error:
         raise _validation(error, model, prefix) from None
+    if not parts_checked_later:
+        _check_no_nul(value, prefix)
+    return converted
 
 
-def validation_reason(error: msgspec.ValidationError, model: type[Any], prefix: str = "") -> str:
-    """`field: rule`, for per-item rejections."""
-    return _validation(error, model, prefix).message
+def _check_at_the_door(body: bytes) -> None:
+    if not body.strip():
+        raise ApiError(400, "malformed_json", "The request body is empty; expected a JSON object")
+    field = nesting.too_deep(body)
+    if field is not None:
+        rule = f"nested deeper than {nesting.MAX_DEPTH} levels"
+        if not field:
+            raise ApiError(400, "validation_failed", f"The request body: {rule}")
+        raise validation_error(field, rule)
 
 
-_LOCATION = re.compile(r"^(?P<text>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+# The code of a value PostgreSQL cannot store, as api/app.py answers Unstorable.
+_UNSTORABLE = "invalid_value"
+
+
+def _check_no_nul(value: Any, prefix: str) -> None:
+    """PostgreSQL text cannot hold NUL (U+0000): name the first field that does."""
+    pending: list[tuple[str, Any]] = [(prefix, value)]
+    while pending:
+        path, item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise validation_error(path, "must not contain NUL characters", _UNSTORABLE)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                child_path = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and "\x00" in key:
+                    raise validation_error(
+                        path, "must not contain NUL characters in its keys", _UNSTORABLE
+                    )
+                pending.append((child_path, child))
+        elif isinstance(item, list):
+            pending.extend((f"{path}[{i}]", child) for i, child in enumerate(item))
+
+
+# "... - at `$.a.b`", or "... - at `key` in `$.a`" for a dict's key.
+_LOCATION = re.compile(r"^(?P<text>.*?)(?: - at (?:`key` in )?`\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`")
 _TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
@@ -428,14 +537,26 @@ def _describe(info: msgspec.inspect.Type) -> str | None:
             what = "expected an array" + _bounds(low or None, high).replace(" from ", " of ")
             what += " items" if low or high else ""
             return what + (f" (each: {item.removeprefix('expected ')})" if item else "")
-        case i.DictType():
-            each = _describe(_strip_optional(info.value_type))
-            return "expected an object" + (
-                f" whose values are each {each.removeprefix('expected ')}" if each else ""
-            )
+        case i.DictType(max_length=high):
+            return "expected an object" + _dict_rules(info, high)
         case i.StructType():
             return "expected an object"
     return None
+
+
+def _dict_rules(info: msgspec.inspect.DictType, high: int | None) -> str:
+    """` of at most 100 entries with keys of 1 to 64 characters and values of ...`."""
+    parts = []
+    key = _strip_optional(info.key_type)
+    if isinstance(key, msgspec.inspect.StrType) and key.max_length is not None:
+        parts.append(f"keys of {key.min_length or 0} to {key.max_length} characters")
+    value = _strip_optional(info.value_type)
+    if isinstance(value, msgspec.inspect.StrType) and value.max_length is not None:
+        parts.append(f"values of at most {value.max_length} characters")
+    elif (each := _describe(value)) is not None:
+        parts.append(f"values each {each.removeprefix('expected ')}")
+    size = f" of at most {high} entries" if high is not None else ""
+    return size + (" with " + " and ".join(parts) if parts else "")
 
 
 def utc(moment: datetime) -> datetime:

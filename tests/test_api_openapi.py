@@ -91,3 +91,28 @@ async def test_openapi_lists_every_route(api: Harness) -> None:
 
         docs = await api.request("GET", "/docs", user=None)
         assert docs.status == 200 and b"/openapi.json" in docs.body
+
+
+async def test_openapi_documents_the_contact_size_limits(api: Harness) -> None:
+    with trio.fail_after(20):
+        schemas = (await api.request("GET", "/openapi.json", user=None)).json()["components"][
+            "schemas"
+        ]
+        contact = schemas["ContactBody"]["properties"]
+        attributes = contact["attributes"]
+        assert attributes["maxProperties"] == 100
+        assert attributes["propertyNames"] == {"minLength": 1, "maxLength": 64}
+        assert attributes["additionalProperties"]["maxLength"] == 1024
+        assert "64" in attributes["description"] and "1,024" in attributes["description"]
+        tags = contact["tags"]
+        assert (tags["maxItems"], tags["items"]["maxLength"]) == (50, 64)
+        assert "50" in tags["description"]
+        for name, limit in (("firstName", 100), ("lastName", 100), ("company", 200)):
+            text = next(t for t in contact[name]["anyOf"] if t.get("type") == "string")
+            assert text["maxLength"] == limit
+            assert str(limit) in contact[name]["description"]
+        batch = schemas["ContactBatch"]["properties"]["contacts"]
+        assert batch["maxItems"] == 10_000 and "10,000" in batch["description"]
+        # PATCH takes the same fields with the same rules.
+        patch = schemas["ContactPatch"]["properties"]
+        assert patch["attributes"]["maxProperties"] == 100

@@ -14,10 +14,13 @@ from api import params
 from api.app import create_app
 from engine.clock import WallClock
 from engine.messages import CampaignEvent
+from engine.service import CampaignInput
+from engine.service.errors import InvalidInput
 from engine.service.monitoring import Monitoring
 from engine.store.database import Database
 from tests.api_helpers import (
     OTHER_USER,
+    USER,
     Harness,
     Reply,
     api,
@@ -145,18 +148,17 @@ async def test_contacts_upsert_batch_rejections_and_duplicates(api: Harness) -> 
                 {"phone": "+14155550100", "firstName": "Ann"},  # update
                 {"phone": "12345"},  # not E.164
                 {"phone": "+14155550101", "tags": [7]},  # wrong type
-                {"phone": "+14155550102", "firstName": "Old"},  # duplicate; the last one wins
-                {"phone": "+14155550102", "firstName": "New"},
+                {"phone": "+14155550102", "firstName": "Old"},  # created ...
+                {"phone": "+14155550102", "firstName": "New"},  # ... then updated
                 {"firstName": "No phone"},
             ]
         }
         result = assert_ok(await api.request("POST", "/api/v1/contacts", batch))
-        assert (result["created"], result["updated"]) == (1, 1)
+        assert (result["created"], result["updated"]) == (1, 2)
         reasons = {r["index"]: r["reason"] for r in result["rejected"]}
-        assert sorted(reasons) == [1, 2, 3, 5]
+        assert sorted(reasons) == [1, 2, 5]
         assert reasons[1].startswith("phone: expected an E.164")
         assert reasons[2].startswith("tags[0]:")
-        assert "index 4" in reasons[3]
         assert reasons[5] == "phone: is required"
         listed = assert_ok(await api.request("GET", "/api/v1/contacts"))
         by_phone = {c["phone"]: c for c in listed}
@@ -674,3 +676,309 @@ async def test_healthz_503_when_the_database_does_not_answer() -> None:
     reply = await app.test_client().get("/healthz")
     assert reply.status_code == 503
     assert (await reply.get_json())["status"] != "ok"
+
+
+# --- hardening: every input the API takes ------------------------------------------------
+
+
+def nested(depth: int, leaf: Any = 1) -> Any:
+    """`depth` arrays inside each other around `leaf`."""
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def nested_text(depth: int) -> bytes:
+    """The same as JSON text, for depths msgspec cannot encode."""
+    return b"[" * depth + b"1" + b"]" * depth
+
+
+async def row_counts(db: Database) -> dict[str, int]:
+    tables = ("accounts", "contacts", "segments", "campaigns", "campaign_recipients")
+    counts = {}
+    for table in tables:
+        counts[table] = int(await db.fetchval(f"SELECT count(*) FROM {table}"))
+    return counts
+
+
+async def test_deeply_nested_bodies_answer_400_naming_the_field(api: Harness) -> None:
+    with trio.fail_after(60):
+        account = await api.make_account()
+        campaign = (await api.make_campaign(account))["id"]
+        await api.make_contacts(1)
+        contact = assert_ok(await api.request("GET", "/api/v1/contacts"))[0]["id"]
+        before = await row_counts(api.db)
+        template = CAMPAIGN | {"accountId": account, "messageType": "template"}
+        deep = "DEEP"
+        cases: list[tuple[str, str, bytes, str]] = [
+            (
+                "POST",
+                "/api/v1/campaigns",
+                msgspec.json.encode(
+                    template
+                    | {"messageContent": {"name": "t", "language": "en", "components": deep}}
+                ),
+                "messageContent.components",
+            ),
+            (
+                "PATCH",
+                f"/api/v1/campaigns/{campaign}",
+                msgspec.json.encode({"audienceConfig": {"tags": deep}}),
+                "audienceConfig.tags",
+            ),
+            (
+                "POST",
+                "/api/v1/contacts",
+                msgspec.json.encode({"contacts": [{"phone": "+14155550100"}, deep]}),
+                "contacts[1]",
+            ),
+            (
+                "POST",
+                "/api/v1/contacts",
+                msgspec.json.encode({"phone": "+14155550100", "attributes": {"city": deep}}),
+                "attributes.city",
+            ),
+            (
+                "PATCH",
+                f"/api/v1/contacts/{contact}",
+                msgspec.json.encode({"tags": deep}),
+                "tags[0]",
+            ),
+            (
+                "POST",
+                "/api/v1/accounts",
+                msgspec.json.encode({"name": deep}),
+                "name[0]",
+            ),
+            (
+                "PATCH",
+                f"/api/v1/accounts/{account}",
+                msgspec.json.encode({"status": deep}),
+                "status[0]",
+            ),
+            (
+                "POST",
+                "/api/v1/segments",
+                msgspec.json.encode({"name": "S", "filter": {"contactIds": deep}}),
+                "filter.contactIds",
+            ),
+        ]
+        for depth in (33, 5_000):
+            for method, path, body, field in cases:
+                reply = await api.request(
+                    method, path, body=body.replace(b'"DEEP"', nested_text(depth))
+                )
+                message = assert_error(reply, 400, "validation_failed", field)
+                assert message == f"{field}: nested deeper than 32 levels", (path, message)
+        # The whole body too deep: named as the body.
+        reply = await api.request("POST", "/api/v1/campaigns", body=nested_text(10_000))
+        message = assert_error(reply, 400, "validation_failed")
+        assert message == "The request body: nested deeper than 32 levels"
+        # 32 levels in all is fine as far as nesting goes (the field rules still apply).
+        at_limit = {"phone": "+14155550100", "attributes": {"x": nested(30)}}
+        reply = await api.request("POST", "/api/v1/contacts", at_limit)
+        assert "nested" not in assert_error(reply, 400, "validation_failed", "attributes")
+        assert await row_counts(api.db) == before
+        assert (await api.request("GET", "/healthz", user=None)).status == 200
+
+
+async def test_a_template_campaign_must_render_when_stored(api: Harness) -> None:
+    """Today a template whose parameters nest deeply is stored, and only fails when
+    it is rendered, after its recipients were marked `sending`."""
+    with trio.fail_after(60):
+        account = await api.make_account()
+        await api.make_contacts(2)
+        base = CAMPAIGN | {"accountId": account, "messageType": "template"}
+
+        def content(*components: Any) -> dict[str, Any]:
+            return {"name": "launch", "language": "en_US", "components": list(components)}
+
+        body = {"type": "body", "parameters": [{"type": "text", "text": "Hi {{firstName}}"}]}
+        refused: list[tuple[dict[str, Any], str, str]] = [
+            (
+                content({"type": "body", "parameters": [{"type": "text", "deep": nested(500)}]}),
+                "messageContent.components",
+                "nested deeper than 32 levels",
+            ),
+            (content("body"), "messageContent.components[0]", "expected an object"),
+            (content({"parameters": []}), "messageContent.components[0].type", "is required"),
+            (
+                content({"type": "body", "parameters": [{"type": "text", "text": 5}]}),
+                "messageContent.components[0].parameters[0].text",
+                "expected a string",
+            ),
+            (
+                content({"type": "body", "parameters": ["x"]}),
+                "messageContent.components[0].parameters[0]",
+                "expected an object",
+            ),
+        ]
+        for message_content, field, rule in refused:
+            reply = await api.request(
+                "POST", "/api/v1/campaigns", base | {"messageContent": message_content}
+            )
+            got = assert_error(reply, 400, "validation_failed", field)
+            assert got.startswith(f"{field}: {rule}"), got
+        assert assert_ok(await api.request("GET", "/api/v1/campaigns")) == []
+
+        # A renderable template is stored as given, and PATCH checks the same rules.
+        created = assert_ok(
+            await api.request(
+                "POST", "/api/v1/campaigns", base | {"messageContent": content(body)}
+            ),
+            201,
+        )
+        assert created["message_content"]["components"] == [body]
+        key = created["id"]
+        for message_content, field, rule in refused:
+            reply = await api.request(
+                "PATCH", f"/api/v1/campaigns/{key}", {"messageContent": message_content}
+            )
+            got = assert_error(reply, 400, "validation_failed", field)
+            assert got.startswith(f"{field}: {rule}"), got
+        stored = assert_ok(await api.request("GET", f"/api/v1/campaigns/{key}"))
+        assert stored["message_content"]["components"] == [body]
+        assert stored["updated_at"] == created["updated_at"]
+
+        # ... and it is sent, rendered per recipient.
+        async with api.engine.broadcaster.subscribe() as events:
+            assert_ok(await api.request("POST", f"/api/v1/campaigns/{key}/start"))
+            done = await _next_event(events, "campaign:completed", key)
+        assert done.payload["campaign"]["stats"]["sent"] == 2
+        texts = sorted(
+            s.message.payload["components"][0]["parameters"][0]["text"] for s in api.gateway.sends
+        )
+        assert texts == ["Hi First0", "Hi First1"]
+
+
+async def test_metrics_carry_no_tenant_identifiers(api: Harness) -> None:
+    with trio.fail_after(60):
+        account = await api.make_account()
+        await api.make_contacts(4)
+        async with api.engine.broadcaster.subscribe() as events:
+            campaign = await api.make_campaign(account, scheduleType="now")
+            await _next_event(events, "campaign:completed", campaign["id"])
+        text = (await api.request("GET", "/metrics", user=None)).body.decode()
+        for identifier in (account, campaign["id"], "user-1", "PN1"):
+            assert identifier not in text
+        samples = dict(
+            line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
+        )
+        assert samples["campaign_engine_messages_sent_total"] == "4.0"
+        assert samples['campaign_engine_campaigns{status="completed"}'] == "1.0"
+        assert samples["campaign_engine_accounts_sending"] == "0.0"
+        assert not [name for name in samples if "account=" in name]
+
+
+async def test_contact_fields_have_size_limits(api: Harness) -> None:
+    with trio.fail_after(30):
+        phone = "+14155550100"
+        too_big: list[tuple[dict[str, Any], str, str]] = [
+            ({"attributes": {"k" * 65: "v"}}, "attributes", "keys of 1 to 64 characters"),
+            ({"attributes": {"": "v"}}, "attributes", "keys of 1 to 64 characters"),
+            ({"attributes": {"k": "v" * 1025}}, "attributes", "values of at most 1024 characters"),
+            (
+                {"attributes": {f"k{i}": "v" for i in range(101)}},
+                "attributes",
+                "at most 100 entries",
+            ),
+            ({"tags": [f"t{i}" for i in range(51)]}, "tags", "at most 50 items"),
+            ({"tags": ["t" * 65]}, "tags[0]", "at most 64 characters"),
+            ({"firstName": "f" * 101}, "firstName", "at most 100 characters"),
+            ({"lastName": "l" * 101}, "lastName", "at most 100 characters"),
+            ({"company": "c" * 201}, "company", "at most 200 characters"),
+            ({"email": "e" * 255}, "email", "at most 254 characters"),
+            ({"firstName": "a\u0000b"}, "firstName", "must not contain NUL characters"),
+            ({"attributes": {"k": "a\u0000b"}}, "attributes.k", "must not contain NUL characters"),
+            ({"tags": ["a\u0000b"]}, "tags[0]", "must not contain NUL characters"),
+        ]
+
+        def code(rule: str) -> str:
+            return "invalid_value" if "NUL" in rule else "validation_failed"
+
+        for fields, field, rule in too_big:
+            message = assert_error(
+                await api.request("POST", "/api/v1/contacts", {"phone": phone} | fields),
+                400,
+                code(rule),
+                field,
+            )
+            assert rule in message, (fields, message)
+        # In a batch, only the entry over a limit is rejected, with the same reason.
+        batch = [{"phone": f"+1415555{i:04d}"} | fields for i, (fields, _, _) in enumerate(too_big)]
+        batch.append({"phone": "+14155559999", "attributes": {"k" * 64: "v" * 1024}})
+        result = assert_ok(await api.request("POST", "/api/v1/contacts", {"contacts": batch}))
+        assert (result["created"], result["updated"]) == (1, 0)
+        reasons = [r["reason"] for r in result["rejected"]]
+        assert [r["index"] for r in result["rejected"]] == list(range(len(too_big)))
+        for reason, (_, field, rule) in zip(reasons, too_big, strict=True):
+            assert reason.startswith(f"{field}: ") and rule in reason, reason
+        # PATCH follows the same rules.
+        key = assert_ok(await api.request("GET", "/api/v1/contacts"))[0]["id"]
+        for fields, field, rule in too_big:
+            message = assert_error(
+                await api.request("PATCH", f"/api/v1/contacts/{key}", fields),
+                400,
+                code(rule),
+                field,
+            )
+            assert rule in message, (fields, message)
+
+
+async def test_duplicate_phones_in_one_batch_are_applied_in_order(api: Harness) -> None:
+    with trio.fail_after(30):
+        await api.request("POST", "/api/v1/contacts", {"phone": "+14155550300", "firstName": "A"})
+        batch = [
+            {"phone": "+14155550100", "firstName": "Old", "tags": ["x"]},  # created
+            {"phone": "+14155550200", "firstName": "Two"},  # created
+            {"phone": "+14155550100", "firstName": "New"},  # updates the first
+            {"phone": "+14155550200", "tags": [7]},  # invalid: not stored
+            {"phone": "+14155550300", "firstName": "B"},  # updates an existing contact
+            {"phone": "+14155550300", "firstName": "C"},  # ... and again
+        ]
+        result = assert_ok(await api.request("POST", "/api/v1/contacts", {"contacts": batch}))
+        assert (result["created"], result["updated"]) == (2, 3)
+        assert [r["index"] for r in result["rejected"]] == [3]
+        by_phone = {c["phone"]: c for c in assert_ok(await api.request("GET", "/api/v1/contacts"))}
+        assert (by_phone["+14155550100"]["first_name"], by_phone["+14155550100"]["tags"]) == (
+            "New",
+            [],
+        )
+        assert by_phone["+14155550200"]["first_name"] == "Two"
+        assert by_phone["+14155550300"]["first_name"] == "C"
+        assert len(by_phone) == 3
+
+
+async def test_the_engine_refuses_to_store_a_message_it_cannot_render(api: Harness) -> None:
+    """The same rule for every caller of the engine's interface, not only the HTTP API."""
+    with trio.fail_after(30):
+        account = await api.make_account()
+        unrenderable = CampaignInput(
+            account_id=account,
+            name="Raw",
+            message_type="text",
+            message_content={"body": "not a string"},
+            audience_type="all",
+            audience_config={},
+            schedule_type="manual",
+            throttle_config={"messagesPerMinute": 60, "batchSize": 10, "delayBetweenBatches": 0},
+        )
+        with pytest.raises(InvalidInput) as refused:
+            await api.engine.campaigns.create(USER, unrenderable)
+        assert refused.value.field == "messageContent"
+        assert "must be a string" in refused.value.rule
+        deep = msgspec.structs.replace(
+            unrenderable, message_type="template", message_content=nested(40)
+        )
+        with pytest.raises(InvalidInput, match="nested deeper than 32 levels"):
+            await api.engine.campaigns.create(USER, deep)
+        assert assert_ok(await api.request("GET", "/api/v1/campaigns")) == []
+
+        draft = await api.make_campaign(account)
+        with pytest.raises(InvalidInput):
+            await api.engine.campaigns.update(
+                USER, draft["id"], lambda _current: {"message_content": {"body": 1}}
+            )
+        stored = assert_ok(await api.request("GET", f"/api/v1/campaigns/{draft['id']}"))
+        assert stored["message_content"] == draft["message_content"]

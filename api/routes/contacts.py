@@ -1,8 +1,8 @@
 """Contacts: `/api/v1/contacts`, upserted by phone.
 
 A batch is checked item by item: invalid items are reported in `rejected` and
-the valid ones are stored. When one phone appears more than once in a request
-the last occurrence wins; the earlier ones are reported in `rejected`.
+the valid ones are stored, applied in order: a phone that appears twice is
+created by its first entry and updated by the later ones.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from quart import Blueprint, Response, request
 from api import context, params
 from api.envelope import ApiError, success, validation_error
 from api.schemas import ContactBatch, ContactBody, ContactPatch, convert, decode_any
-from api.schemas import validation_reason as reason_for
 from engine.service import ContactInput
 from engine.service.errors import DuplicatePhone
 
@@ -47,33 +46,22 @@ def _contact_input(body: ContactBody) -> ContactInput:
 
 
 def _batch(items: list[Any]) -> tuple[list[ContactInput], list[dict[str, Any]]]:
-    """Valid contacts (one per phone, the last wins) and the rejected items."""
+    """The valid entries, in order, and the rejected ones with their reason."""
+    entries: list[ContactInput] = []
     rejected: list[dict[str, Any]] = []
-    by_phone: dict[str, tuple[int, ContactInput]] = {}
     for index, item in enumerate(items):
         try:
-            body = msgspec.convert(item, ContactBody)
-        except msgspec.ValidationError as error:
-            rejected.append({"index": index, "reason": reason_for(error, ContactBody)})
-            continue
-        earlier = by_phone.get(body.phone)
-        if earlier is not None:
-            rejected.append(
-                {
-                    "index": earlier[0],
-                    "reason": f"phone: {body.phone} appears again at index {index}, which was used",
-                }
-            )
-        by_phone[body.phone] = (index, _contact_input(body))
-    rejected.sort(key=lambda r: int(r["index"]))
-    return [contact for _, contact in by_phone.values()], rejected
+            entries.append(_contact_input(convert(item, ContactBody, "")))
+        except ApiError as error:
+            rejected.append({"index": index, "reason": error.message})
+    return entries, rejected
 
 
 @blueprint.post("/contacts")
 async def upsert_contacts() -> Response:
     payload = decode_any(await context.body())
     if isinstance(payload, dict) and "contacts" in payload:
-        items = convert(payload, ContactBatch, "").contacts
+        items = convert(payload, ContactBatch, "", parts_checked_later=True).contacts
         entries, rejected = _batch(items)
     elif isinstance(payload, dict):
         entries, rejected = [_contact_input(convert(payload, ContactBody, ""))], []

@@ -9,9 +9,10 @@ from datetime import datetime
 from typing import Any
 
 from engine.clock import WallClock
+from engine.core.campaign_content import unrenderable
 from engine.core.campaign_view import campaign_object
 from engine.core.resource_view import recipient_object
-from engine.service.errors import NotFound
+from engine.service.errors import InvalidInput, NotFound
 from engine.service.page import Page
 from engine.store import campaigns
 from engine.store.campaigns import CampaignInput
@@ -34,7 +35,14 @@ class Campaigns:
         self._throttle_changed = throttle_changed
 
     async def create(self, owner_id: str, campaign: CampaignInput) -> dict[str, Any]:
-        """InvalidReference when the account (or segment) is not the owner's."""
+        """InvalidReference when the account (or segment) is not the owner's;
+        InvalidInput when its message would not render."""
+        _check_renders(
+            campaign.message_type,
+            campaign.message_content,
+            campaign.media_url,
+            campaign.template_variables,
+        )
         row = await campaigns.create_owned_campaign(
             self._db, owner_id, campaign, now=self._clock.now()
         )
@@ -56,11 +64,20 @@ class Campaigns:
         return Page([campaign_object(r) for r in rows], last)
 
     async def update(self, owner_id: str, campaign_id: str, decide: Decide) -> dict[str, Any]:
-        """Edit under the row lock; a new throttleConfig reaches a running campaign at once."""
+        """Edit under the row lock; a new throttleConfig reaches a running campaign at once.
+        InvalidInput when the edited message would not render (nothing is written)."""
         written: dict[str, Any] = {}
 
         def changes(current: Any) -> dict[str, Any]:
-            written.update(decide(dict(current)))
+            stored = dict(current)
+            written.update(decide(stored))
+            edited = stored | written
+            _check_renders(
+                edited["message_type"],
+                edited["message_content"],
+                edited["media_url"],
+                edited["template_variables"],
+            )
             return written
 
         row = await campaigns.update_campaign(self._db, owner_id, campaign_id, changes)
@@ -101,6 +118,14 @@ class Campaigns:
         if rows is None:
             raise NotFound(campaign_id)
         return Page([recipient_object(r) for r in rows], int(rows[-1]["id"]) if rows else None)
+
+
+def _check_renders(
+    message_type: str, content: Any, media_url: str | None, defaults: Mapping[str, str]
+) -> None:
+    reason = unrenderable(message_type, content, media_url, defaults)
+    if reason is not None:
+        raise InvalidInput("messageContent", reason)
 
 
 __all__ = ["CampaignInput", "Campaigns", "Decide"]

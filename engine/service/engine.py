@@ -82,7 +82,7 @@ class Engine:
         self.campaigns = Campaigns(db, clock, self.throttle_changed)
         self.monitoring = Monitoring(db, clock, self.statistics)
 
-    # --- control commands (CONTRACT section 4) ----------------------------------------
+    # --- control commands (docs/http-api.md) --------------------------------------------
     # Each returns the campaign object after the change, or raises
     # `errors.NotFound` / `lifecycle.TransitionRefused`.
 

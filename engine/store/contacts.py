@@ -26,10 +26,19 @@ class ContactInput(msgspec.Struct, frozen=True):
 async def upsert_contacts(
     db: Database, owner_id: str, contacts: Sequence[ContactInput], *, now: datetime | None = None
 ) -> tuple[int, int]:
-    """Insert or update contacts by phone in one statement; returns (created, updated).
+    """Insert or update contacts by phone, in order, in one statement; returns (created,
+    updated), counting every entry: a phone given twice is created by its first entry
+    and updated by the later ones.
 
-    The caller removes duplicate phones first: one statement cannot touch a row twice.
+    An upsert replaces every field, so applying the entries of one phone in order
+    leaves its last one: only that one is written (one statement cannot touch a
+    row twice), and the others count as updates.
     """
+    given = len(contacts)
+    latest: dict[str, ContactInput] = {}
+    for contact in contacts:
+        latest[contact.phone] = contact  # keeps the first position, takes the last value
+    contacts = list(latest.values())
     if not contacts:
         return 0, 0
     rows = await db.fetch(
@@ -59,7 +68,7 @@ async def upsert_contacts(
         [c.opted_out for c in contacts],
     )
     created = sum(1 for r in rows if r["created"])
-    return created, len(rows) - created
+    return created, given - created
 
 
 _CONTACT_COLUMNS = frozenset(
