@@ -95,6 +95,11 @@ class WhatsAppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     verify_token: NonEmptyStr | None = None
     connect_timeout_seconds: PositiveFloat = 5.0
     read_timeout_seconds: PositiveFloat = 15.0
+    # Prefixes an account's apiUrl must start with (same host too); empty: only api_url.
+    allowed_api_urls: tuple[NonEmptyStr, ...] = ()
+
+    def api_url_prefixes(self) -> tuple[str, ...]:
+        return self.allowed_api_urls or (self.api_url,)
 
 
 class EngineSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -163,6 +168,8 @@ _SECRETS: Final = frozenset(
     {("auth", "jwt_secret"), ("whatsapp", "app_secret"), ("whatsapp", "verify_token")}
 )
 _URLS: Final = frozenset({("database", "url"), ("redis", "url"), ("whatsapp", "api_url")})
+# Lists of URLs; from the environment, comma-separated.
+_URL_LISTS: Final = {("whatsapp", "allowed_api_urls"): ("whatsapp", "api_url")}
 
 
 def _section_types() -> dict[str, type[msgspec.Struct]]:
@@ -280,6 +287,8 @@ def _convert(section: str, key: str, raw: Any, origin: str, *, strict: bool) -> 
     optional = field.default is None
     if optional and raw == "":
         return None  # an empty URL or secret means "unset"
+    if (section, key) in _URL_LISTS:
+        return _convert_url_list(section, key, raw, origin, strict=strict)
     try:
         value = msgspec.convert(raw, type=field.type, strict=strict)
         valid = not (isinstance(value, float) and not math.isfinite(value))
@@ -294,6 +303,24 @@ def _convert(section: str, key: str, raw: Any, origin: str, *, strict: bool) -> 
         if url_rule is not None:
             raise SettingsError(f"{origin}: expected {url_rule}, got {_shown(section, key, raw)}")
     return value
+
+
+def _convert_url_list(
+    section: str, key: str, raw: Any, origin: str, *, strict: bool
+) -> tuple[str, ...]:
+    what = "a list of URLs"
+    if not strict and isinstance(raw, str):
+        raw = [part.strip() for part in raw.split(",") if part.strip()]
+        what = "a comma-separated list of URLs"
+    scheme_of = _URL_LISTS[section, key]
+    for item in raw if isinstance(raw, list) else [raw]:
+        rule = _url_rule(*scheme_of, item if isinstance(item, str) else "")
+        if rule is not None or not isinstance(raw, list):
+            rule = rule or _url_rule(*scheme_of, "") or ""
+            raise SettingsError(
+                f"{origin}: expected {what} {rule.removeprefix('a URL ')}, got {item!r}"
+            )
+    return tuple(raw)
 
 
 def _url_rule(section: str, key: str, value: str) -> str | None:

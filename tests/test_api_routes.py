@@ -27,7 +27,9 @@ from tests.api_helpers import (
     api_settings,
     expired_token,
     gateway,
+    open_harness,
 )
+from tests.fake_gateway import ScriptedGateway
 
 __all__ = ["api", "gateway"]
 
@@ -850,6 +852,73 @@ async def test_a_template_campaign_must_render_when_stored(api: Harness) -> None
             s.message.payload["components"][0]["parameters"][0]["text"] for s in api.gateway.sends
         )
         assert texts == ["Hi First0", "Hi First1"]
+
+
+async def test_account_api_url_must_start_with_an_allowed_prefix(api: Harness) -> None:
+    with trio.fail_after(30):
+        allowed = api.settings.whatsapp.api_url  # the only one by default
+        base = {"name": "Main", "phoneNumberId": "PN1", "accessToken": "t"}
+        for url in (
+            "http://169.254.169.254/latest/meta-data",
+            "http://127.0.0.1:5432",
+            "https://graph.facebook.com.evil.example/v21.0",
+            "https://graph.facebook.com/v20.0",
+        ):
+            message = assert_error(
+                await api.request("POST", "/api/v1/accounts", base | {"apiUrl": url}),
+                400,
+                "validation_failed",
+                "apiUrl",
+            )
+            assert message == f"apiUrl: must start with one of {allowed}"
+        assert assert_ok(await api.request("GET", "/api/v1/accounts")) == []
+        created = assert_ok(
+            await api.request("POST", "/api/v1/accounts", base | {"apiUrl": f"{allowed}/"}), 201
+        )
+        assert created["api_url"] == f"{allowed}/"
+        key = created["id"]
+        assert_error(
+            await api.request("PATCH", f"/api/v1/accounts/{key}", {"apiUrl": "http://10.0.0.1/"}),
+            400,
+            "validation_failed",
+            "apiUrl",
+        )
+        unchanged = assert_ok(await api.request("GET", f"/api/v1/accounts/{key}"))
+        assert unchanged["api_url"] == f"{allowed}/"
+        # No apiUrl: the configured one is used.
+        assert (
+            assert_ok(await api.request("PATCH", f"/api/v1/accounts/{key}", {"apiUrl": None}))[
+                "api_url"
+            ]
+            is None
+        )
+
+
+async def test_allowed_api_urls_are_prefixes_of_one_host(
+    db: Database, gateway: ScriptedGateway
+) -> None:
+    settings = api_settings(
+        CAMPAIGN_ENGINE_WHATSAPP_ALLOWED_API_URLS="http://127.0.0.1:, https://graph.facebook.com/"
+    )
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            harness: Harness = await nursery.start(open_harness, db, settings, gateway)
+            base = {"name": "Main", "phoneNumberId": "PN1", "accessToken": "t"}
+            for url in ("http://127.0.0.1:8081/v21.0", "https://graph.facebook.com/v22.0"):
+                reply = await harness.request("POST", "/api/v1/accounts", base | {"apiUrl": url})
+                assert assert_ok(reply, 201)["api_url"] == url
+            # Starts with an allowed prefix, but names another host.
+            for url in ("http://127.0.0.1:80@evil.example/", "http://127.0.0.1:@10.0.0.1/"):
+                message = assert_error(
+                    await harness.request("POST", "/api/v1/accounts", base | {"apiUrl": url}),
+                    400,
+                    "validation_failed",
+                    "apiUrl",
+                )
+                assert message == (
+                    "apiUrl: must start with one of http://127.0.0.1:, https://graph.facebook.com/"
+                )
+            nursery.cancel_scope.cancel()
 
 
 async def test_metrics_carry_no_tenant_identifiers(api: Harness) -> None:

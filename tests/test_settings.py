@@ -344,3 +344,28 @@ def test_check_command_exits_2_with_one_line(tmp_path: Path) -> None:
 def test_check_command_accepts_the_shipped_file() -> None:
     result = _run_check(["--config", str(SHIPPED_CONFIG)], {"ENGINE_PORT": "8081"})
     assert (result.returncode, result.stdout, result.stderr) == (0, "configuration ok\n", "")
+
+
+def test_allowed_api_urls_a_list_from_toml_or_comma_separated_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    name = "CAMPAIGN_ENGINE_WHATSAPP_ALLOWED_API_URLS"
+    default = load_settings(None, {"WHATSAPP_API_URL": "https://graph.example/v1"})
+    assert default.whatsapp.allowed_api_urls == ()
+    assert default.whatsapp.api_url_prefixes() == ("https://graph.example/v1",)
+    both = ("https://graph.facebook.com/", "http://127.0.0.1:")
+    path = write(tmp_path, f"[whatsapp]\nallowed_api_urls = {list(both)!r}\n".replace("'", '"'))
+    assert load_settings(path, {}).whatsapp.api_url_prefixes() == both
+    from_env = load_settings(None, {name: " https://graph.facebook.com/ ,http://127.0.0.1:, "})
+    assert from_env.whatsapp.allowed_api_urls == both
+    assert load_settings(path, {name: ""}).whatsapp.allowed_api_urls == ()
+    assert error_of(None, {name: "https://a.example,ftp://b.example"}) == (
+        f"{name}: expected a comma-separated list of URLs starting with http:// or https://"
+        ", got 'ftp://b.example'"
+    )
+    bad_toml = write(tmp_path, '[whatsapp]\nallowed_api_urls = "https://a.example"\n')
+    assert error_of(bad_toml, {}) == (
+        "whatsapp.allowed_api_urls: expected a list of URLs starting with http:// or https://"
+        ", got 'https://a.example'"
+    )

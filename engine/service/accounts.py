@@ -6,8 +6,9 @@ from typing import Any
 
 import msgspec
 
+from engine.core.api_url import api_url_allowed
 from engine.core.resource_view import account_object
-from engine.service.errors import NotFound
+from engine.service.errors import InvalidInput, NotFound
 from engine.service.page import Page
 from engine.settings import WhatsAppSettings
 from engine.store import accounts
@@ -29,6 +30,8 @@ class Accounts:
         self._whatsapp = whatsapp
 
     async def create(self, owner_id: str, account: NewAccount) -> dict[str, Any]:
+        """InvalidInput when its api_url is not allowed (engine/core/api_url.py)."""
+        self._check_api_url(account.api_url)
         row = await accounts.create_account(self._db, owner_id, **msgspec.structs.asdict(account))
         return account_object(row)
 
@@ -45,11 +48,17 @@ class Accounts:
     async def update(
         self, owner_id: str, account_id: str, changes: dict[str, Any]
     ) -> dict[str, Any]:
-        """`changes`: field of NewAccount -> new value."""
+        """`changes`: field of NewAccount -> new value. InvalidInput as `create`."""
+        self._check_api_url(changes.get("api_url"))
         row = await accounts.update_account(self._db, owner_id, account_id, changes)
         if row is None:
             raise NotFound(account_id, "Account")
         return account_object(row)
+
+    def _check_api_url(self, api_url: str | None) -> None:
+        prefixes = self._whatsapp.api_url_prefixes()
+        if api_url is not None and not api_url_allowed(api_url, prefixes):
+            raise InvalidInput("apiUrl", "must start with one of " + ", ".join(prefixes))
 
     async def delete(self, owner_id: str, account_id: str) -> None:
         """NotFound, or InUse while campaigns use it."""
