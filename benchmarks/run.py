@@ -15,6 +15,7 @@ import inspect
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 import traceback
@@ -356,6 +357,20 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, aiohttp.ClientSession], Awaitab
 }
 
 
+def _code_version() -> dict[str, Any]:
+    """The commit measured, and whether engine/ or api/ had uncommitted changes."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", *argv], cwd=root, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") or None,
+        "uncommitted_engine_or_api_changes": bool(git("status", "--porcelain", "engine", "api")),
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "config": {
@@ -370,6 +385,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "pauses": args.pauses,
             "webhook_door": args.webhook_door,
         },
+        "code": _code_version(),
         "machine": {
             "cpus": psutil.cpu_count(),
             "python": platform.python_version(),
