@@ -34,7 +34,10 @@ log = logging.getLogger(__name__)
 # `seq` is unique, so tuples never compare beyond it.
 _Item = tuple[float, int, str, str, str, str, str | None, int]
 
-_RETRY_DELAYS = (0.05, 0.25, 1.0)  # then the request is dropped and counted
+# WhatsApp retries a webhook for days; here ~16 s, then the request is dropped and counted.
+# A poster waits out its retries before its next request: a receiver answering 503 (its
+# backlog full) slows the simulator down instead of losing statuses.
+_RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 class _Poster:
