@@ -225,6 +225,19 @@ async def test_webhook_batch_groups_the_statuses_due_together_for_one_number() -
     assert handle.state.statistics().webhook_posts == 3
 
 
+async def test_a_stuck_webhook_receiver_never_holds_up_the_send_endpoint() -> None:
+    receiver = WebhookReceiver()
+    receiver.hold = trio.Event()  # never set: the first webhook request waits for ever
+    with trio.fail_after(15):
+        async with simulator(receiver, webhook_posters=2, mps=0) as (handle, client):
+            answers = [await client.send("1001", f"+1555{i:04d}1") for i in range(200)]
+            await receiver.wait_posts(2)
+            pending = handle.state.statistics().webhook_pending
+    assert [a.status for a in answers] == [200] * 200
+    assert len(receiver.posts) == 2  # one per poster, each waiting for its answer
+    assert pending > 400  # the rest is queued, not lost
+
+
 async def test_each_messages_statuses_arrive_in_order_whatever_the_jitter() -> None:
     receiver = WebhookReceiver()
     with trio.fail_after(20):
