@@ -12,9 +12,20 @@ from werkzeug.exceptions import HTTPException
 from api import context
 from api.auth import authenticate
 from api.envelope import ApiError, failure
-from api.routes import accounts, campaigns, contacts, docs, health, queue, segments, webhooks
+from api.routes import (
+    accounts,
+    campaigns,
+    contacts,
+    docs,
+    health,
+    in_doubt,
+    queue,
+    segments,
+    webhooks,
+)
 from api.routes.dashboard import blueprint as dashboard_blueprint
 from engine.service.errors import (
+    DatabaseUnavailable,
     InvalidInput,
     InvalidReference,
     NotFound,
@@ -46,7 +57,7 @@ def create_app(
     app.extensions[context.SETTINGS] = settings
     app.extensions[context.SOCKETS] = sockets
 
-    for module in (accounts, contacts, segments, campaigns, queue):
+    for module in (accounts, contacts, segments, campaigns, in_doubt, queue):
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
     for module in (webhooks, health, docs):
         app.register_blueprint(module.blueprint)
@@ -64,6 +75,7 @@ def create_app(
     app.register_error_handler(InvalidReference, _invalid_reference)
     app.register_error_handler(InvalidInput, _invalid_input)
     app.register_error_handler(Unstorable, _unstorable)
+    app.register_error_handler(DatabaseUnavailable, _database_unavailable)
     app.register_error_handler(Exception, _unexpected)
     return app
 
@@ -116,6 +128,16 @@ async def _unstorable(error: Unstorable) -> Response:
             400, "invalid_value", f"The request contains a value that cannot be stored: {error}"
         )
     )
+
+
+async def _database_unavailable(error: DatabaseUnavailable) -> Response:
+    # An outage, not a bug: the client may retry; the daemon rides it out.
+    log.warning("%s %s: database unavailable (%s)", request.method, request.path, error)
+    response = failure(
+        ApiError(503, "database_unavailable", "The database is unavailable; try again shortly")
+    )
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 async def _unexpected(error: Exception) -> Response:

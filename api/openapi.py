@@ -13,6 +13,7 @@ import msgspec
 from quart import Quart
 
 from api import schemas
+from api.routes import in_doubt
 
 # Endpoint -> the model its JSON body is decoded as.
 REQUEST_MODELS: dict[str, type[msgspec.Struct]] = {
@@ -23,7 +24,10 @@ REQUEST_MODELS: dict[str, type[msgspec.Struct]] = {
     "segments.create_segment": schemas.SegmentCreate,
     "campaigns.create_campaign": schemas.CampaignCreate,
     "campaigns.update_campaign": schemas.CampaignPatch,
+    "in_doubt.resolve_in_doubt": in_doubt.InDoubtResolution,
 }
+# Endpoint -> what its operation does, where the summary cannot say it (risks).
+_DESCRIPTIONS: dict[str, str] = {"in_doubt.resolve_in_doubt": in_doubt.DESCRIPTION}
 _EXTRA_MODELS: tuple[type[msgspec.Struct], ...] = (
     schemas.ContactBatch,
     schemas.TemplateContent,
@@ -107,6 +111,7 @@ def _operation(endpoint: str, path: str) -> dict[str, Any]:
         "operationId": endpoint.replace(".", "_"),
         "summary": endpoint.split(".", 1)[-1].replace("_", " ").capitalize(),
         "tags": [tag],
+        **({"description": _DESCRIPTIONS[endpoint]} if endpoint in _DESCRIPTIONS else {}),
         "responses": {
             "200": _json_response("Success", "Envelope"),
             "400": _json_response("Invalid request", "Error"),

@@ -5,7 +5,7 @@ Shared by the HTTP API and the `campaign:completed` event, so both show the same
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.core.metrics import CampaignStats, compute_metrics, progress_percent
@@ -57,8 +57,23 @@ def metrics_payload(stats: CampaignStats, total: int) -> dict[str, float]:
     }
 
 
-def campaign_object(row: Any) -> dict[str, Any]:
-    """`row` is a campaigns row with the `stat_*` counter columns (see `engine.store.campaigns`)."""
+def in_doubt_payload(row: Any, in_doubt_timeout: float | None) -> dict[str, Any]:
+    """`{count, resolves_at}`: sends whose outcome is unknown, and when the last of
+    them is resolved (a webhook may do it sooner; `delivery.on_in_doubt` decides
+    how) while the campaign runs. `resolves_at` is null without the timeout."""
+    count = int(row["stat_in_doubt"])
+    last = row["in_doubt_last_sending_at"] if count else None
+    resolves_at = (
+        last + timedelta(seconds=in_doubt_timeout)
+        if last is not None and in_doubt_timeout is not None
+        else None
+    )
+    return {"count": count, "resolves_at": iso(resolves_at)}
+
+
+def campaign_object(row: Any, *, in_doubt_timeout: float | None = None) -> dict[str, Any]:
+    """`row` is a campaigns row with the `stat_*` counter columns (see `engine.store.campaigns`);
+    `in_doubt_timeout` is `delivery.in_doubt_timeout`, for `in_doubt.resolves_at`."""
     stats = stats_from_row(row)
     total = int(row["total_recipients"])
     return {
@@ -87,6 +102,7 @@ def campaign_object(row: Any) -> dict[str, Any]:
         else 0.0,
         "stats": stats_payload(stats),
         "metrics": metrics_payload(stats, total),
+        "in_doubt": in_doubt_payload(row, in_doubt_timeout),
         "error": row["error"],
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),

@@ -29,10 +29,13 @@ class Campaigns:
         db: Database,
         clock: WallClock,
         throttle_changed: Callable[[str], Awaitable[None]],
+        *,
+        in_doubt_timeout: float | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
         self._throttle_changed = throttle_changed
+        self._in_doubt_timeout = in_doubt_timeout  # for each object's in_doubt.resolves_at
 
     async def create(self, owner_id: str, campaign: CampaignInput) -> dict[str, Any]:
         """InvalidReference when the account (or segment) is not the owner's;
@@ -46,7 +49,7 @@ class Campaigns:
         row = await campaigns.create_owned_campaign(
             self._db, owner_id, campaign, now=self._clock.now()
         )
-        return campaign_object(row)
+        return campaign_object(row, in_doubt_timeout=self._in_doubt_timeout)
 
     async def list(
         self,
@@ -61,7 +64,8 @@ class Campaigns:
             self._db, owner_id, status=status, after=after, limit=limit
         )
         last = (rows[-1]["created_at"], str(rows[-1]["id"])) if rows else None
-        return Page([campaign_object(r) for r in rows], last)
+        objects = [campaign_object(r, in_doubt_timeout=self._in_doubt_timeout) for r in rows]
+        return Page(objects, last)
 
     async def update(self, owner_id: str, campaign_id: str, decide: Decide) -> dict[str, Any]:
         """Edit under the row lock; a new throttleConfig reaches a running campaign at once.
@@ -85,7 +89,7 @@ class Campaigns:
             raise NotFound(campaign_id)
         if "throttle_config" in written and row["status"] == "running":
             await self._throttle_changed(campaign_id)
-        return campaign_object(row)
+        return campaign_object(row, in_doubt_timeout=self._in_doubt_timeout)
 
     async def delete(self, owner_id: str, campaign_id: str) -> None:
         """NotFound, or TransitionRefused while it runs."""

@@ -21,7 +21,12 @@ from engine.actors import broadcaster as broadcaster_actor
 from engine.actors import sender_pool as sender_pool_actor
 from engine.actors import supervisor as supervisor_actor
 from engine.actors import webhook_applier as webhook_applier_actor
-from engine.actors.account_budget import AccountBudget, LocalAccountBudget, SharedAccountBudget
+from engine.actors.account_budget import (
+    AccountBudget,
+    AccountRates,
+    LocalAccountBudget,
+    SharedAccountBudget,
+)
 from engine.actors.broadcaster import Broadcaster, BroadcasterStatistics
 from engine.actors.sender_pool import SenderPool, SenderPoolStatistics
 from engine.actors.supervisor import Supervisor, SupervisorStatistics
@@ -40,8 +45,9 @@ from engine.service.contacts import Contacts
 from engine.service.monitoring import Monitoring
 from engine.service.segments import Segments
 from engine.settings import Settings
-from engine.store import campaign_runs, campaigns, errors, secrets
+from engine.store import campaign_runs, campaigns, errors, in_doubt, secrets
 from engine.store.database import Database
+from engine.store.in_doubt import InDoubtAction
 from engine.transport.redis_link import open_redis
 
 log = logging.getLogger(__name__)
@@ -79,7 +85,10 @@ class Engine:
         self.accounts = Accounts(db, settings.whatsapp)
         self.contacts = Contacts(db)
         self.segments = Segments(db)
-        self.campaigns = Campaigns(db, clock, self.throttle_changed)
+        self._in_doubt_timeout = settings.delivery.in_doubt_timeout
+        self.campaigns = Campaigns(
+            db, clock, self.throttle_changed, in_doubt_timeout=self._in_doubt_timeout
+        )
         self.monitoring = Monitoring(db, clock, self.statistics)
 
     # --- control commands (docs/http-api.md) --------------------------------------------
@@ -130,7 +139,31 @@ class Engine:
         row = await campaigns.campaign_row(self.db, campaign_id, owner_id)
         if row is None:
             raise errors.NotFound(campaign_id)
-        return campaign_object(row)
+        return campaign_object(row, in_doubt_timeout=self._in_doubt_timeout)
+
+    async def resolve_in_doubt(
+        self, campaign_id: str, owner_id: str, action: InDoubtAction
+    ) -> dict[str, Any]:
+        """The operator settles the campaign's in-doubt sends now: `fail` them
+        (`outcome_unknown`), or `resend` them (the recipient may get the message
+        twice). Returns `{id, action, resolved, campaign}`; raises `errors.NotFound`,
+        or `lifecycle.TransitionRefused` for `resend` on a finished campaign. The
+        campaign's actor, wherever it runs, looks again at once."""
+        resolved = await in_doubt.resolve(
+            self.db, campaign_id, owner_id, action, now=self.clock.now()
+        )
+        log.warning(
+            "campaign %s: %d in-doubt sends resolved by the operator: %s",
+            campaign_id,
+            resolved,
+            action,
+        )
+        return {
+            "id": campaign_id,
+            "action": action,
+            "resolved": resolved,
+            "campaign": await self.campaign(campaign_id, owner_id),
+        }
 
     # --- webhooks -----------------------------------------------------------------------
 
@@ -175,6 +208,7 @@ async def open_engine(
     *,
     instance_id: str,
     callback_references: CallbackReferences | None = None,
+    clock: WallClock | None = None,
 ) -> AsyncIterator[Engine]:
     """Run every actor of the engine for the duration of the block.
 
@@ -185,14 +219,16 @@ async def open_engine(
     requests already written finish (within `server.shutdown_grace_seconds`),
     record them, and release their leases.
     """
-    clock = WallClock()
+    clock = clock or WallClock()
     references = callback_references or CallbackReferences(await secrets.callback_key(db))
     async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
-        budgets: AccountBudget = LocalAccountBudget()
+        # One budget per phone number, at its current rate (read and kept fresh here).
+        rates = AccountRates(db)
+        budgets: AccountBudget = LocalAccountBudget(rates)
         if settings.redis.url:
             # Several daemons share each account's messagesPerSecond through Redis.
             redis = await stack.enter_async_context(open_redis(settings.redis.url))
-            budgets = SharedAccountBudget(redis, clock)
+            budgets = SharedAccountBudget(redis, rates)
         broadcaster: Broadcaster = await nursery.start(broadcaster_actor.run)
         sender_pool: SenderPool = await nursery.start(
             partial(sender_pool_actor.run, budgets=budgets), gateway, settings.sender, clock

@@ -8,7 +8,14 @@ message can name the field a caller sent.
 from __future__ import annotations
 
 from engine.core.lifecycle import TransitionRefused
-from engine.store.errors import DuplicatePhone, InUse, InvalidReference, NotFound, Unstorable
+from engine.store.errors import (
+    DatabaseUnavailable,
+    DuplicatePhone,
+    InUse,
+    InvalidReference,
+    NotFound,
+    Unstorable,
+)
 
 
 class InvalidInput(Exception):
@@ -22,6 +29,7 @@ class InvalidInput(Exception):
 
 
 __all__ = [
+    "DatabaseUnavailable",
     "DuplicatePhone",
     "InUse",
     "InvalidInput",

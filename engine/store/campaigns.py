@@ -126,7 +126,11 @@ async def _check_references(
 COUNTER_COLUMNS = """coalesce(k.pending, 0) AS stat_pending, coalesce(k.sent, 0) AS stat_sent,
     coalesce(k.delivered, 0) AS stat_delivered, coalesce(k.read, 0) AS stat_read,
     coalesce(k.replied, 0) AS stat_replied, coalesce(k.failed, 0) AS stat_failed,
-    coalesce(k.in_doubt, 0) AS stat_in_doubt"""
+    coalesce(k.in_doubt, 0) AS stat_in_doubt,
+    CASE WHEN k.in_doubt > 0 THEN (
+        SELECT max(r.sending_at) FROM campaign_recipients r
+        WHERE r.campaign_id = c.id AND r.status = 'in_doubt'
+    ) END AS in_doubt_last_sending_at"""
 
 CAMPAIGN_WITH_COUNTERS = f"""SELECT c.*, {COUNTER_COLUMNS}
     FROM campaigns c LEFT JOIN campaign_counters k ON k.campaign_id = c.id"""
