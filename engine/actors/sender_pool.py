@@ -9,13 +9,15 @@ requeue, an account slow-down) happens with the recipient back in `pending`.
 Slots bound what is in flight: a campaign takes a slot just before it marks a
 recipient `sending`, and the sender frees it as soon as the HTTP exchange is
 over, before the outcome is stored. A slot therefore covers one request and a
-mark statement, never a database write of outcomes, and at most
-`sender.concurrency + sender.prefetch` recipients are marked and not yet
-answered (docs/delivery-guarantees.md, "crash bound").
+mark statement and the few ms to its turn, never a database write of outcomes,
+and at most `sender.concurrency + sender.prefetch` recipients are marked and not
+yet answered (docs/delivery-guarantees.md, "crash bound").
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import random
 from collections import defaultdict
@@ -67,8 +69,8 @@ class SenderPool:
     ) -> None:
         self._inbox = inbox
         self._concurrency = concurrency
-        # A few more slots than senders: the next marked group is ready when a
-        # sender frees up, so no sender waits for a mark statement.
+        # More slots than senders: a group is marked a little before its turns
+        # (engine/actors/campaign/dispatch.py), so no sender waits for a mark.
         self._slots = concurrency + prefetch
         self._slots_in_use = 0
         self._slot_freed = trio.Event()
@@ -78,6 +80,9 @@ class SenderPool:
         self._latency_sum = 0.0
         self._requests = 0
         self._released = 0
+        self._timed: list[tuple[float, int, SendJob]] = []  # (write_at, order, job)
+        self._order = itertools.count()
+        self._earliest_changed = trio.Event()
 
     @property
     def concurrency(self) -> int:
@@ -104,8 +109,29 @@ class SenderPool:
         self._slot_freed = trio.Event()
 
     def submit(self, job: SendJob) -> None:
-        """Hand over a job whose slot the caller holds; never blocks (slots bound the inbox)."""
-        self._inbox.send_nowait(job)
+        """Hand over a job whose slot the caller holds; never blocks (slots bound the
+        inbox). A job reaches a sender at its turn (`write_at`), not before: senders
+        spend their time on requests, never waiting for a turn."""
+        if job.write_at <= trio.current_time():
+            self._inbox.send_nowait(job)
+            return
+        heapq.heappush(self._timed, (job.write_at, next(self._order), job))
+        if self._timed[0][2] is job:
+            self._earliest_changed.set()
+
+    async def release_timed(self) -> None:
+        """Move each waiting job to the senders at its turn (one task per pool)."""
+        while True:
+            self._earliest_changed = trio.Event()
+            if not self._timed:
+                await self._earliest_changed.wait()
+                continue
+            with trio.move_on_at(self._timed[0][0]):
+                await self._earliest_changed.wait()
+                continue
+            now = trio.current_time()
+            while self._timed and self._timed[0][0] <= now:
+                self._inbox.send_nowait(heapq.heappop(self._timed)[2])
 
     def statistics(self) -> SenderPoolStatistics:
         return SenderPoolStatistics(
@@ -158,8 +184,6 @@ class _Sender:
         """Write the job at its turn; the slot is free again when this returns."""
         pool = self._pool
         try:
-            if job.write_at > trio.current_time():
-                await trio.sleep_until(job.write_at)
             if not job.gate.allows(job.epoch):
                 pool._released += 1
                 return Outcome(job.message.recipient_id, "pending", 0)
@@ -275,7 +299,8 @@ async def run(
     task_status: trio.TaskStatus[SenderPool] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     concurrency = settings.concurrency
-    # At most one sender's worth each: a send marked ahead waits for one request at most.
+    # At most one sender's worth: when every sender is busy, a send marked ahead
+    # still waits for one request at most before it is written.
     prefetch = min(settings.prefetch, concurrency)
     send, receive = trio.open_memory_channel[SendJob](concurrency + prefetch)
     pool = SenderPool(send, concurrency, prefetch)
@@ -289,4 +314,5 @@ async def run(
     async with send, receive, trio.open_nursery() as nursery:
         for _ in range(concurrency):
             nursery.start_soon(sender_task, receive.clone())
+        nursery.start_soon(pool.release_timed)
         task_status.started(pool)

@@ -123,8 +123,10 @@ async def load_plan(db: Database, campaign_id: str) -> CampaignPlan | None:
         """SELECT c.*, a.status AS account_status, a.api_url AS account_api_url,
                   a.phone_number_id AS account_phone_number_id,
                   a.access_token AS account_access_token,
-                  a.messages_per_second AS account_messages_per_second
+                  a.messages_per_second AS account_messages_per_second,
+                  coalesce(k.batch_cursor, 0) AS batch_cursor
            FROM campaigns c JOIN accounts a ON a.id = c.account_id
+           LEFT JOIN campaign_cursors k ON k.campaign_id = c.id
            WHERE c.id = $1""",
         campaign_id,
     )
@@ -212,8 +214,11 @@ async def campaign_status(
 
 
 async def save_cursor(db: Database, campaign_id: str, cursor: int) -> None:
+    """Remember how far the campaign has read; saves arriving out of order never go back."""
     await db.execute(
-        "UPDATE campaigns SET batch_cursor = greatest(batch_cursor, $2) WHERE id = $1",
+        """INSERT INTO campaign_cursors (campaign_id, batch_cursor) VALUES ($1, $2)
+           ON CONFLICT (campaign_id) DO UPDATE
+           SET batch_cursor = greatest(campaign_cursors.batch_cursor, excluded.batch_cursor)""",
         campaign_id,
         cursor,
     )

@@ -3,7 +3,7 @@
 It reads batches of pending recipients after its cursor and hands them to the
 sender pool in small groups. For each group it first waits, with the rows
 still `pending`, until the campaign's own pace and the account's budget have a
-turn within `_HORIZON`, takes sender slots, reserves those turns, and only then
+turn within a few ms (see `_SPAN` below), takes sender slots, reserves those turns, and only then
 marks the group `sending` (one statement) and hands it over with each send's
 turn. So every wait happens while rows are pending, the rows marked ahead of
 their request are at most one group, and the sends keep the exact spacing of
@@ -45,9 +45,15 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# How far ahead of its turn a group is marked: a sender picks the next group up
-# as soon as it is free, and at high rates one statement marks 10 ms of sends.
-_HORIZON = 0.01
+# A group is the turns of `_SPAN` seconds (one statement marks them at high
+# rates); it is marked `lead` seconds before its first turn, 1.5 times what a
+# mark took lately (a mark is a durable commit), so a slow database costs no
+# turns. Lead plus span stays under 50 ms: "no send starts more than 50 ms after
+# a pause" holds for sends marked ahead too.
+_SPAN = 0.01
+_MIN_LEAD = 0.002
+_MAX_LEAD = 0.04
+_MARKS_IN_FLIGHT = 3
 # A pass that found nothing to claim although rows are pending (they were locked
 # by a concurrent statement, or became due meanwhile) looks again after this.
 _IDLE_RECHECK_SECONDS = 1.0
@@ -92,6 +98,13 @@ class Dispatcher:
         self._retries: list[tuple[float, int, PendingRecipient]] = []  # (trio time, id, row)
         self._in_flight_changed = trio.Event()
         self._wait_scope: trio.CancelScope | None = None
+        self._loop_scope = trio.CancelScope()
+        self._marks: trio.Nursery | None = None
+        self._mark_slots = trio.Semaphore(_MARKS_IN_FLIGHT)
+        self._marking = 0  # rows in a mark statement on the wire
+        self._lead = _MIN_LEAD
+        self._mark_seconds = 0.0  # moving average of a mark's duration
+        self._not_running_here = False
         self.dispatched = 0
 
     @property
@@ -102,20 +115,30 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Dispatch until every recipient is final; returns normally only then.
-        The actor cancels it to stop."""
+        The actor cancels it to stop. Raises NotRunningHere when a mark found the
+        campaign paused, cancelled or no longer this daemon's."""
+        async with trio.open_nursery() as marks:
+            self._marks = marks
+            with self._loop_scope:
+                await self._loop()
+            marks.cancel_scope.cancel()  # marks under way are shielded and finish
+        if self._not_running_here:
+            raise NotRunningHere
+
+    async def _loop(self) -> None:
+        ahead: _Claim | None = None
         while True:
-            batch = await self._retrying(
-                recipients.claim_batch,
-                self._db,
-                self.plan.id,
-                after_id=self.cursor,
-                limit=self.throttle.batchSize,
-                now=self._clock.now(),
-            )
+            batch = await (ahead.result() if ahead else self._claim(self.cursor))
+            ahead = None
             if batch:
+                if len(batch) == self.throttle.batchSize:
+                    # Read the next batch while this one is sent: the loop must not
+                    # fall behind its turns (a late turn is lost, never bunched).
+                    ahead = _Claim(self._claim, batch[-1].id)
+                    self._background().start_soon(ahead.run)
                 await self._send(deque(batch))
                 self.cursor = max(self.cursor, batch[-1].id)
-                await self._retrying(campaign_runs.save_cursor, self._db, self.plan.id, self.cursor)
+                self._background().start_soon(self._save_cursor, self.cursor)
                 if self.throttle.delayBetweenBatches > 0:
                     await self._wait(trio.current_time() + self.throttle.delayBetweenBatches / 1000)
             elif self._due_retries():
@@ -123,11 +146,29 @@ class Dispatcher:
             elif await self._end_of_pass():
                 return
 
+    async def _claim(self, after_id: int) -> list[PendingRecipient]:
+        return await self._retrying(
+            recipients.claim_batch,
+            self._db,
+            self.plan.id,
+            after_id=after_id,
+            limit=self.throttle.batchSize,
+            now=self._clock.now(),
+        )
+
+    async def _save_cursor(self, cursor: int) -> None:
+        # `greatest` in the statement: saves finishing out of order never go back.
+        await self._retrying(campaign_runs.save_cursor, self._db, self.plan.id, cursor)
+
+    def _background(self) -> trio.Nursery:
+        assert self._marks is not None  # set by run()
+        return self._marks
+
     async def _end_of_pass(self) -> bool:
         """The cursor reached the end: True when nothing is left to send or to
         resolve. Otherwise it waits for what is pending elsewhere (outcomes in
         flight, retries, requeue times, in-doubt resolution) and returns False."""
-        while self._in_flight:
+        while self._in_flight or self._marking:
             await self._in_flight_changed.wait()
         if self._retries:
             await self._wait(self._retries[0][0])
@@ -189,25 +230,44 @@ class Dispatcher:
             if not waiting:
                 return
             count = min(len(waiting), self._group_size())
-            await self._wait(self.bucket.next_due(trio.current_time()) - _HORIZON)
+            await self._wait(self.bucket.next_due(trio.current_time()) - self._lead)
             account_due = await self._budgets.next_due(self._budget_key, self._account_rate)
-            if account_due - _HORIZON > trio.current_time():
-                await self._wait(account_due - _HORIZON)
+            if account_due - self._lead > trio.current_time():
+                await self._wait(account_due - self._lead)
                 continue  # look again: a rate change or retries may have come meanwhile
             slots = await self._pool.acquire_slots(count)
             now = trio.current_time()
-            turns = self.bucket.reserve(now, slots, _HORIZON)
+            horizon = self._lead + _SPAN
+            turns = self.bucket.reserve(now, slots, horizon)
             account_turns = await self._budgets.reserve(
-                self._budget_key, self._account_rate, len(turns), _HORIZON
+                self._budget_key, self._account_rate, len(turns), horizon
             )
             group = [waiting.popleft() for _ in account_turns]
             self._pool.release_slots(slots - len(group))
             if group:
-                await self._mark_and_hand_over(
-                    group, [max(a, b) for a, b in zip(turns, account_turns, strict=False)]
+                # Marks overlap (a mark is a durable commit, slower than a group's
+                # turns under load); the semaphore bounds how many are on the wire.
+                await self._mark_slots.acquire()
+                self._marking += len(group)
+                self._background().start_soon(
+                    self._mark_and_hand_over,
+                    group,
+                    [max(a, b) for a, b in zip(turns, account_turns, strict=False)],
                 )
 
     async def _mark_and_hand_over(self, group: list[PendingRecipient], turns: list[float]) -> None:
+        try:
+            marked = await self._mark(group, turns)
+        finally:
+            self._marking -= len(group)
+            self._mark_slots.release()
+            self._signal_in_flight()
+        if len(marked) < len(group) and not await self._still_running():
+            self._not_running_here = True
+            self._loop_scope.cancel()
+
+    async def _mark(self, group: list[PendingRecipient], turns: list[float]) -> set[int]:
+        started = trio.current_time()
         # Shielded: rows marked must be handed over, or they would sit `sending`.
         with trio.CancelScope(shield=True):
             try:
@@ -228,8 +288,9 @@ class Dispatcher:
                     self._pool.submit(self._job(recipient, turn))
                     self._in_flight[recipient.id] = recipient
             self.dispatched += len(marked)
-        if len(marked) < len(group) and not await self._still_running():
-            raise NotRunningHere
+        self._mark_seconds = 0.8 * self._mark_seconds + 0.2 * (trio.current_time() - started)
+        self._lead = min(_MAX_LEAD, max(_MIN_LEAD, 1.5 * self._mark_seconds))
+        return marked
 
     def _job(self, recipient: PendingRecipient, turn: float) -> SendJob:
         plan = self.plan
@@ -259,7 +320,7 @@ class Dispatcher:
         )
 
     def _group_size(self) -> int:
-        ahead = math.ceil(self.bucket.rate_per_second * _HORIZON)
+        ahead = math.ceil(self.bucket.rate_per_second * (self._lead + _SPAN))
         return max(1, min(ahead, self._pool.concurrency))
 
     def _due_retries(self) -> list[PendingRecipient]:
@@ -289,9 +350,12 @@ class Dispatcher:
                 recipient.requeues + int(outcome.requeued),
             )
             heapq.heappush(self._retries, (now + max(0.0, delay), recipient.id, again))
+        self._signal_in_flight()
+        self.wake()
+
+    def _signal_in_flight(self) -> None:
         self._in_flight_changed.set()
         self._in_flight_changed = trio.Event()
-        self.wake()
 
     def set_throttle(self, throttle: Throttle) -> None:
         """A live rate change applies from the next send: sends timed at the old
@@ -308,7 +372,7 @@ class Dispatcher:
     def close(self) -> None:
         """Stop: marked sends not yet written go back to pending."""
         self.gate.closed = True
-        self._in_flight_changed.set()
+        self._signal_in_flight()
 
     def wake(self) -> None:
         if self._wait_scope is not None:
@@ -316,8 +380,7 @@ class Dispatcher:
 
     async def wait_in_flight(self) -> None:
         """Until every marked send of this run has its outcome stored."""
-        while self._in_flight:
-            self._in_flight_changed = trio.Event()
+        while self._in_flight or self._marking:
             await self._in_flight_changed.wait()
 
     # --- helpers ------------------------------------------------------------------------
@@ -344,6 +407,26 @@ class Dispatcher:
         """One store operation, retried while the database is unreachable: an outage
         holds this campaign up, it never ends the actor."""
         return await retrying(f"running campaign {self.plan.id}", operation, *args, **kwargs)
+
+
+class _Claim:
+    """A batch read in the background; `result` waits for it."""
+
+    def __init__(
+        self, claim: Callable[[int], Awaitable[list[PendingRecipient]]], after_id: int
+    ) -> None:
+        self._claim = claim
+        self._after_id = after_id
+        self._done = trio.Event()
+        self._batch: list[PendingRecipient] = []
+
+    async def run(self) -> None:
+        self._batch = await self._claim(self._after_id)
+        self._done.set()
+
+    async def result(self) -> list[PendingRecipient]:
+        await self._done.wait()
+        return self._batch
 
 
 class NotRunningHere(Exception):
