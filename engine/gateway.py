@@ -45,6 +45,9 @@ class SendResult(msgspec.Struct, frozen=True):
     http_status: int | None = None
     error_code: int | None = None  # Graph API error code, when the API answered one
     error_message: str | None = None
+    # No answer, and the request was (perhaps partly) written: WhatsApp may have
+    # accepted it, so it must never be sent again blindly.
+    may_have_arrived: bool = False
 
 
 class GatewaySession(Protocol):

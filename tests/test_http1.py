@@ -8,10 +8,13 @@ import h11
 import pytest
 import trio
 
+from engine.gateway import AccountEndpoint, OutgoingMessage
+from engine.transport.cloud_api import CloudApiGateway
 from engine.transport.http1 import (
     ConnectionsByOrigin,
     HTTPConnection,
     HTTPConnectionError,
+    HTTPResponseTooLarge,
     HTTPTimeout,
     Origin,
     split_url,
@@ -251,3 +254,60 @@ async def test_cancelled_request_leaves_the_connection_usable() -> None:
             await connection.aclose()
             nursery.cancel_scope.cancel()
     assert server.requests == [b"slow", b"next"] and connection.connections_opened == 2
+
+
+async def test_an_oversized_answer_is_refused_after_the_limit_not_read_to_the_end() -> None:
+    """A gigabyte answer must fail the request with bounded memory: the client stops
+    reading at its limit, so the server's writes stall long before the end."""
+    limit, offered = 64 * 1024, 1 << 30  # the server offers 1 GiB
+    sent = 0
+
+    async def flood(stream: trio.SocketStream, conn: h11.Connection) -> None:
+        nonlocal sent
+        await _read_request(stream, conn)
+        head = conn.send(
+            h11.Response(status_code=200, headers=[(b"content-length", b"%d" % offered)])
+        )
+        await stream.send_all(head or b"")
+        chunk = b"x" * 65536
+        try:
+            while sent < offered:
+                await stream.send_all(conn.send(h11.Data(data=chunk)) or b"")
+                sent += len(chunk)
+        except trio.BrokenResourceError:
+            pass  # the client hung up
+
+    server = _Server(flood)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            origin = await server.start(nursery)
+            connection = HTTPConnection(origin, max_response_bytes=limit)
+            with pytest.raises(HTTPResponseTooLarge) as refused:
+                await connection.request("POST", "/messages", [], b"{}")
+            assert refused.value.status == 200
+            await connection.aclose()
+            nursery.cancel_scope.cancel()
+    # What the kernel buffers on loopback is a few MiB at most, far from 1 GiB.
+    assert sent < 64 * 1024 * 1024
+
+
+async def test_the_gateway_fails_a_send_whose_answer_is_too_large() -> None:
+    async def flood(stream: trio.SocketStream, conn: h11.Connection) -> None:
+        await _read_request(stream, conn)
+        body = b"[" + b"0," * (4 << 20) + b"0]"  # 8 MiB of JSON, above the 1 MiB default
+        try:
+            await _respond(stream, conn, body)
+        except trio.BrokenResourceError:
+            pass
+
+    server = _Server(flood)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            origin = await server.start(nursery)
+            gateway = CloudApiGateway()
+            endpoint = AccountEndpoint("acct", f"http://127.0.0.1:{origin.port}/v21.0", "PN", "t")
+            async with gateway.open_session() as session:
+                result = await session.send(endpoint, OutgoingMessage(1, "+1555", "text", {}))
+            nursery.cancel_scope.cancel()
+    assert (result.ok, result.http_status, result.may_have_arrived) == (False, 200, False)
+    assert "larger than" in (result.error_message or "")

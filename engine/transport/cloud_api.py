@@ -23,6 +23,7 @@ from engine.transport.http1 import (
     ConnectionsByOrigin,
     Header,
     HTTPConnectionError,
+    HTTPResponseTooLarge,
     HTTPTimeout,
     Origin,
     split_url,
@@ -119,11 +120,19 @@ class CloudApiSession:
             )
         except HTTPTimeout as exc:
             return SendResult(
-                ok=False, error_message="timeout" if exc.request_sent else "connect_timeout"
+                ok=False,
+                error_message="timeout" if exc.request_sent else "connect_timeout",
+                may_have_arrived=exc.request_sent,
             )
         except HTTPConnectionError as exc:
             kind = "connection_lost" if exc.request_sent else "connect_error"
-            return SendResult(ok=False, error_message=f"{kind}: {exc}")
+            return SendResult(
+                ok=False, error_message=f"{kind}: {exc}", may_have_arrived=exc.request_sent
+            )
+        except HTTPResponseTooLarge as exc:
+            # An answer, but not one the Cloud API gives: the send fails (never retried:
+            # its status may say it was accepted, without a message id we could read).
+            return SendResult(ok=False, http_status=exc.status, error_message=str(exc))
         return result_from_answer(response.status, response.body)
 
 

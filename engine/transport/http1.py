@@ -64,6 +64,14 @@ class HTTPTimeout(HTTPError):
     """Connecting, or waiting for the response, took longer than allowed."""
 
 
+class HTTPResponseTooLarge(HTTPError):
+    """The answer's body exceeded `max_response_bytes`: it was not read further."""
+
+    def __init__(self, status: int, limit: int) -> None:
+        super().__init__(f"answer larger than {limit} bytes", request_sent=True)
+        self.status = status
+
+
 class HTTPConnectionError(HTTPError):
     """Refused, reset, closed by the server, or an invalid HTTP answer."""
 
@@ -115,8 +123,12 @@ class HTTPConnection:
         read_timeout: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
         receive_size: int = 65536,
+        max_response_bytes: int = 1 << 20,
     ) -> None:
         self.origin = origin
+        # An answer is read into memory: a server (or a tenant's apiUrl) that sends
+        # gigabytes must not take the daemon's memory with it.
+        self._max_response_bytes = max_response_bytes
         self._connect_timeout = connect_timeout
         # Bounds writing the request and reading the complete response.
         self._read_timeout = read_timeout
@@ -227,6 +239,7 @@ class HTTPConnection:
         status = 0
         headers: list[Header] = []
         chunks: list[bytes] = []
+        received = 0
         try:
             while True:
                 event = conn.next_event()
@@ -237,6 +250,9 @@ class HTTPConnection:
                     status = event.status_code
                     headers = list(event.headers)
                 elif type(event) is h11.Data:
+                    received += len(event.data)
+                    if received > self._max_response_bytes:
+                        raise HTTPResponseTooLarge(status, self._max_response_bytes)
                     chunks.append(event.data)
                 elif type(event) is h11.EndOfMessage:
                     break
