@@ -1,10 +1,12 @@
 """The reference the engine puts in `biz_opaque_callback_data`: `<recipient id>.<tag>`.
 
 WhatsApp echoes the value in every status of the message, and it is what
-resolves a send in doubt (no wamid was stored). The tag is a truncated
-HMAC-SHA256 of the id under a per-database key (engine/store/secrets.py), so
-a reference cannot be guessed from a row number, another deployment sharing
-the Meta app never accepts ours, and other software's values never match.
+resolves a send in doubt (no wamid was stored). The tag is a keyed BLAKE2b MAC
+(RFC 7693; three times cheaper than HMAC-SHA256 for inputs this short, and it
+is computed on every send and every status) of the id under a per-database key
+(engine/store/secrets.py), so a reference cannot be guessed from a row number,
+another deployment sharing the Meta app never accepts ours, and other
+software's values never match.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-_TAG_HEX_CHARS = 24  # 96 bits: guessing one takes ~2**95 tries
+_TAG_BYTES = 12  # 96 bits: guessing one takes ~2**95 tries
+_TAG_HEX_CHARS = 2 * _TAG_BYTES
+_PERSON = b"ce-recipient"  # domain separation, should the key ever serve another purpose
 _MAX_RECIPIENT_ID = 2**63 - 1  # recipient ids are PostgreSQL bigints
 _MAX_ID_DIGITS = len(str(_MAX_RECIPIENT_ID))
 
@@ -21,8 +25,8 @@ class CallbackReferences:
     """Issues and verifies references under one key."""
 
     def __init__(self, key: bytes) -> None:
-        if len(key) < 16:
-            raise ValueError("a callback reference key needs at least 16 bytes")
+        if not 16 <= len(key) <= 64:
+            raise ValueError("a callback reference key has 16 to 64 bytes")
         self._key = key
 
     def issue(self, recipient_id: int) -> str:
@@ -51,5 +55,7 @@ class CallbackReferences:
         return recipient_id
 
     def _tag(self, digits: str) -> str:
-        mac = hmac.digest(self._key, b"recipient:" + digits.encode("ascii"), hashlib.sha256)
-        return mac.hex()[:_TAG_HEX_CHARS]
+        mac = hashlib.blake2b(
+            digits.encode("ascii"), digest_size=_TAG_BYTES, key=self._key, person=_PERSON
+        )
+        return mac.hexdigest()
