@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import trio
 
 from engine.core.campaign_view import campaign_object
@@ -363,3 +364,24 @@ async def test_runs_here_only_while_running_under_our_lease(db: Database) -> Non
     assert not await leases.runs_here(db, campaign, lease_owner="another-daemon")
     await campaign_runs.apply_action(db, campaign, OWNER, "pause", now=utc_now())
     assert not await leases.runs_here(db, campaign, lease_owner=LEASE_OWNER)
+
+
+async def test_a_claimed_batch_stops_at_its_byte_budget(db: Database) -> None:
+    account = await make_account(db)
+    big = "x" * 1000
+    contacts = [
+        ContactInput(phone=phone(i), attributes={f"k{j}": big for j in range(100)})
+        for i in range(60)
+    ]
+    await upsert_contacts(db, OWNER, contacts)
+    campaign = await make_campaign(db, account)
+    await make_running(db, campaign)
+    claimed = await recipients.claim_batch(db, campaign, after_id=0, limit=1_000, now=utc_now())
+    # Each holds ~100 kB of variables: 4 MiB takes about 40 of the 60.
+    size = sum(len(msgspec.json.encode(r.variables)) for r in claimed)
+    assert 30 <= len(claimed) < 60
+    assert size <= recipients.BATCH_BYTES + 110_000
+    rest = await recipients.claim_batch(
+        db, campaign, after_id=claimed[-1].id, limit=1_000, now=utc_now()
+    )
+    assert len(claimed) + len(rest) == 60

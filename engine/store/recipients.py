@@ -102,20 +102,37 @@ async def materialise_in(conn: Connection, campaign_id: str) -> int:
     return await _materialise(conn, campaign_id)
 
 
+# A claimed batch is held in memory until it is sent: whatever the contacts hold,
+# it stops at this many bytes of variables (always at least one recipient).
+BATCH_BYTES = 4 << 20
+
+
 async def claim_batch(
     db: Database, campaign_id: str, *, after_id: int, limit: int, now: datetime
 ) -> list[PendingRecipient]:
-    """The next pending recipients after the cursor, in id order. Reading claims
-    nothing in the database: a row is only taken by `mark_sending`."""
+    """The next pending recipients after the cursor, in id order, at most `limit` and
+    about BATCH_BYTES of variables. Reading claims nothing in the database: a row is
+    only taken by `mark_sending`."""
     rows = await db.fetch(
-        """SELECT id, phone, variables, attempts, requeues FROM campaign_recipients
-           WHERE campaign_id = $1 AND status = 'pending' AND id > $2
-             AND (not_before IS NULL OR not_before <= $4)
-           ORDER BY id LIMIT $3""",
+        """SELECT id, phone, variables, attempts, requeues FROM (
+               -- The running sum over the limited rows only (a window over the
+               -- whole WHERE would read every pending row of the campaign).
+               SELECT *, sum(size) OVER (ORDER BY id) AS running FROM (
+                   SELECT id, phone, variables, attempts, requeues,
+                          octet_length(variables::text) AS size
+                   FROM campaign_recipients
+                   WHERE campaign_id = $1 AND status = 'pending' AND id > $2
+                     AND (not_before IS NULL OR not_before <= $4)
+                   ORDER BY id LIMIT $3
+               ) limited
+           ) batch
+           WHERE running - size < $5
+           ORDER BY id""",
         campaign_id,
         after_id,
         limit,
         now,
+        BATCH_BYTES,
     )
     return [
         PendingRecipient(r["id"], r["phone"], r["variables"], r["attempts"], r["requeues"])
