@@ -19,10 +19,11 @@ import trio.testing
 from engine.gateway import OutgoingMessage, SendResult
 from engine.service.engine import Engine
 from engine.store import recipients
+from engine.store.campaigns import update_campaign
 from engine.store.database import Database
 from tests.engine_helpers import EventLog, engine_settings, running_engine
 from tests.fake_gateway import ScriptedGateway
-from tests.store_helpers import make_account, make_campaign, make_contacts, phone
+from tests.store_helpers import OWNER, make_account, make_campaign, make_contacts, phone
 from tests.virtual_time import virtual_time_db
 
 __all__ = ["virtual_time_db"]  # the virtual-time database replaces conftest's `db` here
@@ -226,3 +227,130 @@ async def test_a_crash_at_any_point_leaves_at_most_the_bound_in_doubt(
         campaign,
     )
     assert stored <= len(sent)
+
+
+async def test_a_rate_drop_applies_at_once_to_sends_marked_ahead(
+    db: Database, autojump_clock: trio.testing.MockClock
+) -> None:
+    """60,000/min → 60/min: sends timed at the old rate and not yet written go back and
+    are timed again; none of the ones marked ahead goes out at the old rate."""
+    hundred_sent = trio.Event()
+
+    def script(message: OutgoingMessage, attempt: int) -> SendResult | None:
+        if len(gateway.sends) >= 100:
+            hundred_sent.set()
+        return None
+
+    gateway = ScriptedGateway(script, latency=0.05)
+    account = await make_account(db, messages_per_second=1_000)
+    await make_contacts(db, 300)
+    log = EventLog()
+    with trio.fail_after(36_000):
+        async with trio.open_nursery() as nursery:
+            async with running_engine(db, gateway) as engine:
+                await nursery.start(log.collect, engine)
+                campaign = await make_campaign(db, account, messages_per_minute=60_000)
+                await hundred_sent.wait()
+                with db.hold.held():
+                    await update_campaign(
+                        db,
+                        OWNER,
+                        campaign,
+                        lambda _row: {
+                            "throttle_config": {
+                                "messagesPerMinute": 60,
+                                "batchSize": 100,
+                                "delayBetweenBatches": 0,
+                            }
+                        },
+                    )
+                    await engine.throttle_changed(campaign)
+                    await db.heard(f"throttle:{campaign}")
+                changed_at = trio.current_time()
+                await trio.sleep(5)
+                await engine.pause(campaign, OWNER)
+                await log.wait_for("campaign:paused", campaign)
+            nursery.cancel_scope.cancel()
+    after = [s.at for s in gateway.sends if s.at > changed_at]
+    # At 1/s: at most the token that had accrued, then one a second.
+    assert len(after) <= 1 + 5 + 1
+    assert await recipients.count_by_status(db, campaign) == {
+        "sent": len(gateway.sends),
+        "pending": 300 - len(gateway.sends),
+    }
+
+
+async def test_stranded_sending_rows_end_in_doubt_and_the_campaign_finishes(
+    db: Database, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Rows left `sending` by nobody (an actor that crashed, a daemon killed during a
+    pause's drain) are resolved as in doubt; the dispatcher never spins on them."""
+    gateway = ScriptedGateway(latency=0.01)
+    account = await make_account(db, messages_per_second=1_000)
+    await make_contacts(db, 30)
+    statements = 0
+    for name in ("fetch", "fetchrow", "fetchval", "execute", "run", "transaction"):
+        original = getattr(db, name)
+
+        async def counted(*args: object, _original: object = original) -> object:
+            nonlocal statements
+            statements += 1
+            return await _original(*args)  # type: ignore[operator]
+
+        setattr(db, name, counted)
+    settings = engine_settings(delivery_in_doubt_timeout="60")
+    log = EventLog()
+    with trio.fail_after(36_000):
+        async with trio.open_nursery() as nursery:
+            async with running_engine(db, gateway, settings) as engine:
+                await nursery.start(log.collect, engine)
+                campaign = await make_campaign(
+                    db, account, schedule_type="manual", messages_per_minute=60_000
+                )
+                await engine.start(campaign, OWNER)
+                await engine.pause(campaign, OWNER)
+                await log.wait_for("campaign:paused", campaign)
+                stranded = await db.fetch(
+                    """UPDATE campaign_recipients SET status = 'sending', sending_at = now()
+                       WHERE id IN (SELECT id FROM campaign_recipients
+                                    WHERE campaign_id = $1 AND status = 'pending'
+                                    ORDER BY id LIMIT 3)
+                       RETURNING phone""",
+                    campaign,
+                )
+                before = statements
+                await engine.resume(campaign, OWNER)
+                await log.wait_for("campaign:completed", campaign)
+                used = statements - before
+            nursery.cancel_scope.cancel()
+    stranded_phones = {r["phone"] for r in stranded}
+    assert stranded_phones and not {s.message.to for s in gateway.sends} & stranded_phones
+    counts = await recipients.count_by_status(db, campaign)
+    assert counts["failed"] == len(stranded_phones)  # in doubt, then unresolved: unknown
+    assert counts["sent"] == 30 - len(stranded_phones)
+    assert used < 300  # a bounded number of queries, not a loop
+
+
+async def test_a_shutdown_during_a_pause_drain_is_bounded_by_the_grace(
+    db: Database, autojump_clock: trio.testing.MockClock
+) -> None:
+    gateway = ScriptedGateway(latency=0.01)
+    settings = engine_settings(sender_concurrency="3", server_shutdown_grace_seconds="2")
+    account = await make_account(db, messages_per_second=1_000)
+    await make_contacts(db, 20)
+    log = EventLog()
+    with trio.fail_after(36_000):
+        async with trio.open_nursery() as nursery:
+            async with running_engine(db, gateway, settings) as engine:
+                await nursery.start(log.collect, engine)
+                gateway.block_after(2)
+                campaign = await make_campaign(db, account, messages_per_minute=60_000)
+                await gateway.wait_held(3)
+                await engine.pause(campaign, OWNER)
+                # The pause's drain waits for the three stuck requests; now the
+                # daemon is told to stop.
+                stopping_at = trio.current_time()
+            stopped_at = trio.current_time()
+            nursery.cancel_scope.cancel()
+    # The grace (2 s) bounds the drain, even one a pause had started.
+    assert stopped_at - stopping_at <= 2 + 0.5
