@@ -1,4 +1,4 @@
-"""The Socket.IO stream of CONTRACT section 6, and the only door to python-socketio.
+"""The Socket.IO stream (docs/socketio-events.md), and the only door to python-socketio.
 
 python-socketio is an asyncio library: it runs in the trio-asyncio loop. Each
 socket is authenticated at the handshake and joins its user's room; campaign

@@ -1,6 +1,7 @@
 """The reference in docs/ stays true to the code: every setting and its environment variable
 in docs/configuration.md, every Socket.IO event in docs/socketio-events.md, every link between
-the documents (files and #anchors) resolves, and every repository path they name exists."""
+the documents (files and #anchors) resolves, every repository path they name exists, and the
+project cites only itself: no comment or document points at files outside the repository."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ LINK = re.compile(r"\]\(([^)\s]+)\)")
 PATH = re.compile(r"`((?:engine|api|tests|benchmarks|config|docs|\.ci)/[\w./-]*)`")
 # Made by make or by the tests, and gitignored: absent from a fresh clone.
 GENERATED = ("api/static/vendor/", "tests/artifacts/")
+# Citations of documents that are not in the repository.
+OUTSIDE = re.compile(r"\bCONTRACT\b(?!_)|MEASUREMENTS\.md|\.\./shared")
+SOURCES = ("engine", "api", "tests", "benchmarks", "config", "docs")
+SOURCE_SUFFIXES = {".py", ".js", ".html", ".css", ".sql", ".toml", ".md"}
 
 
 def settings_keys() -> list[tuple[str, str]]:
@@ -77,3 +82,21 @@ def test_named_paths_exist(document: Path) -> None:
     named = set(PATH.findall(document.read_text()))
     missing = sorted(p for p in named if not p.startswith(GENERATED) and not (ROOT / p).exists())
     assert missing == [], f"{document.name} names paths that do not exist: {missing}"
+
+
+def test_nothing_cites_documents_outside_the_repository() -> None:
+    files = [ROOT / "README.md", ROOT / "Makefile", ROOT / "pyproject.toml"]
+    for top in SOURCES:
+        files += [
+            path
+            for path in (ROOT / top).rglob("*")
+            if path.suffix in SOURCE_SUFFIXES
+            and not {"node_modules", "artifacts", "__pycache__"} & set(path.parts)
+        ]
+    cited = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in files
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if OUTSIDE.search(line)
+    ]
+    assert cited == [], "cite docs/ instead:\n" + "\n".join(cited)

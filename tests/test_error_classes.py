@@ -1,4 +1,4 @@
-"""Classification of send results and retry backoff (CONTRACT section 5)."""
+"""Classification of send results and retry backoff (docs/delivery-guarantees.md)."""
 
 from __future__ import annotations
 

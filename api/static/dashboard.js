@@ -1,5 +1,6 @@
 // The campaign dashboard: the HTTP API for lists and commands, the Socket.IO stream for live
-// progress (CONTRACT sections 4 and 6). No framework: one state map, one render per campaign.
+// progress (docs/http-api.md, docs/socketio-events.md). No framework: one state map, one render
+// per campaign.
 "use strict";
 
 (function () {

@@ -2,7 +2,7 @@
 
 Graph error codes decide first, because WhatsApp answers most errors with a
 plain HTTP 400 whatever their nature; the HTTP status only decides for codes
-not listed here. The lists follow CONTRACT section 5.
+not listed here. The lists are those of docs/delivery-guarantees.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Campaign counters and the rates derived from them (CONTRACT section 4).
+"""Campaign counters and the rates derived from them (docs/http-api.md, the campaign object).
 
 Rates are percentages rounded to 2 decimals, 0 when the denominator is 0.
 """

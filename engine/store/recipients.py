@@ -1,6 +1,6 @@
 """Set-based operations on campaign recipients: one statement per logical step.
 
-The recipient state machine (CONTRACT section 4):
+The recipient state machine (docs/delivery-guarantees.md):
 
     pending → sending → sent → delivered → read
                       ↘ failed, in_doubt (the daemon died mid-request)

@@ -68,7 +68,7 @@ class CampaignWatch:
             self.finished.set()
 
     def apply(self, event: str, payload: dict[str, Any]) -> None:
-        """One Socket.IO event of CONTRACT section 6."""
+        """One Socket.IO event (docs/socketio-events.md)."""
         if payload.get("campaignId") != self.id:
             return
         c = dict(self.campaign)
