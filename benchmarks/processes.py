@@ -5,6 +5,7 @@ is stopped here."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import socket
@@ -80,8 +81,12 @@ class Process:
         return float(times.user + times.system)
 
 
+_started = itertools.count(1)
+
+
 async def _start(name: str, argv: list[str], env: Mapping[str, str]) -> Process:
-    log_path = LOG_DIR / f"campaign-engine-bench-{name}-{os.getpid()}.log"
+    # One file per process started: scenarios after the first start their own daemon.
+    log_path = LOG_DIR / f"campaign-engine-bench-{name}-{os.getpid()}-{next(_started)}.log"
     log = log_path.open("wb")
     process = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=dict(env)

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import socketio
 
-from benchmarks.client import FINAL, Api, EventLog, percentile, simulator_get, wait_final
+from benchmarks.client import FINAL, Api, ApiError, EventLog, percentile, simulator_get, wait_final
 from benchmarks.processes import Stack, sample_rss
 
 
@@ -45,9 +45,13 @@ async def many_campaigns(
     ids = [await api.campaign(account, f"scale {k}", tag, per_minute) for k in range(count)]
     create_seconds = time.perf_counter() - created_at
     latencies: list[float] = []
+    refused: list[str] = []  # start requests that failed: counted, not fatal
     for campaign_id in ids:
         started = time.perf_counter()
-        await api.command(campaign_id, "start")
+        try:
+            await api.command(campaign_id, "start")
+        except ApiError as exc:
+            refused.append(str(exc))
         latencies.append((time.perf_counter() - started) * 1000)
     tenth = max(1, count // 10)
     by_tenth = [
@@ -83,6 +87,8 @@ async def many_campaigns(
         "create_seconds": round(create_seconds, 2),
         "start_request_ms": _quantiles(latencies),
         "start_request_ms_by_tenth": by_tenth,
+        "start_requests_refused": len(refused),
+        "first_refusal": refused[0] if refused else None,
         "running_at_window_start": len(before),
         "running_at_window_end": len(after),
         "window_seconds": round(window, 1),
