@@ -109,8 +109,11 @@ class Recorder:
         self, first: _Pending, inbox: trio.MemoryReceiveChannel[_Pending], linger: float
     ) -> list[_Pending]:
         batch = [first]
+        # Store once half the credits wait: the other half keeps senders going
+        # while the statement runs, so they never wait for a credit in steady state.
+        enough = max(1, self._credit_count // 2)
         with trio.move_on_after(linger):
-            while not self.starved:
+            while len(batch) < enough and not self.starved:
                 batch.append(await inbox.receive())
         while True:
             try:
