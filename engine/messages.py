@@ -10,6 +10,7 @@ from typing import Any, Literal
 import msgspec
 import trio
 
+from engine.core.metrics import CampaignStats
 from engine.events import Event, encode
 from engine.gateway import AccountEndpoint, OutgoingMessage
 
@@ -17,15 +18,21 @@ from engine.gateway import AccountEndpoint, OutgoingMessage
 
 
 class Outcome(msgspec.Struct, frozen=True):
-    """The result of sending to one recipient, as the sender pool reports it."""
+    """The result of one dispatch of a recipient, as the sender pool reports it.
+
+    `pending`: back to the queue (a retry after backoff, a requeue, an account
+    pause, or a send that never started); `in_doubt`: the request may have
+    reached WhatsApp and no answer came back.
+    """
 
     recipient_id: int
-    status: Literal["sent", "failed", "pending"]  # pending: requeued for later (131056)
-    attempts: int  # requests made for this recipient in this dispatch
+    status: Literal["sent", "failed", "pending", "in_doubt"]
+    attempts: int  # requests made for this recipient in this dispatch (0 or 1)
     provider_message_id: str | None = None
     error_code: str | None = None
     error_message: str | None = None
     not_before: datetime | None = None
+    requeued: bool = False  # a 131056 requeue: counted against sender.max_requeues
     # Set when the account, not the recipient, is at fault: the campaign pauses.
     # Not stored on the recipient.
     pause_reason: str | None = None
@@ -71,6 +78,15 @@ class Shutdown(msgspec.Struct, frozen=True):
 CampaignCommand = StopRequested | ThrottleChanged | Recheck | Shutdown
 
 
+class Recorded(msgspec.Struct, frozen=True):
+    """The recorder stored these outcomes of the actor's sends (on its own channel,
+    apart from commands: the recorder must never wait for a campaign)."""
+
+    outcomes: list[Outcome]
+    # The campaign's counts just after these were stored (engine.store.recipients).
+    stats: CampaignStats
+
+
 # --- supervisor inbox -----------------------------------------------------------------
 
 
@@ -102,13 +118,35 @@ SupervisorMessage = Notice | ActorEnded
 # --- sender pool inbox ----------------------------------------------------------------
 
 
+class DispatchGate:
+    """Whether a campaign run's marked sends may still be written.
+
+    The one piece of state a sender reads from a campaign actor: it must be
+    checked at the instant of writing, and a message would arrive too late. A
+    pause closes it (marked sends not yet written go back to `pending`); a rate
+    change moves the epoch (sends timed at the old rate go back and are timed
+    again).
+    """
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.closed = False
+
+    def allows(self, epoch: int) -> bool:
+        return not self.closed and epoch == self.epoch
+
+
 class SendJob(msgspec.Struct, frozen=True):
     campaign_id: str
     endpoint: AccountEndpoint
-    account_messages_per_second: float
     message: OutgoingMessage
-    # Each campaign actor hands out a clone of its own outcome channel.
-    reply_to: trio.MemorySendChannel[Outcome]
+    attempts: int  # requests made for this recipient before this one
+    requeues: int
+    write_at: float  # trio time of its turn in the campaign's and the account's pace
+    gate: DispatchGate
+    epoch: int
+    # The campaign actor's inbox: the recorder tells it what was stored.
+    reply_to: trio.MemorySendChannel[Recorded]
 
 
 # --- broadcaster ----------------------------------------------------------------------

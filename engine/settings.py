@@ -116,7 +116,9 @@ class SenderSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     backoff_base_seconds: NonNegativeFloat = 1.0
     backoff_max_seconds: NonNegativeFloat = 30.0
     requeue_delay_seconds: NonNegativeFloat = 60.0
+    max_requeues: NonNegativeInt = 5
     throttle_slowdown_seconds: NonNegativeFloat = 5.0
+    prefetch: NonNegativeInt = 16
 
 
 class DeliverySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

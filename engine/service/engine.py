@@ -18,6 +18,7 @@ import msgspec
 import trio
 
 from engine.actors import broadcaster as broadcaster_actor
+from engine.actors import recorder as recorder_actor
 from engine.actors import sender_pool as sender_pool_actor
 from engine.actors import supervisor as supervisor_actor
 from engine.actors import webhook_applier as webhook_applier_actor
@@ -28,6 +29,7 @@ from engine.actors.account_budget import (
     SharedAccountBudget,
 )
 from engine.actors.broadcaster import Broadcaster, BroadcasterStatistics
+from engine.actors.recorder import Recorder
 from engine.actors.sender_pool import SenderPool, SenderPoolStatistics
 from engine.actors.supervisor import Supervisor, SupervisorStatistics
 from engine.actors.webhook_applier import WebhookApplier, WebhookApplierStatistics
@@ -230,14 +232,30 @@ async def open_engine(
             redis = await stack.enter_async_context(open_redis(settings.redis.url))
             budgets = SharedAccountBudget(redis, rates)
         broadcaster: Broadcaster = await nursery.start(broadcaster_actor.run)
+        recorder: Recorder = await nursery.start(
+            partial(
+                recorder_actor.run,
+                credits=settings.sender.concurrency,
+                linger=settings.engine.record_flush_interval_ms / 1000,
+            ),
+            db,
+            clock,
+        )
         sender_pool: SenderPool = await nursery.start(
-            partial(sender_pool_actor.run, budgets=budgets), gateway, settings.sender, clock
+            sender_pool_actor.run, gateway, settings.sender, clock, recorder, budgets
         )
         webhooks: WebhookApplier = await nursery.start(
             webhook_applier_actor.run, db, broadcaster, settings.webhooks
         )
         supervisor: Supervisor = await nursery.start(
-            supervisor_actor.run, db, settings, clock, sender_pool, broadcaster, instance_id
+            supervisor_actor.run,
+            db,
+            settings,
+            clock,
+            sender_pool,
+            budgets,
+            broadcaster,
+            instance_id,
         )
         try:
             yield Engine(
