@@ -92,10 +92,13 @@ def _reachable() -> Iterator[None]:
         yield
     except _CONNECTION_LOST as error:
         raise DatabaseUnavailable(_describe(error)) from error
-    except asyncpg.InterfaceError as error:
-        # asyncpg's own "connection is closed" (the socket went away under it);
-        # other interface errors are programming errors and stay as they are.
-        if "closed" not in str(error):
+    except (asyncpg.InterfaceError, asyncpg.exceptions._base.InternalClientError) as error:
+        # asyncpg's own "connection is closed" (the socket went away under it), and
+        # "cannot switch to state ...": the server's FATAL for a terminated session
+        # arrived on an idle pooled connection just before it was used (the pool
+        # replaces it once the socket's end is read). Other interface errors are
+        # programming errors and stay as they are.
+        if "closed" not in str(error) and "cannot switch to state" not in str(error):
             raise
         raise DatabaseUnavailable(_describe(error)) from error
 

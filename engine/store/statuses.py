@@ -15,10 +15,12 @@ import msgspec
 
 from engine.messages import StatusUpdate
 from engine.store.database import Database
+from engine.store.errors import DatabaseUnavailable
 
 # What applying a batch may fail with while PostgreSQL is unreachable, restarting or
 # refusing the statement: the applier keeps the facts and tries again later.
 DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    DatabaseUnavailable,  # what engine/store/database.py makes of a lost connection
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
     OSError,
