@@ -228,17 +228,8 @@ _COUNTERS_OF = """SELECT campaign_id, pending, sent, delivered, read, replied, f
 
 
 async def _record(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> StoredOutcomes:
-    async with conn.transaction():
-        # An outcome lost with a PostgreSQL crash (not a daemon's) leaves its row
-        # `sending`, which becomes `in_doubt` and is never sent again blindly: the
-        # answer need not wait for the disk. Marks stay durable (mark_sending).
-        await conn.execute("SET LOCAL synchronous_commit = off")
-        return await _record_in(conn, outcomes, now)
-
-
-async def _record_in(
-    conn: Connection, outcomes: Sequence[Outcome], now: datetime
-) -> StoredOutcomes:
+    # Two statements on one connection, no transaction (each round trip costs the
+    # daemon CPU); the counters read are those just after the update, or newer.
     rows = await conn.fetch(
         _RECORD_OUTCOMES,
         [o.recipient_id for o in outcomes],
