@@ -93,6 +93,7 @@ class Dispatcher:
         )
         # The account's budget is the number's: two account rows of one number share it.
         self._budget_key = plan.account_phone_number_id
+        # Only the budget's fallback: it reads the number's current rate itself.
         self._account_rate = float(plan.account_messages_per_second)
         self._in_flight: dict[int, PendingRecipient] = {}  # marked, outcome not yet stored
         self._retries: list[tuple[float, int, PendingRecipient]] = []  # (trio time, id, row)
@@ -363,10 +364,6 @@ class Dispatcher:
         self.throttle = throttle
         self.bucket.set_rate(_per_second(throttle), trio.current_time())
         self.gate.epoch += 1
-        self.wake()
-
-    def set_account_rate(self, messages_per_second: float) -> None:
-        self._account_rate = messages_per_second
         self.wake()
 
     def close(self) -> None:
