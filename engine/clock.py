@@ -1,8 +1,14 @@
 """Wall-clock time derived from trio's clock.
 
-Timestamps the engine stores (sent_at, lease expiry, in-doubt deadlines) come
-from here rather than from SQL `now()`, so tests on `trio.testing.MockClock`
-move the database's notion of time together with the engine's.
+Timestamps the engine records about its own work (sent_at, scheduled times,
+in-doubt deadlines) come from here rather than from SQL `now()`, so tests on
+`trio.testing.MockClock` move the database's notion of time together with the
+engine's.
+
+What several daemons must agree on never does: lease expiry is PostgreSQL's
+`now()` (engine/store/leases.py) and the shared sending budget is Redis's `TIME`
+(engine/transport/redis_link.py), so daemons whose clocks disagree still agree
+on who owns a campaign and on whose turn it is.
 """
 
 from __future__ import annotations
