@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import trio
 
+from engine.settings import load_settings
 from engine.tools.demo import demo_environment
 from engine.transport.http1 import HTTPConnection, split_url
 
@@ -149,3 +150,13 @@ def test_demo_console_defaults_to_warnings_unless_a_level_is_set() -> None:
     assert demo_environment({})["CAMPAIGN_ENGINE_LOGGING_LEVEL"] == "WARNING"
     chosen = demo_environment({"CAMPAIGN_ENGINE_LOGGING_LEVEL": "DEBUG"})
     assert chosen["CAMPAIGN_ENGINE_LOGGING_LEVEL"] == "DEBUG"
+
+
+def test_demo_accounts_may_point_at_the_cloud_api_and_the_local_simulator() -> None:
+    settings = load_settings(None, demo_environment({}))
+    assert settings.whatsapp.api_url_prefixes() == (
+        "https://graph.facebook.com/v21.0",
+        "http://127.0.0.1:",
+    )
+    mine = demo_environment({"CAMPAIGN_ENGINE_WHATSAPP_ALLOWED_API_URLS": "https://x.example/"})
+    assert load_settings(None, mine).whatsapp.api_url_prefixes() == ("https://x.example/",)

@@ -17,7 +17,7 @@ import trio
 
 from api.auth import issue_token
 from engine.settings import load_settings
-from engine.tools.demo import Stack, serve_with_simulator
+from engine.tools.demo import SIMULATOR_URL_PREFIX, Stack, serve_with_simulator
 from engine.transport.http1 import HTTPConnection, split_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +33,7 @@ ENVIRONMENT = {
     "CAMPAIGN_ENGINE_ENGINE_STATS_EVERY": "10",
     "CAMPAIGN_ENGINE_SERVER_SHUTDOWN_GRACE_SECONDS": "1",
     "CAMPAIGN_ENGINE_LOGGING_LEVEL": "WARNING",
+    "CAMPAIGN_ENGINE_WHATSAPP_ALLOWED_API_URLS": SIMULATOR_URL_PREFIX,
 }
 
 

@@ -26,7 +26,7 @@ import trio
 
 from api.auth import issue_token
 from engine.daemon import Listening, configure_logging, serve
-from engine.settings import Settings, SettingsError, load_settings
+from engine.settings import Settings, SettingsError, WhatsAppSettings, load_settings
 from engine.tools.simulator import SimulatorConfig, SimulatorHandle, serve_simulator
 from engine.transport.http1 import HTTPConnection, split_url
 
@@ -36,6 +36,9 @@ DEMO_USER = "demo"
 ACCOUNT_NAME = "Demo account"
 CONTACTS = 2_000
 LATENCY_MS = 50.0
+# The simulator listens on loopback, on a port chosen at start: accounts may point there.
+SIMULATOR_URL_PREFIX = "http://127.0.0.1:"
+ALLOWED_API_URLS = "CAMPAIGN_ENGINE_WHATSAPP_ALLOWED_API_URLS"
 
 _FIRST = ("Ana", "Ben", "Chloé", "Dev", "Emma", "Farid", "Grace", "Hugo", "Ines", "Jonas")
 _LAST = ("Silva", "Okafor", "Martin", "Patel", "Rossi", "Kim", "Novak", "García", "Berg", "Ali")
@@ -47,14 +50,18 @@ class DemoError(Exception):
 
 
 def demo_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """`environ` with generated secrets where none are set, and the console at WARNING unless
-    a level is given: the banner is what a newcomer needs to see, then only what goes wrong."""
+    """`environ` with generated secrets where none are set; the console at WARNING unless a
+    level is given (the banner is what a newcomer needs to see, then only what goes wrong);
+    and, unless set, accounts allowed to point at the Cloud API and at the local simulator."""
     env = dict(environ)
     for name in ("ENGINE_JWT_SECRET", "WHATSAPP_APP_SECRET"):
         if not env.get(name):
             env[name] = secrets.token_urlsafe(32)
     if not env.get("CAMPAIGN_ENGINE_LOGGING_LEVEL"):
         env["CAMPAIGN_ENGINE_LOGGING_LEVEL"] = "WARNING"
+    if not env.get(ALLOWED_API_URLS):
+        cloud_api = env.get("WHATSAPP_API_URL") or WhatsAppSettings().api_url
+        env[ALLOWED_API_URLS] = f"{cloud_api},{SIMULATOR_URL_PREFIX}"
     return env
 
 
