@@ -224,3 +224,43 @@ async def test_the_engine_rides_out_a_minute_without_its_database_and_listens_ag
                 nursery.cancel_scope.cancel()
             assert await recipients.count_by_status(db, campaign) == {"sent": 30}
     assert all(gateway.sends_for(send.message.recipient_id) == 1 for send in gateway.sends)
+
+
+async def test_a_throttle_change_missed_while_not_listening_applies_once_back(
+    aio_loop: object, database_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    gateway = ScriptedGateway(latency=0.01)
+    log = EventLog()
+    with trio.fail_after(36_000):
+        async with outage_database(database_url, autojump_clock) as db:
+            account = await make_account(db)
+            await make_contacts(db, 200)
+            async with trio.open_nursery() as nursery:
+                async with running_engine(db, gateway, engine_settings()) as engine:
+                    await nursery.start(log.collect, engine)
+                    gateway.block_after(5)
+                    campaign = await make_campaign(db, account, messages_per_minute=60)
+                    await gateway.wait_held(1)
+                    db.down = True
+                    with db.hold.held():
+                        await terminate_sessions(database_url)
+                    # Another daemon's API takes the edit; its NOTIFY finds nobody here.
+                    await retrying("editing", db._inner.transaction, edit_throttle, campaign)
+                    gateway.release()
+                    await trio.sleep(5)
+                    db.down = False
+                    back_at = trio.current_time()
+                    await trio.sleep(5)
+                    sent_since = sum(1 for s in gateway.sends if s.at >= back_at + 1)
+                nursery.cancel_scope.cancel()
+    # The old rate would have sent about 4 in those 4 s; the new one (20/s) far more.
+    assert sent_since >= 40
+
+
+async def edit_throttle(conn: Any, campaign: str) -> None:
+    await conn.execute(
+        """UPDATE campaigns SET throttle_config = throttle_config
+               || '{"messagesPerMinute": 1200}' WHERE id = $1""",
+        campaign,
+    )
+    await conn.execute("SELECT pg_notify('campaign_engine_commands', $1)", f"throttle:{campaign}")
