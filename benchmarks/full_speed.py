@@ -19,7 +19,7 @@ import psutil
 
 from benchmarks.client import Api, EventLog, histogram, histogram_quantile, simulator_get
 from benchmarks.lag import StatsPoller, summary
-from benchmarks.processes import Stack, sample_rss
+from benchmarks.processes import Stack, postgres_cpu_seconds, sample_rss
 
 PHONE = "full-speed"
 LATENCY_METRIC = "campaign_engine_send_latency_seconds"
@@ -58,6 +58,7 @@ async def full_speed(
             "posts": stats["webhook_posts"],
             "daemon_cpu": daemon.cpu_seconds(),
             "simulator_cpu": sim_times.user + sim_times.system,
+            "postgres_cpu": postgres_cpu_seconds(),
         }
 
     metrics_before = histogram(await api.text("/metrics"), LATENCY_METRIC)
@@ -100,6 +101,9 @@ async def full_speed(
         ),
         "simulator_cpu_percent_of_one_core": round(
             (last["simulator_cpu"] - first["simulator_cpu"]) / elapsed * 100, 1
+        ),
+        "postgres_cpu_percent_of_one_core": round(
+            (last["postgres_cpu"] - first["postgres_cpu"]) / elapsed * 100, 1
         ),
         "machine_cpu_percent_of_all_cores": machine,
         "daemon_cpu_ms_per_message": round(

@@ -247,6 +247,16 @@ async def running_stack(
             await _stop(simulator.process)
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU seconds of every PostgreSQL server process on this machine so far (other
+    databases' work included; processes that ended meanwhile are not counted)."""
+    total = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        if process.info["name"] in ("postgres", "postmaster") and process.info["cpu_times"]:
+            total += process.info["cpu_times"].user + process.info["cpu_times"].system
+    return total
+
+
 async def sample_rss(process: Process, interval: float = 0.2) -> None:
     """Append the RSS (MB) every `interval` s to `process.samples`, until cancelled."""
     while True:

@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
+import psutil
 import socketio
 
 from benchmarks.client import FINAL, Api, ApiError, EventLog, percentile, simulator_get, wait_final
-from benchmarks.processes import Stack, sample_rss
+from benchmarks.processes import Stack, postgres_cpu_seconds, sample_rss
 
 
 def _quantiles(values: list[float], digits: int = 1) -> dict[str, float | None]:
@@ -66,11 +67,14 @@ async def many_campaigns(
     daemon.samples.clear()
     sampler = asyncio.create_task(sample_rss(daemon))
     try:
-        cpu_before = daemon.cpu_seconds()
+        cpu_before, postgres_before = daemon.cpu_seconds(), postgres_cpu_seconds()
+        psutil.cpu_percent()  # starts the machine-wide measurement
         before = {c["id"]: (at, c["stats"]["sent"]) for at, c in await api.campaigns("running")}
         await asyncio.sleep(seconds)
         after = {c["id"]: (at, c["stats"]["sent"]) for at, c in await api.campaigns("running")}
+        machine = psutil.cpu_percent()
         cpu = daemon.cpu_seconds() - cpu_before
+        postgres = postgres_cpu_seconds() - postgres_before
     finally:
         sampler.cancel()
     achieved = [
@@ -99,6 +103,8 @@ async def many_campaigns(
             sum(after[i][1] - before[i][1] for i in after if i in before) / seconds, 1
         ),
         "daemon_cpu_percent_of_one_core": round(cpu / seconds * 100, 1),
+        "postgres_cpu_percent_of_one_core": round(postgres / seconds * 100, 1),
+        "machine_cpu_percent_of_all_cores": machine,
         "daemon_rss_peak_mb": round(max(daemon.samples, default=daemon.rss_mb()), 1),
         "queue": queue,
     }
@@ -162,9 +168,11 @@ async def _sockets_run(
     phone = f"sockets-{clients}"
     swarm = Swarm(clients)
     connect_seconds = await swarm.connect(stack.daemon_url, api.token)
+    driver = psutil.Process()
     try:
         account = await api.account(phone, phone, stack.api_url)
         campaign_id = await api.campaign(account, f"{clients} sockets", messages_tag, 60_000)
+        daemon_cpu, driver_cpu = stack.daemon.cpu_seconds(), sum(driver.cpu_times()[:2])
         started = time.time()
         await api.command(campaign_id, "start")
         deadline = time.monotonic() + 180
@@ -173,6 +181,8 @@ async def _sockets_run(
                 break
             await asyncio.sleep(0.05)
         finished = time.time()
+        daemon_cpu = stack.daemon.cpu_seconds() - daemon_cpu
+        driver_cpu = sum(driver.cpu_times()[:2]) - driver_cpu
         await asyncio.sleep(1.0)  # stragglers
     finally:
         await swarm.close()
@@ -197,6 +207,10 @@ async def _sockets_run(
         "clients": clients,
         "connect_seconds": round(connect_seconds, 2),
         "campaign_seconds": round(finished - started, 2),
+        # Until every client saw `campaign:completed`: the daemon's fan-out, and the driver
+        # (all clients in one process) decoding every copy.
+        "daemon_cpu_seconds": round(daemon_cpu, 2),
+        "driver_cpu_seconds": round(driver_cpu, 2),
         "clients_that_saw_completion": swarm.completed(campaign_id),
         "distinct_progress_and_stats_events": per_client,
         "deliveries": received,
