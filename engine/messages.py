@@ -143,6 +143,7 @@ class SendJob(msgspec.Struct, frozen=True):
     attempts: int  # requests made for this recipient before this one
     requeues: int
     write_at: float  # trio time of its turn in the campaign's and the account's pace
+    account_rate: float  # the budget's fallback rate for the number
     gate: DispatchGate
     epoch: int
     # The campaign actor's inbox: the recorder tells it what was stored.

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
-import pytest
 import trio
 
 from engine.actors.account_budget import ARRIVAL_MARGIN_SECONDS
@@ -128,12 +127,6 @@ async def test_daemons_with_skewed_clocks_share_a_numbers_rate(
     assert max(times) - min(times) <= 80 / 20 * 1.06 + 0.5  # and they share all of it
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="timing-dependent until the sender pool puts back (unwritten) a send whose "
-    "turn passed more than LATE_TOLERANCE_SECONDS ago: today one written late after a "
-    "slow mark can share a rolling second with the next daemon's 20",
-)
 async def test_daemons_sharing_a_number_never_exceed_it_in_any_rolling_second(
     db: Database, database_url: str
 ) -> None:

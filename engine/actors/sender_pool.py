@@ -26,7 +26,7 @@ from datetime import timedelta
 import msgspec
 import trio
 
-from engine.actors.account_budget import AccountBudget
+from engine.actors.account_budget import LATE_TOLERANCE_SECONDS, AccountBudget
 from engine.actors.recorder import Recorder
 from engine.clock import WallClock
 from engine.core.retry import RetryPolicy, SendDecision, decide
@@ -58,7 +58,7 @@ class SenderPoolStatistics(msgspec.Struct, frozen=True):
     latency_bucket_counts: tuple[int, ...]  # one per LATENCY_BUCKETS entry, plus +Inf
     latency_sum_seconds: float
     requests: int
-    released: int  # marked sends put back unwritten (a pause, a rate change)
+    released: int  # marked sends put back unwritten (a pause, a rate change, a late turn)
 
 
 class SenderPool:
@@ -184,6 +184,17 @@ class _Sender:
         """Write the job at its turn; the slot is free again when this returns."""
         pool = self._pool
         try:
+            if trio.current_time() - job.write_at > LATE_TOLERANCE_SECONDS:
+                # Written long after its turn (a slow mark, a busy process), it could
+                # share a rolling second with the number's next turns: it takes a new
+                # turn, or goes back to pending when none is free that soon.
+                turns = await self._budgets.reserve(
+                    job.endpoint.phone_number_id, job.account_rate, 1, LATE_TOLERANCE_SECONDS
+                )
+                if not turns:
+                    pool._released += 1
+                    return Outcome(job.message.recipient_id, "pending", 0)
+                await trio.sleep_until(turns[0])
             if not job.gate.allows(job.epoch):
                 pool._released += 1
                 return Outcome(job.message.recipient_id, "pending", 0)

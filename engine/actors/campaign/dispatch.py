@@ -315,6 +315,7 @@ class Dispatcher:
             attempts=recipient.attempts,
             requeues=recipient.requeues,
             write_at=turn,
+            account_rate=self._account_rate,
             gate=self.gate,
             epoch=self.gate.epoch,
             reply_to=self._recorded,
