@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 import msgspec
 
@@ -349,20 +348,3 @@ async def expire_in_doubt(
                    WHERE campaign_id = $1 AND status = 'in_doubt' AND sending_at <= $2"""
         status = await db.execute(query, campaign_id, cutoff, now)
     return int(status.rsplit(" ", 1)[1])
-
-
-def recipient_row(record: Any) -> dict[str, Any]:
-    """A recipient as the API shows it."""
-    return {
-        "contact_id": str(record["contact_id"]) if record["contact_id"] else None,
-        "phone": record["phone"],
-        "status": record["status"],
-        "attempts": record["attempts"],
-        "error_code": record["error_code"],
-        "error_message": record["error_message"],
-        "provider_message_id": record["provider_message_id"],
-        "sent_at": record["sent_at"],
-        "delivered_at": record["delivered_at"],
-        "read_at": record["read_at"],
-        "replied_at": record["replied_at"],
-    }
