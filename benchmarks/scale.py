@@ -243,6 +243,14 @@ async def many_sockets(
 # -- a million recipients ----------------------------------------------------------------
 
 
+async def _processed_total(api: Api, ids: list[str]) -> int:
+    total = 0
+    for campaign_id in ids:
+        stats = (await api.get(campaign_id))["stats"]
+        total += int(stats["sent"] + stats["failed"])
+    return total
+
+
 def million_contacts(count: int, parts: int) -> Iterator[dict[str, Any]]:
     for i in range(count):
         yield {"phone": f"+1666{i:07d}1", "firstName": f"M{i % 1000}", "lastName": str(i),
@@ -253,7 +261,8 @@ async def million(
     api: Api, log: EventLog, stack: Stack, *, contacts: int, campaigns: int, seconds: float
 ) -> dict[str, Any]:
     """RSS of the daemon: idle, after importing `contacts`, while `campaigns` campaigns (one
-    account each, 1,000/s) send to them for `seconds` (0: until they complete), after."""
+    account each, 1,000/s) send to them for `seconds` after the last was started (0: until
+    they complete), after."""
     daemon = stack.daemon
     rss_idle = daemon.rss_mb()
     daemon.samples.clear()
@@ -275,12 +284,15 @@ async def million(
             t = time.perf_counter()
             await api.command(campaign_id, "start")
             start_ms.append(round((time.perf_counter() - t) * 1000, 1))
+        all_started = time.time()
+        processed_at_start = await _processed_total(api, ids)
         if seconds > 0:
             await asyncio.sleep(seconds)
         else:
             await wait_final(api, log, ids, within=max(600.0, contacts / 100))
         final = [await api.get(i) for i in ids]
         sent = sum(c["stats"]["sent"] + c["stats"]["failed"] for c in final)
+        window = time.time() - all_started
         sending_seconds = time.time() - sending_from
         rss_sending_peak = max(daemon.samples, default=daemon.rss_mb())
         for campaign in final:
@@ -300,7 +312,10 @@ async def million(
         "start_request_ms": start_ms,
         "sending_seconds": round(sending_seconds, 1),
         "messages_processed": sent,
-        "messages_per_second": round(sent / sending_seconds, 1) if sending_seconds else None,
+        # Once every start request was answered (the first campaigns were sending meanwhile).
+        "messages_per_second_after_the_starts": round((sent - processed_at_start) / window, 1)
+        if window > 0
+        else None,
         "rss_peak_during_sending_mb": round(rss_sending_peak, 1),
         "rss_after_mb": round(rss_after, 1),
         "statuses": sorted({c["status"] for c in final}),
