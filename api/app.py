@@ -9,7 +9,7 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from api import context
+from api import context, idempotency
 from api.auth import authenticate
 from api.envelope import ApiError, failure
 from api.routes import (
@@ -67,6 +67,8 @@ def create_app(
     async def require_token() -> None:
         if request.path == API_PREFIX or request.path.startswith(API_PREFIX + "/"):
             g.user_id = authenticate(settings.auth.jwt_secret, request.headers.get("Authorization"))
+
+    idempotency.install(app, engine, API_PREFIX)
 
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)

@@ -87,7 +87,9 @@ def openapi_document(app: Quart) -> dict[str, Any]:
             continue
         path = _PARAMETER.sub(r"{\1}", rule.rule)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            paths.setdefault(path, {})[method.lower()] = _operation(rule.endpoint, path)
+            paths.setdefault(path, {})[method.lower()] = _operation(
+                rule.endpoint, path, method.lower()
+            )
     return {
         "openapi": "3.1.0",
         "info": {
@@ -105,7 +107,20 @@ def openapi_document(app: Quart) -> dict[str, Any]:
     }
 
 
-def _operation(endpoint: str, path: str) -> dict[str, Any]:
+# docs/http-api.md, "Idempotency"; api/idempotency.py.
+_IDEMPOTENCY_KEY: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "A repeat with the same key and body replays the first answer for 24 hours;"
+        " the same key with another request answers 409."
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+
+def _operation(endpoint: str, path: str, method: str) -> dict[str, Any]:
     tag = endpoint.split(".", 1)[0]
     operation: dict[str, Any] = {
         "operationId": endpoint.replace(".", "_"),
@@ -133,6 +148,8 @@ def _operation(endpoint: str, path: str) -> dict[str, Any]:
         ]
     if endpoint in _STATUS_FILTERED:
         parameters.append({"name": "status", "in": "query", "schema": {"type": "string"}})
+    if path.startswith("/api/v1/") and method == "post":
+        parameters.append(_IDEMPOTENCY_KEY)
     if parameters:
         operation["parameters"] = parameters
     model = REQUEST_MODELS.get(endpoint)

@@ -44,6 +44,7 @@ from engine.messages import CampaignEvent, CommandKind, StatusUpdate
 from engine.service.accounts import Accounts
 from engine.service.campaigns import Campaigns
 from engine.service.contacts import Contacts
+from engine.service.idempotency import Idempotency
 from engine.service.monitoring import Monitoring
 from engine.service.segments import Segments
 from engine.settings import Settings
@@ -87,6 +88,8 @@ class Engine:
         self.accounts = Accounts(db, settings.whatsapp)
         self.contacts = Contacts(db)
         self.segments = Segments(db)
+        # Idempotency-Key of POST requests, shared by every daemon on the database.
+        self.idempotency = Idempotency(db)
         self._in_doubt_timeout = settings.delivery.in_doubt_timeout
         self.campaigns = Campaigns(
             db, clock, self.throttle_changed, in_doubt_timeout=self._in_doubt_timeout
