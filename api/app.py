@@ -19,6 +19,7 @@ from api.routes import (
     docs,
     health,
     in_doubt,
+    links,
     queue,
     segments,
     webhooks,
@@ -59,7 +60,7 @@ def create_app(
 
     for module in (accounts, contacts, segments, campaigns, in_doubt, queue):
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
-    for module in (webhooks, health, docs):
+    for module in (webhooks, health, docs, links):
         app.register_blueprint(module.blueprint)
     app.register_blueprint(dashboard_blueprint)
 

@@ -206,6 +206,7 @@ class CampaignCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     scheduledAt: datetime | None = None
     throttleConfig: ThrottleConfig = ThrottleConfig()
     templateVariables: TemplateVariables = {}
+    trackLinks: bool = False
 
 
 class CampaignPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -220,6 +221,7 @@ class CampaignPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     scheduledAt: datetime | UnsetType | None = UNSET
     throttleConfig: ThrottleConfig | UnsetType = UNSET
     templateVariables: TemplateVariables | UnsetType = UNSET
+    trackLinks: bool | UnsetType = UNSET
 
 
 class CampaignSettings(msgspec.Struct, frozen=True):
@@ -236,6 +238,7 @@ class CampaignSettings(msgspec.Struct, frozen=True):
     scheduled_at: datetime | None
     throttle_config: dict[str, Any]
     template_variables: dict[str, str]
+    track_links: bool = False  # its URLs and links.base_url are the engine's to check
 
 
 def throttle_json(throttle: ThrottleConfig) -> dict[str, Any]:
@@ -260,6 +263,7 @@ def check_campaign(
     scheduled_at: datetime | None,
     throttle_config: dict[str, Any],
     template_variables: dict[str, str],
+    track_links: bool = False,
 ) -> CampaignSettings:
     """The cross-field rules; returns the settings in their stored form."""
     content: Any
@@ -320,6 +324,7 @@ def check_campaign(
         scheduled_at=scheduled_at if schedule_type != "now" else None,
         throttle_config=throttle_config,
         template_variables=template_variables,
+        track_links=track_links,
     )
 
 

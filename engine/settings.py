@@ -37,6 +37,7 @@ __all__ = [
     "DatabaseSettings",
     "DeliverySettings",
     "EngineSettings",
+    "LinksSettings",
     "LoggingSettings",
     "RedisSettings",
     "SenderSettings",
@@ -137,6 +138,12 @@ class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_body_bytes: PositiveInt = 1_048_576
 
 
+class LinksSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # The public address recipients reach the daemon at, for tracked links
+    # (`{base_url}/l/<code>`); unset: campaigns with trackLinks are refused.
+    base_url: NonEmptyStr | None = None
+
+
 class LoggingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -151,6 +158,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sender: SenderSettings = SenderSettings()
     delivery: DeliverySettings = DeliverySettings()
     webhooks: WebhookSettings = WebhookSettings()
+    links: LinksSettings = LinksSettings()
     logging: LoggingSettings = LoggingSettings()
 
 
@@ -169,7 +177,9 @@ FIXED_ENVIRONMENT: Final[Mapping[tuple[str, str], str]] = {
 _SECRETS: Final = frozenset(
     {("auth", "jwt_secret"), ("whatsapp", "app_secret"), ("whatsapp", "verify_token")}
 )
-_URLS: Final = frozenset({("database", "url"), ("redis", "url"), ("whatsapp", "api_url")})
+_URLS: Final = frozenset(
+    {("database", "url"), ("redis", "url"), ("whatsapp", "api_url"), ("links", "base_url")}
+)
 # Lists of URLs; from the environment, comma-separated.
 _URL_LISTS: Final = {("whatsapp", "allowed_api_urls"): ("whatsapp", "api_url")}
 
@@ -331,6 +341,7 @@ def _url_rule(section: str, key: str, value: str) -> str | None:
         ("database", "url"): ("postgresql", "postgres"),
         ("redis", "url"): ("redis", "rediss", "unix"),
         ("whatsapp", "api_url"): ("http", "https"),
+        ("links", "base_url"): ("http", "https"),
     }
     allowed = schemes[section, key]
     rule = "a URL starting with " + " or ".join(f"{scheme}://" for scheme in allowed)

@@ -133,6 +133,7 @@ async def test_socket_clients_watch_a_campaign(api: Harness) -> None:
                     "read_rate",
                     "reply_rate",
                     "failure_rate",
+                    "click_rate",
                 }
             # Both transports saw the same stream.
             assert names(websocket.received) == names(polling.received)

@@ -182,6 +182,7 @@ async def test_statuses_and_replies_move_metrics_once(api: Harness) -> None:
             "read_rate": 66.67,  # read / delivered = 2 / 3
             "reply_rate": 33.33,  # replied / delivered = 1 / 3
             "failure_rate": 25.0,  # failed / total = 1 / 4
+            "click_rate": 0.0,  # no tracked links
         }
         assert payload["metrics"] == expected_metrics
         campaign = (await api.request("GET", f"/api/v1/campaigns/{campaign_id}")).json()["data"]
@@ -214,6 +215,7 @@ async def test_statuses_and_replies_move_metrics_once(api: Harness) -> None:
             "replied": 1,
             "failed": 1,
             "in_doubt": 0,
+            "clicked": 0,
         }
         recipients_now = (
             await api.request("GET", f"/api/v1/campaigns/{campaign_id}/recipients")

@@ -19,24 +19,24 @@ from engine.core.metrics import (
 def test_spec_formulas() -> None:
     stats = CampaignStats(pending=10, sent=80, delivered=60, read=30, replied=6, failed=10)
     assert compute_metrics(stats, total_recipients=100) == CampaignMetrics(
-        delivery_rate=75.0, read_rate=50.0, reply_rate=10.0, failure_rate=10.0
+        delivery_rate=75.0, read_rate=50.0, reply_rate=10.0, failure_rate=10.0, click_rate=0.0
     )
 
 
 def test_rates_round_to_two_decimals() -> None:
     stats = CampaignStats(sent=3, delivered=2, read=1, replied=1, failed=1)
     assert compute_metrics(stats, total_recipients=7) == CampaignMetrics(
-        delivery_rate=66.67, read_rate=50.0, reply_rate=50.0, failure_rate=14.29
+        delivery_rate=66.67, read_rate=50.0, reply_rate=50.0, failure_rate=14.29, click_rate=0.0
     )
 
 
 def test_zero_denominators_give_zero() -> None:
     assert compute_metrics(CampaignStats(), total_recipients=0) == CampaignMetrics(
-        delivery_rate=0.0, read_rate=0.0, reply_rate=0.0, failure_rate=0.0
+        delivery_rate=0.0, read_rate=0.0, reply_rate=0.0, failure_rate=0.0, click_rate=0.0
     )
     # Everything failed before anything was sent.
     assert compute_metrics(CampaignStats(failed=5), total_recipients=5) == CampaignMetrics(
-        delivery_rate=0.0, read_rate=0.0, reply_rate=0.0, failure_rate=100.0
+        delivery_rate=0.0, read_rate=0.0, reply_rate=0.0, failure_rate=100.0, click_rate=0.0
     )
 
 
@@ -50,12 +50,14 @@ def test_structs_encode_with_the_contract_field_names() -> None:
         "replied": 0,
         "failed": 0,
         "in_doubt": 0,
+        "clicked": 0,
     }
     assert msgspec.to_builtins(compute_metrics(stats, 1)) == {
         "delivery_rate": 100.0,
         "read_rate": 0.0,
         "reply_rate": 0.0,
         "failure_rate": 0.0,
+        "click_rate": 0.0,
     }
 
 

@@ -41,6 +41,7 @@ _COLUMNS = {
     "scheduledAt": "scheduled_at",
     "throttleConfig": "throttle_config",
     "templateVariables": "template_variables",
+    "trackLinks": "track_links",
 }
 # Fixed once the campaign leaves draft: its recipients and its schedule were set then.
 _DRAFT_ONLY = ("audienceType", "audienceConfig", "scheduleType", "scheduledAt")
@@ -61,6 +62,7 @@ async def create_campaign() -> Response:
         scheduled_at=body.scheduledAt,
         throttle_config=throttle_json(body.throttleConfig),
         template_variables=body.templateVariables,
+        track_links=body.trackLinks,
     )
     campaign = await context.engine().campaigns.create(context.user_id(), _campaign_input(checked))
     return success(campaign, "Campaign created successfully", status=201)
@@ -176,6 +178,7 @@ def _campaign_input(checked: CampaignSettings) -> CampaignInput:
         template_variables=checked.template_variables,
         media_url=checked.media_url,
         scheduled_at=checked.scheduled_at,
+        track_links=checked.track_links,
     )
 
 
@@ -220,6 +223,7 @@ def _changes(current: Mapping[str, Any], given: dict[str, Any]) -> dict[str, Any
             else current["throttle_config"]
         ),
         "template_variables": given.get("templateVariables", current["template_variables"]),
+        "track_links": given.get("trackLinks", current["track_links"]),
     }
     checked = msgspec.structs.asdict(check_campaign(**merged))
     columns = {_COLUMNS[name] for name in given}

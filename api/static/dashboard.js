@@ -106,6 +106,7 @@
       ["replied", stats.replied, metrics.reply_rate],
       ["failed", stats.failed, metrics.failure_rate],
     ];
+    if (c.track_links) rows.push(["clicked", stats.clicked || 0, metrics.click_rate]);
     el.querySelector(".counts").innerHTML = rows
       .map(
         ([label, count, rate]) =>

@@ -27,6 +27,7 @@ def stats_from_row(row: Any) -> CampaignStats:
         replied=int(row["stat_replied"]),
         failed=int(row["stat_failed"]),
         in_doubt=int(row["stat_in_doubt"]),
+        clicked=int(row["stat_clicked"]),
     )
 
 
@@ -44,6 +45,7 @@ def stats_payload(stats: CampaignStats) -> dict[str, int]:
         "replied": stats.replied,
         "failed": stats.failed,
         "in_doubt": stats.in_doubt,
+        "clicked": stats.clicked,
     }
 
 
@@ -54,6 +56,7 @@ def metrics_payload(stats: CampaignStats, total: int) -> dict[str, float]:
         "read_rate": m.read_rate,
         "reply_rate": m.reply_rate,
         "failure_rate": m.failure_rate,
+        "click_rate": m.click_rate,
     }
 
 
@@ -95,6 +98,7 @@ def campaign_object(row: Any, *, in_doubt_timeout: float | None = None) -> dict[
         "cancelled_at": iso(row["cancelled_at"]),
         "throttle_config": row["throttle_config"],
         "template_variables": row["template_variables"],
+        "track_links": row["track_links"],
         "total_recipients": total,
         # A draft has no recipients yet: nothing is done, rather than "all of nothing".
         "progress": progress_percent(processed_count(stats, total), total)

@@ -18,6 +18,7 @@ class CampaignStats(msgspec.Struct, frozen=True):
     replied: int = 0
     failed: int = 0
     in_doubt: int = 0
+    clicked: int = 0  # recipients who opened a tracked link (first click)
 
 
 class CampaignMetrics(msgspec.Struct, frozen=True):
@@ -25,6 +26,7 @@ class CampaignMetrics(msgspec.Struct, frozen=True):
     read_rate: float
     reply_rate: float
     failure_rate: float
+    click_rate: float
 
 
 def percent(part: int, whole: int) -> float:
@@ -40,6 +42,7 @@ def compute_metrics(stats: CampaignStats, total_recipients: int) -> CampaignMetr
         read_rate=percent(stats.read, stats.delivered),
         reply_rate=percent(stats.replied, stats.delivered),
         failure_rate=percent(stats.failed, total_recipients),
+        click_rate=percent(stats.clicked, stats.delivered),
     )
 
 

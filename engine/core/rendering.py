@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
+
+from engine.core.tracked_links import LinkCodes, LinkRewriter
 
 # Names are ASCII letters, digits, `_`, `.` and `-`; whitespace may pad them.
 # Anything else between braces (`{{ }}`, `{{a b}}`) is plain text.
@@ -85,6 +88,28 @@ def render_payload(
             return payload
         case _:
             raise ValueError(f"unknown message type {message_type!r}")
+
+
+def with_tracked_links(
+    payload: dict[str, Any],
+    recipient_id: int,
+    *,
+    key: bytes,
+    urls: tuple[str, ...],
+    base_url: str,
+) -> dict[str, Any]:
+    """A rendered text payload with the campaign's URLs replaced by this recipient's
+    short links (engine/core/tracked_links.py); other payloads are returned as they are."""
+    body = payload.get("body")
+    if not isinstance(body, str) or not urls:
+        return payload
+    return {**payload, "body": _rewriter(key, urls, base_url).rewrite(body, recipient_id)}
+
+
+@lru_cache(maxsize=64)
+def _rewriter(key: bytes, urls: tuple[str, ...], base_url: str) -> LinkRewriter:
+    # Prepared once per campaign (its regex, index and prefix), not per message.
+    return LinkRewriter(LinkCodes(key), urls, base_url)
 
 
 def _template_payload(

@@ -8,7 +8,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from engine.clock import WallClock
+from engine.core import tracked_links
 from engine.core.campaign_content import unrenderable
 from engine.core.campaign_view import campaign_object
 from engine.core.resource_view import recipient_object
@@ -31,8 +34,10 @@ class Campaigns:
         throttle_changed: Callable[[str], Awaitable[None]],
         *,
         in_doubt_timeout: float | None = None,
+        links_base_url: str | None = None,
     ) -> None:
         self._db = db
+        self._links_base_url = links_base_url  # links.base_url: tracked links need it
         self._clock = clock
         self._throttle_changed = throttle_changed
         self._in_doubt_timeout = in_doubt_timeout  # for each object's in_doubt.resolves_at
@@ -46,6 +51,13 @@ class Campaigns:
             campaign.media_url,
             campaign.template_variables,
         )
+        urls = _tracked_urls(
+            campaign.track_links,
+            campaign.message_type,
+            campaign.message_content,
+            self._links_base_url,
+        )
+        campaign = msgspec.structs.replace(campaign, tracked_urls=urls)
         row = await campaigns.create_owned_campaign(
             self._db, owner_id, campaign, now=self._clock.now()
         )
@@ -82,6 +94,13 @@ class Campaigns:
                 edited["media_url"],
                 edited["template_variables"],
             )
+            if {"track_links", "message_type", "message_content"} & written.keys():
+                written["tracked_urls"] = _tracked_urls(
+                    edited["track_links"],
+                    edited["message_type"],
+                    edited["message_content"],
+                    self._links_base_url,
+                )
             return written
 
         row = await campaigns.update_campaign(self._db, owner_id, campaign_id, changes)
@@ -122,6 +141,30 @@ class Campaigns:
         if rows is None:
             raise NotFound(campaign_id)
         return Page([recipient_object(r) for r in rows], int(rows[-1]["id"]) if rows else None)
+
+
+def _tracked_urls(
+    track_links: bool, message_type: str, content: Any, base_url: str | None
+) -> list[str]:
+    """The URLs a campaign tracks (none without trackLinks); InvalidInput when it cannot
+    track them: no links.base_url, not a text, or a body that could outgrow Meta's limit."""
+    if not track_links:
+        return []
+    if base_url is None:
+        raise InvalidInput(
+            "trackLinks", "needs the links.base_url setting (the address recipients reach)"
+        )
+    if message_type != "text" or not isinstance(content, str):
+        raise InvalidInput("trackLinks", 'only a messageType "text" can track links')
+    urls = tracked_links.extract_urls(content)
+    longest = tracked_links.longest_rewritten(content, urls, base_url)
+    if longest > tracked_links.MAX_TEXT_BODY:
+        raise InvalidInput(
+            "messageContent",
+            f"with tracked links it may reach {longest} characters; "
+            f"expected at most {tracked_links.MAX_TEXT_BODY}",
+        )
+    return urls
 
 
 def _check_renders(

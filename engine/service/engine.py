@@ -45,6 +45,7 @@ from engine.service.accounts import Accounts
 from engine.service.campaigns import Campaigns
 from engine.service.contacts import Contacts
 from engine.service.idempotency import Idempotency
+from engine.service.links import Links
 from engine.service.monitoring import Monitoring
 from engine.service.segments import Segments
 from engine.settings import Settings
@@ -92,8 +93,14 @@ class Engine:
         self.idempotency = Idempotency(db)
         self._in_doubt_timeout = settings.delivery.in_doubt_timeout
         self.campaigns = Campaigns(
-            db, clock, self.throttle_changed, in_doubt_timeout=self._in_doubt_timeout
+            db,
+            clock,
+            self.throttle_changed,
+            in_doubt_timeout=self._in_doubt_timeout,
+            links_base_url=settings.links.base_url,
         )
+        # Short links of campaigns with trackLinks (GET /l/<code>).
+        self.links = Links(db, clock)
         self.monitoring = Monitoring(db, clock, self.statistics)
 
     # --- control commands (docs/http-api.md) --------------------------------------------

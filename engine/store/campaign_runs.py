@@ -47,6 +47,10 @@ class CampaignPlan(msgspec.Struct, frozen=True):
     account_phone_number_id: str
     account_access_token: str
     account_messages_per_second: int
+    # Tracked links (engine/core/tracked_links.py): the URLs to replace, and the key
+    # of their codes; empty and None when the campaign does not track links.
+    tracked_urls: tuple[str, ...] = ()
+    link_key: bytes | None = None
 
 
 def throttle_from_json(value: Any) -> Throttle:
@@ -124,7 +128,9 @@ async def load_plan(db: Database, campaign_id: str) -> CampaignPlan | None:
                   a.phone_number_id AS account_phone_number_id,
                   a.access_token AS account_access_token,
                   a.messages_per_second AS account_messages_per_second,
-                  coalesce(k.batch_cursor, 0) AS batch_cursor
+                  coalesce(k.batch_cursor, 0) AS batch_cursor,
+                  CASE WHEN c.track_links THEN (SELECT key FROM callback_reference_key) END
+                      AS link_key
            FROM campaigns c JOIN accounts a ON a.id = c.account_id
            LEFT JOIN campaign_cursors k ON k.campaign_id = c.id
            WHERE c.id = $1""",
@@ -151,6 +157,8 @@ async def load_plan(db: Database, campaign_id: str) -> CampaignPlan | None:
         account_phone_number_id=row["account_phone_number_id"],
         account_access_token=row["account_access_token"],
         account_messages_per_second=row["account_messages_per_second"],
+        tracked_urls=tuple(row["tracked_urls"]) if row["link_key"] else (),
+        link_key=bytes.fromhex(row["link_key"]) if row["link_key"] else None,
     )
 
 

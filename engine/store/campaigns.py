@@ -32,6 +32,9 @@ class CampaignInput(msgspec.Struct, frozen=True):
     template_variables: dict[str, str] = {}
     media_url: str | None = None
     scheduled_at: datetime | None = None
+    # Tracked links (engine/core/tracked_links.py): the URLs to replace, in code order.
+    track_links: bool = False
+    tracked_urls: list[str] = []
 
 
 async def _create_campaign(
@@ -48,8 +51,8 @@ async def _create_campaign(
         """INSERT INTO campaigns (owner_id, account_id, name, status, message_type, message_content,
                                   media_url, audience_type, audience_config, schedule_type,
                                   scheduled_at, throttle_config, template_variables,
-                                  created_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
+                                  created_at, updated_at, track_links, tracked_urls)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16)
            RETURNING id""",
         owner_id,
         campaign.account_id,
@@ -65,6 +68,8 @@ async def _create_campaign(
         campaign.throttle_config,
         campaign.template_variables,
         now,
+        campaign.track_links,
+        campaign.tracked_urls,
     )
     assert row is not None
     await conn.execute("INSERT INTO campaign_counters (campaign_id) VALUES ($1)", row["id"])
@@ -97,6 +102,8 @@ _CAMPAIGN_COLUMNS = frozenset(
         "scheduled_at",
         "throttle_config",
         "template_variables",
+        "track_links",
+        "tracked_urls",
     }
 )
 
@@ -126,7 +133,7 @@ async def _check_references(
 COUNTER_COLUMNS = """coalesce(k.pending, 0) AS stat_pending, coalesce(k.sent, 0) AS stat_sent,
     coalesce(k.delivered, 0) AS stat_delivered, coalesce(k.read, 0) AS stat_read,
     coalesce(k.replied, 0) AS stat_replied, coalesce(k.failed, 0) AS stat_failed,
-    coalesce(k.in_doubt, 0) AS stat_in_doubt,
+    coalesce(k.in_doubt, 0) AS stat_in_doubt, coalesce(k.clicked, 0) AS stat_clicked,
     CASE WHEN k.in_doubt > 0 THEN (
         SELECT max(r.sending_at) FROM campaign_recipients r
         WHERE r.campaign_id = c.id AND r.status = 'in_doubt'
@@ -263,6 +270,8 @@ async def _duplicate_campaign(
         template_variables=source["template_variables"],
         media_url=source["media_url"],
         scheduled_at=None,
+        track_links=source["track_links"],
+        tracked_urls=source["tracked_urls"],
     )
     created = await _create_campaign(conn, owner_id, copy, now)
     size = await _audience_size(conn, owner_id, copy.audience_type, copy.audience_config)

@@ -222,7 +222,8 @@ _RECORD_OUTCOMES = """UPDATE campaign_recipients r SET
              AND (r.status IN ('sending', 'in_doubt') OR (o.status = 'sent' AND r.status <> 'pending'))
            RETURNING r.campaign_id"""
 
-_COUNTERS_OF = """SELECT campaign_id, pending, sent, delivered, read, replied, failed, in_doubt
+_COUNTERS_OF = """SELECT campaign_id, pending, sent, delivered, read, replied, failed, in_doubt,
+    clicked
     FROM campaign_counters WHERE campaign_id = ANY($1::uuid[])"""
 
 
@@ -273,7 +274,7 @@ async def record_outcomes(
 
 async def campaign_stats(db: Database, campaign_id: str) -> CampaignStats:
     row = await db.fetchrow(
-        """SELECT pending, sent, delivered, read, replied, failed, in_doubt
+        """SELECT pending, sent, delivered, read, replied, failed, in_doubt, clicked
            FROM campaign_counters WHERE campaign_id = $1""",
         campaign_id,
     )

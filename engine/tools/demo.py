@@ -26,7 +26,13 @@ import trio
 
 from api.auth import issue_token
 from engine.daemon import Listening, configure_logging, serve
-from engine.settings import Settings, SettingsError, WhatsAppSettings, load_settings
+from engine.settings import (
+    LinksSettings,
+    Settings,
+    SettingsError,
+    WhatsAppSettings,
+    load_settings,
+)
 from engine.tools.simulator import SimulatorConfig, SimulatorHandle, serve_simulator
 from engine.transport.http1 import HTTPConnection, split_url
 
@@ -63,6 +69,18 @@ def demo_environment(environ: Mapping[str, str]) -> dict[str, str]:
         cloud_api = env.get("WHATSAPP_API_URL") or WhatsAppSettings().api_url
         env[ALLOWED_API_URLS] = f"{cloud_api},{SIMULATOR_URL_PREFIX}"
     return env
+
+
+def with_link_base(settings: Settings, port: int) -> Settings:
+    """Tracked links point at the demo's own API port unless links.base_url is set."""
+    if settings.links.base_url is not None:
+        return settings
+    host = settings.server.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"  # a wildcard is no address to click
+    if ":" in host:
+        host = f"[{host}]"
+    return msgspec.structs.replace(settings, links=LinksSettings(base_url=f"http://{host}:{port}"))
 
 
 def sample_contacts(count: int = CONTACTS) -> list[dict[str, Any]]:
@@ -253,7 +271,7 @@ def main(*, port: int = 8080) -> int:
     from engine.cli import database_url
 
     try:
-        settings = load_settings(None, demo_environment(os.environ))
+        settings = with_link_base(load_settings(None, demo_environment(os.environ)), port)
     except SettingsError as error:
         print(error, file=sys.stderr)
         return 2

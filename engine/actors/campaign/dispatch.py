@@ -29,7 +29,7 @@ import trio
 from engine.actors.account_budget import AccountBudget
 from engine.actors.sender_pool import SenderPool
 from engine.clock import WallClock
-from engine.core.rendering import render_payload
+from engine.core.rendering import render_payload, with_tracked_links
 from engine.core.token_bucket import TokenBucket
 from engine.gateway import AccountEndpoint, OutgoingMessage
 from engine.messages import DispatchGate, Outcome, Recorded, SendJob
@@ -302,6 +302,14 @@ class Dispatcher:
             plan.template_variables,
             media_url=plan.media_url,
         )
+        if plan.link_key is not None and self._settings.links.base_url:
+            payload = with_tracked_links(
+                payload,
+                recipient.id,
+                key=plan.link_key,
+                urls=plan.tracked_urls,
+                base_url=self._settings.links.base_url,
+            )
         message = OutgoingMessage(
             recipient.id,
             recipient.phone,
