@@ -3,6 +3,8 @@ settles them (engine/store/in_doubt.py: a recheck NOTIFY reaches its actor)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import trio
 import trio.testing
@@ -12,20 +14,23 @@ from engine.messages import CampaignEvent
 from engine.store import recipients
 from tests.engine_helpers import EventLog, engine_settings, running_engine
 from tests.fake_gateway import ScriptedGateway
-from tests.store_helpers import OWNER, make_account, make_campaign, make_contacts, phone
+from tests.store_helpers import OWNER, make_account, make_campaign, make_contacts
 from tests.virtual_time import VirtualTimeDatabase, virtual_time_db
 
 __all__ = ["virtual_time_db"]  # the virtual-time database replaces conftest's `db` here
 
-IN_DOUBT = {phone(0), phone(1), phone(2)}
 TIMEOUT = 900.0
 
 
-def lost_answers(message: OutgoingMessage, attempt: int) -> SendResult | None:
-    """Three requests are written and their answers never come back."""
-    if message.to in IN_DOUBT:
-        return SendResult(ok=False, error_message="read timed out", may_have_arrived=True)
-    return None
+def lost_answers(in_doubt: set[int]) -> Callable[[OutgoingMessage, int], SendResult | None]:
+    """These recipients' requests are written and their answers never come back."""
+
+    def script(message: OutgoingMessage, attempt: int) -> SendResult | None:
+        if message.recipient_id in in_doubt:
+            return SendResult(ok=False, error_message="read timed out", may_have_arrived=True)
+        return None
+
+    return script
 
 
 async def until(log: EventLog, campaign: str, *, in_doubt: int, pending: int) -> CampaignEvent:
@@ -42,7 +47,7 @@ async def until(log: EventLog, campaign: str, *, in_doubt: int, pending: int) ->
 async def test_settling_sends_in_doubt_lets_a_waiting_campaign_finish_at_once(
     db: VirtualTimeDatabase, autojump_clock: trio.testing.MockClock, action: str, final: str
 ) -> None:
-    gateway = ScriptedGateway(lost_answers, latency=0.01)
+    gateway = ScriptedGateway(latency=0.01)
     settings = engine_settings(
         sender_concurrency="1",
         engine_stats_every="1",
@@ -55,7 +60,16 @@ async def test_settling_sends_in_doubt_lets_a_waiting_campaign_finish_at_once(
         async with trio.open_nursery() as nursery:
             async with running_engine(db, gateway, settings) as engine:
                 await nursery.start(log.collect, engine)
+                gateway.block_after(0)
                 campaign = await make_campaign(db, account, messages_per_minute=6_000)
+                # The first three sent (in id order, one at a time) are lost: their
+                # outcomes are stored before the last success's stats are reported.
+                first = await db.fetch(
+                    "SELECT id FROM campaign_recipients WHERE campaign_id = $1 ORDER BY id LIMIT 3",
+                    campaign,
+                )
+                gateway.script = lost_answers({r["id"] for r in first})
+                gateway.release()
                 await until(log, campaign, in_doubt=3, pending=0)
                 waiting_since = trio.current_time()
                 gateway.script = None  # a resend is answered
