@@ -54,7 +54,9 @@ def parse_args(argv: list[str] | None) -> SimulatorConfig:
     parser.add_argument(
         "--webhook-batch", type=int, default=1, help="statuses per webhook request (default 1)"
     )
-    parser.add_argument("--webhook-posters", type=int, default=8, help="keep-alive connections")
+    parser.add_argument(
+        "--webhook-posters", type=int, default=32, help="keep-alive connections (default 32)"
+    )
     parser.add_argument("--sent-ms", type=float, default=0.0)
     parser.add_argument("--delivered-ms", type=float, default=50.0)
     parser.add_argument("--read-ms", type=float, default=100.0)
