@@ -56,6 +56,7 @@ async def full_speed(
             "at": time.time(),
             "accepted": last["accepted"],
             "posts": stats["webhook_posts"],
+            "pending": stats["webhook_pending"],
             "daemon_cpu": daemon.cpu_seconds(),
             "simulator_cpu": sim_times.user + sim_times.system,
             "postgres_cpu": postgres_cpu_seconds(),
@@ -96,6 +97,8 @@ async def full_speed(
         "status_at_end_of_window": status,
         "messages_per_second": round((last["accepted"] - first["accepted"]) / elapsed, 1),
         "webhook_requests_per_second": round((last["posts"] - first["posts"]) / elapsed, 1),
+        # Statuses due or overdue in the simulator at the end: growing means it fell behind.
+        "simulator_webhook_backlog": {"start": first["pending"], "end": last["pending"]},
         "daemon_cpu_percent_of_one_core": round(
             (last["daemon_cpu"] - first["daemon_cpu"]) / elapsed * 100, 1
         ),
