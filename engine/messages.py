@@ -33,9 +33,11 @@ class Outcome(msgspec.Struct, frozen=True):
     error_message: str | None = None
     not_before: datetime | None = None
     requeued: bool = False  # a 131056 requeue: counted against sender.max_requeues
+    deferred: bool = False  # a 131049 deferral: counted against delivery.max_deferrals
     # Set when the account, not the recipient, is at fault: the campaign pauses.
     # Not stored on the recipient.
     pause_reason: str | None = None
+    pause_number: bool = False  # the phone number is restricted: all its campaigns pause
 
 
 class StatusUpdate(msgspec.Struct, frozen=True):
@@ -142,6 +144,7 @@ class SendJob(msgspec.Struct, frozen=True):
     message: OutgoingMessage
     attempts: int  # requests made for this recipient before this one
     requeues: int
+    deferrals: int
     write_at: float  # trio time of its turn in the campaign's and the account's pace
     account_rate: float  # the budget's fallback rate for the number
     gate: DispatchGate

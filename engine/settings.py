@@ -125,6 +125,8 @@ class SenderSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class DeliverySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     in_doubt_timeout: PositiveFloat = 900.0
     on_in_doubt: Literal["fail", "resend"] = "fail"
+    max_deferrals: NonNegativeInt = 3
+    deferral_seconds: PositiveFloat = 86_400.0
 
 
 class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -9,7 +9,9 @@ the documented number of sends in doubt (docs/delivery-guarantees.md).
 from __future__ import annotations
 
 import bisect
+import itertools
 import random
+import uuid
 from datetime import datetime
 
 import pytest
@@ -354,3 +356,83 @@ async def test_a_shutdown_during_a_pause_drain_is_bounded_by_the_grace(
             nursery.cancel_scope.cancel()
     # The grace (2 s) bounds the drain, even one a pause had started.
     assert stopped_at - stopping_at <= 2 + 0.5
+
+
+async def test_a_user_at_the_marketing_limit_is_deferred_a_day_then_failed_at_the_cap(
+    db: Database, autojump_clock: trio.testing.MockClock
+) -> None:
+    limited = phone(2)
+    at_limit = SendResult(ok=False, http_status=400, error_code=131049, error_message="limit")
+
+    def script(message: OutgoingMessage, attempt: int) -> SendResult | None:
+        return at_limit if message.to == limited else None
+
+    gateway = ScriptedGateway(script, latency=0.01)
+    with trio.fail_after(36_000):
+        campaign, _ = await run_to_completion(
+            db,
+            gateway,
+            contacts=5,
+            per_minute=60_000,
+            delivery_max_deferrals="2",
+            # A day by default (engine/core/retry.py); ten minutes keep virtual time short.
+            delivery_deferral_seconds="600",
+        )
+    tries = sends_to(gateway, limited)
+    # First try, then one after each of the two deferrals; then failed.
+    assert len(tries) == 3
+    assert all(later - earlier >= 600 for earlier, later in itertools.pairwise(tries))
+    row = await db.fetchrow(
+        "SELECT status, error_code, deferrals FROM campaign_recipients WHERE phone = $1", limited
+    )
+    assert row is not None and (row["status"], row["error_code"], row["deferrals"]) == (
+        "failed",
+        "131049",
+        2,
+    )
+    assert await recipients.count_by_status(db, campaign) == {"sent": 4, "failed": 1}
+
+
+async def test_a_restricted_number_pauses_every_campaign_sending_through_it(
+    db: Database, autojump_clock: trio.testing.MockClock
+) -> None:
+    spam_limited = SendResult(ok=False, http_status=400, error_code=131048, error_message="Spam")
+
+    other_number: set[int] = set()  # recipient ids of the campaign on the other number
+
+    def script(message: OutgoingMessage, attempt: int) -> SendResult | None:
+        # Only the restricted number refuses, from some point on; the other keeps sending.
+        restricted = other_number and message.recipient_id not in other_number
+        return spam_limited if restricted and len(gateway.sends) > 20 else None
+
+    gateway = ScriptedGateway(script, latency=0.01)
+    log = EventLog()
+    with trio.fail_after(36_000):
+        restricted = await make_account(db, messages_per_second=50, phone_number_id="PN-R")
+        other = await make_account(db, messages_per_second=50, phone_number_id="PN-OK")
+        await make_contacts(db, 60)
+        async with trio.open_nursery() as nursery:
+            async with running_engine(db, gateway) as engine:
+                await nursery.start(log.collect, engine)
+                first = await make_campaign(db, restricted, messages_per_minute=1_200)
+                second = await make_campaign(db, restricted, messages_per_minute=1_200)
+                elsewhere = await make_campaign(db, other, messages_per_minute=1_200)
+                other_number.update(
+                    r["id"]
+                    for r in await db.fetch(
+                        "SELECT id FROM campaign_recipients WHERE campaign_id = $1", elsewhere
+                    )
+                )
+                paused = await log.wait_for("campaign:paused", first)
+                await log.wait_for("campaign:paused", second)
+                await log.wait_for("campaign:completed", elsewhere)
+            nursery.cancel_scope.cancel()
+    assert "131048" in paused.payload["reason"]
+    statuses = {
+        r["id"]: (r["status"], r["pause_reason"])
+        for r in await db.fetch("SELECT id, status, pause_reason FROM campaigns")
+    }
+    for campaign in (first, second):
+        status, reason = statuses[uuid.UUID(campaign)]
+        assert status == "paused" and "131048" in reason
+    assert statuses[uuid.UUID(elsewhere)][0] == "completed"

@@ -17,6 +17,7 @@ CODE_CLASSES = {
     2: ErrorClass.TRANSIENT,
     131016: ErrorClass.TRANSIENT,
     131056: ErrorClass.REQUEUE,
+    131049: ErrorClass.DEFER,
     131026: ErrorClass.PERMANENT,
     131047: ErrorClass.PERMANENT,
     131051: ErrorClass.PERMANENT,

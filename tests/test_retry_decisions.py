@@ -129,3 +129,27 @@ def test_every_failure_has_exactly_one_decision_within_the_caps(
     if decision.kind == "requeue":
         assert requeues < POLICY.max_requeues
     assert decision.error_code  # every failure names a code for the recipient row
+
+
+def test_the_per_user_marketing_limit_defers_a_day_and_is_capped() -> None:
+    policy = RetryPolicy(max_deferrals=2)
+    first = decide(
+        graph_error(131049), attempts=1, requeues=0, deferrals=0, policy=policy, jitter=0.0
+    )
+    second = decide(
+        graph_error(131049), attempts=2, requeues=0, deferrals=1, policy=policy, jitter=0.0
+    )
+    last = decide(
+        graph_error(131049), attempts=3, requeues=0, deferrals=2, policy=policy, jitter=0.0
+    )
+    assert (first.kind, first.delay) == ("defer", 86_400.0)
+    assert second.kind == "defer"
+    assert (last.kind, last.error_code) == ("failed", "131049")
+
+
+@pytest.mark.parametrize(("code", "whole_number"), [(131048, True), (368, True), (190, False)])
+def test_number_restrictions_pause_every_campaign_of_the_number(
+    code: int, whole_number: bool
+) -> None:
+    decision = decide(graph_error(code), attempts=1, requeues=0, policy=POLICY, jitter=0.0)
+    assert (decision.kind, decision.pause_number) == ("pause", whole_number)

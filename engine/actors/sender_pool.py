@@ -32,7 +32,7 @@ from engine.clock import WallClock
 from engine.core.retry import RetryPolicy, SendDecision, decide
 from engine.gateway import Gateway, GatewaySession
 from engine.messages import Outcome, SendJob
-from engine.settings import SenderSettings
+from engine.settings import DeliverySettings, SenderSettings
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,7 @@ class _Sender:
             result,
             attempts=job.attempts + 1,
             requeues=job.requeues,
+            deferrals=job.deferrals,
             policy=self._policy,
             jitter=self._rng.random(),
         )
@@ -230,7 +231,7 @@ class _Sender:
                 return Outcome(
                     recipient, "sent", 1, provider_message_id=decision.provider_message_id
                 )
-            case "retry" | "requeue":
+            case "retry" | "requeue" | "defer":
                 not_before = self._clock.now() + timedelta(seconds=decision.delay)
                 return Outcome(
                     recipient,
@@ -240,6 +241,7 @@ class _Sender:
                     error_message=decision.error_message,
                     not_before=not_before,
                     requeued=decision.kind == "requeue",
+                    deferred=decision.kind == "defer",
                 )
             case "pause":
                 # Not the recipient's fault: it waits, pending, for the operator.
@@ -250,6 +252,7 @@ class _Sender:
                     error_code=decision.error_code,
                     error_message=decision.error_message,
                     pause_reason=decision.pause_reason,
+                    pause_number=decision.pause_number,
                 )
             case "in_doubt" | "failed":
                 return Outcome(
@@ -271,7 +274,7 @@ class _Sender:
                 counters.failed += 1
             case "retry":
                 counters.retried += 1
-            case "requeue":
+            case "requeue" | "defer":
                 counters.requeued += 1
             case "in_doubt":
                 counters.in_doubt += 1
@@ -288,7 +291,7 @@ class _Sender:
             )
 
 
-def retry_policy(settings: SenderSettings) -> RetryPolicy:
+def retry_policy(settings: SenderSettings, delivery: DeliverySettings) -> RetryPolicy:
     return RetryPolicy(
         max_attempts=settings.max_attempts,
         backoff_base_seconds=settings.backoff_base_seconds,
@@ -296,6 +299,8 @@ def retry_policy(settings: SenderSettings) -> RetryPolicy:
         requeue_delay_seconds=settings.requeue_delay_seconds,
         max_requeues=settings.max_requeues,
         throttle_slowdown_seconds=settings.throttle_slowdown_seconds,
+        max_deferrals=delivery.max_deferrals,
+        deferral_seconds=delivery.deferral_seconds,
     )
 
 
@@ -306,6 +311,7 @@ async def run(
     recorder: Recorder,
     budgets: AccountBudget,
     *,
+    delivery: DeliverySettings | None = None,
     seed: int | None = None,
     task_status: trio.TaskStatus[SenderPool] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -315,7 +321,7 @@ async def run(
     prefetch = min(settings.prefetch, concurrency)
     send, receive = trio.open_memory_channel[SendJob](concurrency + prefetch)
     pool = SenderPool(send, concurrency, prefetch)
-    policy = retry_policy(settings)
+    policy = retry_policy(settings, delivery or DeliverySettings())
     rng = random.Random(seed)
 
     async def sender_task(inbox: trio.MemoryReceiveChannel[SendJob]) -> None:

@@ -17,6 +17,7 @@ class ErrorClass(enum.Enum):
     REQUEUE = "requeue"  # back to pending for later; costs no retry
     PERMANENT = "permanent"  # fail this recipient now
     ACCOUNT = "account"  # pause the campaign: no send through this account can succeed
+    DEFER = "defer"  # this user got enough marketing for now: try again in a day
 
 
 # 4 (application request limit) and 80007 (WABA rate limit) are not in the
@@ -26,6 +27,9 @@ _THROTTLED_CODES = frozenset({130429, 4, 80007})
 # 131016 (service unavailable) is not in the contract's list either.
 _TRANSIENT_CODES = frozenset({131000, 1, 2, 131016})
 _REQUEUE_CODES = frozenset({131056})  # pair rate limit: too many to this one number
+_DEFER_CODES = frozenset({131049})  # per-user marketing limit (docs/delivery-guarantees.md)
+# Restrictions of the phone number itself: every campaign sending through it pauses.
+_NUMBER_PAUSE_CODES = frozenset({131048, 368})
 _PERMANENT_CODES = frozenset({131026, 131047, 131051, 100})
 _PERMANENT_CODE_RANGE = range(132000, 133000)  # template errors
 _ACCOUNT_PAUSE_REASONS = {
@@ -48,6 +52,8 @@ def classify(http_status: int | None, error_code: int | None) -> ErrorClass:
             return ErrorClass.TRANSIENT
         if error_code in _REQUEUE_CODES:
             return ErrorClass.REQUEUE
+        if error_code in _DEFER_CODES:
+            return ErrorClass.DEFER
         if error_code in _PERMANENT_CODES or error_code in _PERMANENT_CODE_RANGE:
             return ErrorClass.PERMANENT
         if error_code in _ACCOUNT_PAUSE_REASONS:
@@ -83,6 +89,11 @@ def backoff_seconds(attempt: int, *, base: float, cap: float, jitter: float) -> 
     else:
         delay = min(cap, base * 2.0 ** (attempt - 1))
     return delay / 2 + delay / 2 * jitter
+
+
+def pauses_number(error_code: int | None) -> bool:
+    """Whether the error restricts the phone number, not just one campaign's sends."""
+    return error_code in _NUMBER_PAUSE_CODES
 
 
 def account_pause_reason(error_code: int, message: str | None) -> str:

@@ -14,10 +14,16 @@ from typing import Literal
 
 import msgspec
 
-from engine.core.error_classes import ErrorClass, account_pause_reason, backoff_seconds, classify
+from engine.core.error_classes import (
+    ErrorClass,
+    account_pause_reason,
+    backoff_seconds,
+    classify,
+    pauses_number,
+)
 from engine.gateway import SendResult
 
-DecisionKind = Literal["sent", "failed", "retry", "requeue", "in_doubt", "pause"]
+DecisionKind = Literal["sent", "failed", "retry", "requeue", "defer", "in_doubt", "pause"]
 
 # WhatsApp asks to wait at least this long after 131056 (pair rate limit).
 MIN_REQUEUE_SECONDS = 6.0
@@ -30,6 +36,8 @@ class RetryPolicy(msgspec.Struct, frozen=True):
     requeue_delay_seconds: float = 60.0
     max_requeues: int = 5
     throttle_slowdown_seconds: float = 5.0
+    max_deferrals: int = 3
+    deferral_seconds: float = 86_400.0  # 131049: WhatsApp's window is a day
 
 
 class SendDecision(msgspec.Struct, frozen=True):
@@ -42,6 +50,7 @@ class SendDecision(msgspec.Struct, frozen=True):
     error_message: str | None = None
     provider_message_id: str | None = None
     pause_reason: str | None = None  # kind "pause": why the campaign stops
+    pause_number: bool = False  # kind "pause": every campaign of the phone number stops
 
 
 def error_code_of(result: SendResult) -> str:
@@ -66,10 +75,11 @@ def decide(
     requeues: int,
     policy: RetryPolicy,
     jitter: float,
+    deferrals: int = 0,
 ) -> SendDecision:
     """`attempts` counts the requests made for this recipient, this one included;
-    `requeues` the times it was requeued before; `jitter` is a random fraction in
-    [0, 1) that spreads backoffs."""
+    `requeues` and `deferrals` the times it was requeued and deferred before;
+    `jitter` is a random fraction in [0, 1) that spreads backoffs."""
     if result.ok:
         return SendDecision("sent", provider_message_id=result.provider_message_id)
     code, message = error_code_of(result), result.error_message or describe(result)
@@ -104,7 +114,21 @@ def decide(
             )
         delay = max(MIN_REQUEUE_SECONDS, policy.requeue_delay_seconds)
         return SendDecision("requeue", delay=delay, error_code=code, error_message=message)
+    if error_class is ErrorClass.DEFER:
+        if deferrals >= policy.max_deferrals:
+            return SendDecision(
+                "failed", error_code=code, error_message=f"{message} (deferred {deferrals} times)"
+            )
+        return SendDecision(
+            "defer", delay=policy.deferral_seconds, error_code=code, error_message=message
+        )
     if error_class is ErrorClass.ACCOUNT:
         reason = account_pause_reason(result.error_code or 0, result.error_message)
-        return SendDecision("pause", error_code=code, error_message=message, pause_reason=reason)
+        return SendDecision(
+            "pause",
+            error_code=code,
+            error_message=message,
+            pause_reason=reason,
+            pause_number=pauses_number(result.error_code),
+        )
     return SendDecision("failed", error_code=code, error_message=message)

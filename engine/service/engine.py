@@ -252,7 +252,12 @@ async def open_engine(
             clock,
         )
         sender_pool: SenderPool = await nursery.start(
-            sender_pool_actor.run, gateway, settings.sender, clock, recorder, budgets
+            partial(sender_pool_actor.run, delivery=settings.delivery),
+            gateway,
+            settings.sender,
+            clock,
+            recorder,
+            budgets,
         )
         webhooks: WebhookApplier = await nursery.start(
             webhook_applier_actor.run, db, broadcaster, settings.webhooks

@@ -208,6 +208,34 @@ async def pause_by_engine(db: Database, campaign_id: str, *, reason: str, now: d
     return row is not None
 
 
+async def _pause_number_campaigns(
+    conn: Connection, phone_number_id: str, reason: str, now: datetime
+) -> list[str]:
+    rows = await conn.fetch(
+        """UPDATE campaigns c SET status = 'paused', paused_at = $3, pause_reason = $2,
+                  updated_at = $3
+           FROM accounts a
+           WHERE a.id = c.account_id AND a.phone_number_id = $1
+             AND c.status IN ('running', 'scheduled')
+           RETURNING c.id""",
+        phone_number_id,
+        reason,
+        now,
+    )
+    for row in rows:
+        await notify_in(conn, CommandKind.PAUSE, row["id"])
+    return [str(row["id"]) for row in rows]
+
+
+async def pause_number_campaigns(
+    db: Database, phone_number_id: str, *, reason: str, now: datetime
+) -> list[str]:
+    """WhatsApp restricted the phone number (131048, 368): every running or scheduled
+    campaign sending through it pauses with `reason`, on every daemon (NOTIFY in the
+    same transaction). Returns the campaigns paused."""
+    return await db.transaction(_pause_number_campaigns, phone_number_id, reason, now)
+
+
 async def campaign_status(
     db: Database, campaign_id: str
 ) -> tuple[str, datetime | None, str | None]:

@@ -28,6 +28,7 @@ class PendingRecipient(msgspec.Struct, frozen=True):
     variables: dict[str, str]
     attempts: int = 0  # requests made for it so far
     requeues: int = 0
+    deferrals: int = 0
 
 
 _MATERIALISE = """
@@ -113,11 +114,11 @@ async def claim_batch(
     about BATCH_BYTES of variables. Reading claims nothing in the database: a row is
     only taken by `mark_sending`."""
     rows = await db.fetch(
-        """SELECT id, phone, variables, attempts, requeues FROM (
+        """SELECT id, phone, variables, attempts, requeues, deferrals FROM (
                -- The running sum over the limited rows only (a window over the
                -- whole WHERE would read every pending row of the campaign).
                SELECT *, sum(size) OVER (ORDER BY id) AS running FROM (
-                   SELECT id, phone, variables, attempts, requeues,
+                   SELECT id, phone, variables, attempts, requeues, deferrals,
                           octet_length(variables::text) AS size
                    FROM campaign_recipients
                    WHERE campaign_id = $1 AND status = 'pending' AND id > $2
@@ -134,7 +135,9 @@ async def claim_batch(
         BATCH_BYTES,
     )
     return [
-        PendingRecipient(r["id"], r["phone"], r["variables"], r["attempts"], r["requeues"])
+        PendingRecipient(
+            r["id"], r["phone"], r["variables"], r["attempts"], r["requeues"], r["deferrals"]
+        )
         for r in rows
     ]
 
@@ -202,6 +205,7 @@ _RECORD_OUTCOMES = """UPDATE campaign_recipients r SET
                    ELSE o.status END,
                attempts = r.attempts + o.attempts,
                requeues = r.requeues + o.requeued::int,
+               deferrals = r.deferrals + o.deferred::int,
                sent_at = CASE WHEN o.status = 'sent' THEN coalesce(r.sent_at, $8) ELSE r.sent_at END,
                failed_at = CASE WHEN o.status = 'failed' THEN $8 ELSE r.failed_at END,
                provider_message_id = coalesce(r.provider_message_id, o.provider_message_id),
@@ -209,9 +213,9 @@ _RECORD_OUTCOMES = """UPDATE campaign_recipients r SET
                error_message = CASE WHEN o.status = 'sent' THEN r.error_message ELSE o.error_message END,
                not_before = o.not_before
            FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
-                       $7::timestamptz[], $9::bool[])
+                       $7::timestamptz[], $9::bool[], $10::bool[])
                 AS o(id, status, attempts, provider_message_id, error_code, error_message, not_before,
-                     requeued)
+                     requeued, deferred)
            JOIN (
                -- Lock in id order: the webhook applier updates the same rows concurrently.
                SELECT x.id FROM campaign_recipients x
@@ -241,6 +245,7 @@ async def _record(conn: Connection, outcomes: Sequence[Outcome], now: datetime) 
         [o.not_before for o in outcomes],
         now,
         [o.requeued for o in outcomes],
+        [o.deferred for o in outcomes],
     )
     campaign_ids = list({r["campaign_id"] for r in rows})
     counters = await conn.fetch(_COUNTERS_OF, campaign_ids) if campaign_ids else []

@@ -113,6 +113,7 @@ class _CampaignRun:
         )
         self.stop_reason: StopReason | None = None
         self.pause_reason: str | None = None
+        self.pause_number = False  # the pause is the phone number's: all its campaigns
         self.dispatch_scope = trio.CancelScope()
         self.drain_scope = trio.CancelScope()
         self.recorded = 0
@@ -185,11 +186,36 @@ class _CampaignRun:
             await self._complete()
         elif self.stop_reason == "account":
             reason = self.pause_reason or "WhatsApp refused the account"
-            if await self._retrying(
-                campaign_runs.pause_by_engine, self.db, plan.id, reason=reason, now=self.clock.now()
-            ):
-                log.warning("campaign %s: paused: %s", plan.id, reason)
-                await self._retrying(self.reporter.paused, reason)
+            if self.pause_number:
+                paused = await self._retrying(
+                    campaign_runs.pause_number_campaigns,
+                    self.db,
+                    plan.account_phone_number_id,
+                    reason=reason,
+                    now=self.clock.now(),
+                )
+                log.warning(
+                    "number %s: %d campaigns paused: %s",
+                    plan.account_phone_number_id,
+                    len(paused),
+                    reason,
+                )
+            else:
+                await self._retrying(
+                    campaign_runs.pause_by_engine,
+                    self.db,
+                    plan.id,
+                    reason=reason,
+                    now=self.clock.now(),
+                )
+            # Paused by this statement, or meanwhile by another campaign of the same
+            # number (or the user): announced once, with the reason stored.
+            status, at, stored_reason = await self._retrying(
+                campaign_runs.campaign_status, self.db, plan.id
+            )
+            if status == "paused":
+                log.warning("campaign %s: paused: %s", plan.id, stored_reason)
+                await self._retrying(self.reporter.paused, stored_reason, at)
         elif self.stop_reason == "stopped":
             status, at, user_reason = await self._retrying(
                 campaign_runs.campaign_status, self.db, plan.id
@@ -219,9 +245,10 @@ class _CampaignRun:
             self.recorded += len(message.outcomes)
             self.dispatcher.on_recorded(message.outcomes)
             self.reporter.recorded(message.outcomes, message.stats)
-            reason = next((o.pause_reason for o in message.outcomes if o.pause_reason), None)
-            if reason and self.stop_reason is None:
-                self.pause_reason = reason
+            paused = next((o for o in message.outcomes if o.pause_reason), None)
+            if paused is not None and self.stop_reason is None:
+                self.pause_reason = paused.pause_reason
+                self.pause_number = paused.pause_number
                 self._stop("account")
 
     async def _serve_commands(self, commands: trio.MemoryReceiveChannel[CampaignCommand]) -> None:

@@ -322,6 +322,7 @@ class Dispatcher:
             message,
             attempts=recipient.attempts,
             requeues=recipient.requeues,
+            deferrals=recipient.deferrals,
             write_at=turn,
             account_rate=self._account_rate,
             gate=self.gate,
@@ -358,6 +359,7 @@ class Dispatcher:
                 recipient.variables,
                 recipient.attempts + outcome.attempts,
                 recipient.requeues + int(outcome.requeued),
+                recipient.deferrals + int(outcome.deferred),
             )
             heapq.heappush(self._retries, (now + max(0.0, delay), recipient.id, again))
         self._signal_in_flight()
