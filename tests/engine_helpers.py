@@ -12,7 +12,10 @@ from engine.gateway import Gateway
 from engine.messages import CampaignEvent, Lagged
 from engine.service.engine import Engine, open_engine
 from engine.settings import Settings, load_settings
+from engine.store.campaigns import update_campaign
 from engine.store.database import Database
+from tests.store_helpers import OWNER
+from tests.virtual_time import VirtualTimeDatabase
 
 
 def engine_settings(**overrides: str) -> Settings:
@@ -69,3 +72,25 @@ class EventLog:
                 self.events.append(event)
                 self._changed.set()
                 self._changed = trio.Event()
+
+
+async def change_rate(
+    db: VirtualTimeDatabase, engine: Engine, campaign_id: str, per_minute: float
+) -> None:
+    """Edit a campaign's rate as PATCH does, at one virtual instant: the clock stands
+    still until the engine's supervisor has been told."""
+    with db.hold.held():
+        await update_campaign(
+            db,
+            OWNER,
+            campaign_id,
+            lambda _row: {
+                "throttle_config": {
+                    "messagesPerMinute": per_minute,
+                    "batchSize": 100,
+                    "delayBetweenBatches": 0,
+                }
+            },
+        )
+        await engine.throttle_changed(campaign_id)
+        await db.heard(f"throttle:{campaign_id}")

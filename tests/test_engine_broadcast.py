@@ -11,10 +11,9 @@ import trio.testing
 from engine.gateway import OutgoingMessage, SendResult
 from engine.messages import CampaignEvent, Lagged, StatusUpdate
 from engine.service.engine import Engine
-from engine.store.campaigns import update_campaign
-from tests.engine_helpers import EventLog, engine_settings, running_engine
+from tests.engine_helpers import EventLog, change_rate, engine_settings, running_engine
 from tests.fake_gateway import ScriptedGateway
-from tests.store_helpers import OWNER, make_account, make_campaign, make_contacts
+from tests.store_helpers import make_account, make_campaign, make_contacts
 from tests.virtual_time import VirtualTimeDatabase, virtual_time_db
 
 __all__ = ["virtual_time_db"]  # the virtual-time database replaces conftest's `db` here
@@ -99,23 +98,7 @@ async def test_a_rate_change_applies_from_the_next_token(
                 await nursery.start(log.collect, engine)
                 campaign = await make_campaign(db, account, messages_per_minute=slow_per_minute)
                 await answered_five.wait()
-                # The edit lands at one virtual instant: the clock stands still until
-                # the engine's supervisor has been told.
-                with db.hold.held():
-                    await update_campaign(
-                        db,
-                        OWNER,
-                        campaign,
-                        lambda _row: {
-                            "throttle_config": {
-                                "messagesPerMinute": fast_per_minute,
-                                "batchSize": 100,
-                                "delayBetweenBatches": 0,
-                            }
-                        },
-                    )
-                    await engine.throttle_changed(campaign)
-                    await db.heard(f"throttle:{campaign}")
+                await change_rate(db, engine, campaign, fast_per_minute)
                 changed_at = trio.current_time()
                 await log.wait_for("campaign:completed", campaign)
             nursery.cancel_scope.cancel()

@@ -21,9 +21,8 @@ import trio.testing
 from engine.gateway import OutgoingMessage, SendResult
 from engine.service.engine import Engine
 from engine.store import recipients
-from engine.store.campaigns import update_campaign
 from engine.store.database import Database
-from tests.engine_helpers import EventLog, engine_settings, running_engine
+from tests.engine_helpers import EventLog, change_rate, engine_settings, running_engine
 from tests.fake_gateway import ScriptedGateway
 from tests.store_helpers import OWNER, make_account, make_campaign, make_contacts, phone
 from tests.virtual_time import virtual_time_db
@@ -253,21 +252,7 @@ async def test_a_rate_drop_applies_at_once_to_sends_marked_ahead(
                 await nursery.start(log.collect, engine)
                 campaign = await make_campaign(db, account, messages_per_minute=60_000)
                 await hundred_sent.wait()
-                with db.hold.held():
-                    await update_campaign(
-                        db,
-                        OWNER,
-                        campaign,
-                        lambda _row: {
-                            "throttle_config": {
-                                "messagesPerMinute": 60,
-                                "batchSize": 100,
-                                "delayBetweenBatches": 0,
-                            }
-                        },
-                    )
-                    await engine.throttle_changed(campaign)
-                    await db.heard(f"throttle:{campaign}")
+                await change_rate(db, engine, campaign, 60)
                 changed_at = trio.current_time()
                 await trio.sleep(5)
                 await engine.pause(campaign, OWNER)
