@@ -83,7 +83,14 @@ class Api:
         return imported
 
     async def _import(self, batch: list[dict[str, Any]]) -> int:
-        result = await self.call("POST", "/contacts", {"contacts": batch})
+        for attempt in (1, 2, 3):  # an upsert: safe to repeat after a 5xx (a database restart)
+            try:
+                result = await self.call("POST", "/contacts", {"contacts": batch})
+                break
+            except ApiError as exc:
+                if attempt == 3 or ": 5" not in str(exc):
+                    raise
+                await asyncio.sleep(2.0)
         if result["rejected"]:
             raise ApiError(f"contacts rejected: {result['rejected'][:3]}")
         return int(result["created"]) + int(result["updated"])
