@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import trio
 
@@ -88,16 +87,11 @@ def _settings(path: str | None) -> Settings:
         raise SystemExit(2) from None
 
 
-@contextmanager
-def database_url(settings: Settings) -> Iterator[str]:
-    """The configured PostgreSQL, or an embedded one for development."""
-    if settings.database.url:
-        yield settings.database.url
-        return
-    from engine.tools.embedded_db import open_embedded_postgres
+def _database_url(settings: Settings) -> AbstractContextManager[str]:
+    # Imported here: the embedded database's package is only loaded when it is used.
+    from engine.tools.embedded_db import database_url
 
-    with open_embedded_postgres(settings.database.data_dir) as dsn:
-        yield dsn
+    return database_url(settings)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging(settings.logging.level)
     if args.command == "migrate":
-        with database_url(settings) as dsn:
+        with _database_url(settings) as dsn:
             applied = trio.run(migrate, settings, dsn)
         print(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
         return 0
@@ -149,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= port <= 65535:
         print(f"--port: expected an integer from 0 to 65535, got {port}", file=sys.stderr)
         return 2
-    with database_url(settings) as dsn:
+    with _database_url(settings) as dsn:
         trio.run(lambda: serve(settings, dsn, host=host, port=port))
     return 0
 

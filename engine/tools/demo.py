@@ -268,7 +268,7 @@ async def run_demo(settings: Settings, dsn: str, *, host: str, port: int) -> Non
 
 
 def main(*, port: int = 8080) -> int:
-    from engine.cli import database_url
+    from engine.tools.embedded_db import database_url
 
     try:
         settings = with_link_base(load_settings(None, demo_environment(os.environ)), port)

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
+from engine.settings import Settings
+
 __all__ = ["EmbeddedPostgresError", "open_embedded_postgres"]
 
 logger = logging.getLogger(__name__)
@@ -101,3 +103,13 @@ def _is_running(pid: int) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     return True
+
+
+@contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """The configured PostgreSQL, or an embedded one for development."""
+    if settings.database.url:
+        yield settings.database.url
+        return
+    with open_embedded_postgres(settings.database.data_dir) as dsn:
+        yield dsn
