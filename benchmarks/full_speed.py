@@ -59,7 +59,8 @@ async def full_speed(
             "pending": stats["webhook_pending"],
             "daemon_cpu": daemon.cpu_seconds(),
             "simulator_cpu": sim_times.user + sim_times.system,
-            "postgres_cpu": postgres_cpu_seconds(),
+            "postgres_cpu": postgres_cpu_seconds(stack.database),
+            "all_postgres_cpu": postgres_cpu_seconds(),
         }
 
     metrics_before = histogram(await api.text("/metrics"), LATENCY_METRIC)
@@ -107,6 +108,9 @@ async def full_speed(
         ),
         "postgres_cpu_percent_of_one_core": round(
             (last["postgres_cpu"] - first["postgres_cpu"]) / elapsed * 100, 1
+        ),  # the backends serving this scenario's database
+        "all_postgres_cpu_percent_of_one_core": round(
+            (last["all_postgres_cpu"] - first["all_postgres_cpu"]) / elapsed * 100, 1
         ),
         "machine_cpu_percent_of_all_cores": machine,
         "daemon_cpu_ms_per_message": round(

@@ -152,6 +152,7 @@ class Stack:
     jwt_secret: str
     webhook_url: str  # where the simulators post
     webhook_door: str  # "listener" (the daemon's own webhook port) or "api"
+    database: str  # the scratch database's name
 
     @property
     def simulator(self) -> Simulator:
@@ -239,7 +240,8 @@ async def running_stack(
             | dict(daemon_env or {}),
         )
         await _wait_ready(http, f"{daemon_url}/healthz", daemon)
-        yield Stack(started, daemon, daemon_url, jwt_secret, webhook_url, door)
+        database = urlsplit(dsn).path.strip("/")
+        yield Stack(started, daemon, daemon_url, jwt_secret, webhook_url, door, database)
     finally:
         if daemon is not None:
             await _stop(daemon)
@@ -247,13 +249,18 @@ async def running_stack(
             await _stop(simulator.process)
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU seconds of every PostgreSQL server process on this machine so far (other
-    databases' work included; processes that ended meanwhile are not counted)."""
+def postgres_cpu_seconds(database: str | None = None) -> float:
+    """CPU seconds so far of the PostgreSQL server processes on this machine: all of them,
+    or those serving `database` (a backend's process title names its database). Processes
+    that ended meanwhile are not counted."""
     total = 0.0
-    for process in psutil.process_iter(["name", "cpu_times"]):
-        if process.info["name"] in ("postgres", "postmaster") and process.info["cpu_times"]:
-            total += process.info["cpu_times"].user + process.info["cpu_times"].system
+    for process in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        info = process.info
+        if info["name"] not in ("postgres", "postmaster") or not info["cpu_times"]:
+            continue
+        if database is not None and f" {database} " not in " ".join(info["cmdline"] or ()):
+            continue
+        total += info["cpu_times"].user + info["cpu_times"].system
     return total
 
 
