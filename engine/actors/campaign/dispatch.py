@@ -2,12 +2,14 @@
 
 It reads batches of pending recipients after its cursor and hands them to the
 sender pool in small groups. For each group it first waits, with the rows
-still `pending`, until the campaign's own pace and the account's budget have a
-turn within a few ms (see `_SPAN` below), takes sender slots, reserves those turns, and only then
-marks the group `sending` (one statement) and hands it over with each send's
-turn. So every wait happens while rows are pending, the rows marked ahead of
-their request are at most one group, and the sends keep the exact spacing of
-both paces (docs/delivery-guarantees.md).
+still `pending`, until the campaign's own pace and the number's budget have a
+turn within a few ms (see `_SPAN` below), takes sender slots, reserves those
+turns, and only then marks the group `sending` (one statement; up to three
+overlap) and hands it over with each send's turn; the pool holds each job
+until its turn. So every wait happens while rows are pending, the rows marked
+ahead of their request are bounded by the pool's slots (`sender.prefetch`),
+and the sends keep the exact spacing of both paces
+(docs/delivery-guarantees.md).
 
 Outcomes come back through the recorder: a row to retry later stays in a small
 in-memory schedule so it goes again at its time without waiting for the
