@@ -19,7 +19,7 @@ import psutil
 
 from benchmarks.client import Api, EventLog, histogram, histogram_quantile, simulator_get
 from benchmarks.lag import StatsPoller, summary
-from benchmarks.processes import Stack, postgres_cpu_seconds, sample_rss
+from benchmarks.processes import PostgresCpu, Stack, sample_rss
 
 PHONE = "full-speed"
 LATENCY_METRIC = "campaign_engine_send_latency_seconds"
@@ -47,6 +47,7 @@ async def full_speed(
     campaign_id = await api.campaign(account, "full speed", tag, rate * 60)
     daemon, sim = stack.daemon, psutil.Process(simulator.process.pid)
     poller = StatsPoller(api, campaign_id, poll_interval)
+    postgres, all_postgres = PostgresCpu(stack.database), PostgresCpu()
 
     async def sample() -> dict[str, Any]:
         stats = await simulator_get(http, simulator.url, "stats")
@@ -59,8 +60,6 @@ async def full_speed(
             "pending": stats["webhook_pending"],
             "daemon_cpu": daemon.cpu_seconds(),
             "simulator_cpu": sim_times.user + sim_times.system,
-            "postgres_cpu": postgres_cpu_seconds(stack.database),
-            "all_postgres_cpu": postgres_cpu_seconds(),
         }
 
     metrics_before = histogram(await api.text("/metrics"), LATENCY_METRIC)
@@ -71,8 +70,11 @@ async def full_speed(
         await asyncio.sleep(warmup)
         psutil.cpu_percent()  # starts the machine-wide measurement
         first = await sample()
+        postgres.start()
+        all_postgres.start()
         await asyncio.sleep(seconds)
         last = await sample()
+        postgres_cpu, all_postgres_cpu = postgres.seconds(), all_postgres.seconds()
         machine = psutil.cpu_percent()
         status = (await api.get(campaign_id))["status"]
         await api.command(campaign_id, "cancel")
@@ -106,12 +108,9 @@ async def full_speed(
         "simulator_cpu_percent_of_one_core": round(
             (last["simulator_cpu"] - first["simulator_cpu"]) / elapsed * 100, 1
         ),
-        "postgres_cpu_percent_of_one_core": round(
-            (last["postgres_cpu"] - first["postgres_cpu"]) / elapsed * 100, 1
-        ),  # the backends serving this scenario's database
-        "all_postgres_cpu_percent_of_one_core": round(
-            (last["all_postgres_cpu"] - first["all_postgres_cpu"]) / elapsed * 100, 1
-        ),
+        # The backends serving this scenario's database, and all of PostgreSQL.
+        "postgres_cpu_percent_of_one_core": round(postgres_cpu / elapsed * 100, 1),
+        "all_postgres_cpu_percent_of_one_core": round(all_postgres_cpu / elapsed * 100, 1),
         "machine_cpu_percent_of_all_cores": machine,
         "daemon_cpu_ms_per_message": round(
             (last["daemon_cpu"] - first["daemon_cpu"])

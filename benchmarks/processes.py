@@ -249,19 +249,33 @@ async def running_stack(
             await _stop(simulator.process)
 
 
-def postgres_cpu_seconds(database: str | None = None) -> float:
-    """CPU seconds so far of the PostgreSQL server processes on this machine: all of them,
-    or those serving `database` (a backend's process title names its database). Processes
-    that ended meanwhile are not counted."""
-    total = 0.0
-    for process in psutil.process_iter(["name", "cmdline", "cpu_times"]):
-        info = process.info
-        if info["name"] not in ("postgres", "postmaster") or not info["cpu_times"]:
-            continue
-        if database is not None and f" {database} " not in " ".join(info["cmdline"] or ()):
-            continue
-        total += info["cpu_times"].user + info["cpu_times"].system
-    return total
+class PostgresCpu:
+    """CPU seconds the PostgreSQL server processes on this machine spent between `start()`
+    and `seconds()`: all of them, or those serving `database` (a backend's process title
+    names its database). Counted per process, so one that ended meanwhile only loses its
+    share (never makes the figure negative)."""
+
+    def __init__(self, database: str | None = None) -> None:
+        self.database = database
+        self._before: dict[int, float] = {}
+
+    def _now(self) -> dict[int, float]:
+        found: dict[int, float] = {}
+        for process in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+            info = process.info
+            if info["name"] not in ("postgres", "postmaster") or not info["cpu_times"]:
+                continue
+            title = " ".join(info["cmdline"] or ())
+            if self.database is not None and f" {self.database} " not in title:
+                continue
+            found[process.pid] = info["cpu_times"].user + info["cpu_times"].system
+        return found
+
+    def start(self) -> None:
+        self._before = self._now()
+
+    def seconds(self) -> float:
+        return sum(cpu - self._before.get(pid, 0.0) for pid, cpu in self._now().items())
 
 
 async def sample_rss(process: Process, interval: float = 0.2) -> None:

@@ -14,7 +14,7 @@ import psutil
 import socketio
 
 from benchmarks.client import FINAL, Api, ApiError, EventLog, percentile, simulator_get, wait_final
-from benchmarks.processes import Stack, postgres_cpu_seconds, sample_rss
+from benchmarks.processes import PostgresCpu, Stack, sample_rss
 
 
 def _quantiles(values: list[float], digits: int = 1) -> dict[str, float | None]:
@@ -68,16 +68,16 @@ async def many_campaigns(
     sampler = asyncio.create_task(sample_rss(daemon))
     try:
         cpu_before = daemon.cpu_seconds()
-        postgres_before = postgres_cpu_seconds(stack.database)
-        all_postgres_before = postgres_cpu_seconds()
+        postgres, all_postgres = PostgresCpu(stack.database), PostgresCpu()
+        postgres.start()
+        all_postgres.start()
         psutil.cpu_percent()  # starts the machine-wide measurement
         before = {c["id"]: (at, c["stats"]["sent"]) for at, c in await api.campaigns("running")}
         await asyncio.sleep(seconds)
         after = {c["id"]: (at, c["stats"]["sent"]) for at, c in await api.campaigns("running")}
         machine = psutil.cpu_percent()
         cpu = daemon.cpu_seconds() - cpu_before
-        postgres = postgres_cpu_seconds(stack.database) - postgres_before
-        all_postgres = postgres_cpu_seconds() - all_postgres_before
+        postgres_cpu, all_postgres_cpu = postgres.seconds(), all_postgres.seconds()
     finally:
         sampler.cancel()
     achieved = [
@@ -106,8 +106,8 @@ async def many_campaigns(
             sum(after[i][1] - before[i][1] for i in after if i in before) / seconds, 1
         ),
         "daemon_cpu_percent_of_one_core": round(cpu / seconds * 100, 1),
-        "postgres_cpu_percent_of_one_core": round(postgres / seconds * 100, 1),
-        "all_postgres_cpu_percent_of_one_core": round(all_postgres / seconds * 100, 1),
+        "postgres_cpu_percent_of_one_core": round(postgres_cpu / seconds * 100, 1),
+        "all_postgres_cpu_percent_of_one_core": round(all_postgres_cpu / seconds * 100, 1),
         "machine_cpu_percent_of_all_cores": machine,
         "daemon_rss_peak_mb": round(max(daemon.samples, default=daemon.rss_mb()), 1),
         "queue": queue,
