@@ -62,8 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     pipeline.add_argument(
         "--recipients",
         type=int,
-        default=100_000,
-        help="recipients of the throughput run, webhooks off (default 100000)",
+        default=50_000,
+        help="recipients of the throughput run, webhooks off (default 50000)",
     )
     pipeline.add_argument(
         "--campaigns",
