@@ -30,6 +30,10 @@ HttpUrl = Annotated[str, Meta(pattern=URL_PATTERN, max_length=2048)]
 Tag = Annotated[str, Meta(min_length=1, max_length=100)]
 Tags = Annotated[list[Tag], Meta(max_length=100)]
 MessagesPerSecond = Annotated[int, Meta(ge=1, le=1000)]
+# The WhatsApp Business Account id (digits in Meta's answers), which signals name.
+BusinessAccountId = (
+    Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+$")] | None
+)
 
 MessageType = Literal["text", "template", "image", "document"]
 AudienceType = Literal["all", "segment", "tags", "contacts"]
@@ -85,6 +89,7 @@ class AccountCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     apiUrl: HttpUrl | None = None
     status: AccountStatus = "connected"
     messagesPerSecond: MessagesPerSecond = 80
+    businessAccountId: BusinessAccountId = None
 
 
 class AccountPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -94,6 +99,7 @@ class AccountPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     apiUrl: HttpUrl | UnsetType | None = UNSET
     status: AccountStatus | UnsetType = UNSET
     messagesPerSecond: MessagesPerSecond | UnsetType = UNSET
+    businessAccountId: BusinessAccountId | UnsetType = UNSET
 
 
 # --- contacts -----------------------------------------------------------------------

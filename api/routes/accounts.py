@@ -21,6 +21,7 @@ _FIELDS = {
     "apiUrl": "api_url",
     "status": "status",
     "messagesPerSecond": "messages_per_second",
+    "businessAccountId": "business_account_id",
 }
 
 
@@ -36,6 +37,7 @@ async def create_account() -> Response:
             api_url=body.apiUrl,
             status=body.status,
             messages_per_second=body.messagesPerSecond,
+            business_account_id=body.businessAccountId,
         ),
     )
     return success(account, "Account created successfully", status=201)

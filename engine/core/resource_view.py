@@ -21,6 +21,7 @@ def account_object(row: Any) -> dict[str, Any]:
         "api_url": row["api_url"],
         "status": row["status"],
         "messages_per_second": row["messages_per_second"],
+        "business_account_id": row["business_account_id"],
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }

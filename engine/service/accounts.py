@@ -22,6 +22,7 @@ class NewAccount(msgspec.Struct, frozen=True):
     api_url: str | None = None
     status: str = "connected"
     messages_per_second: int = 80
+    business_account_id: str | None = None  # the WABA id, which signals name
 
 
 class Accounts:

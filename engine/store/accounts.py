@@ -18,11 +18,12 @@ async def create_account(
     api_url: str | None = None,
     status: str = "connected",
     messages_per_second: int = 80,
+    business_account_id: str | None = None,
 ) -> Record:
     row = await db.fetchrow(
         """INSERT INTO accounts (owner_id, name, phone_number_id, access_token, api_url, status,
-                                 messages_per_second)
-           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
+                                 messages_per_second, business_account_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *""",
         owner_id,
         name,
         phone_number_id,
@@ -30,6 +31,7 @@ async def create_account(
         api_url,
         status,
         messages_per_second,
+        business_account_id,
     )
     assert row is not None
     return row
@@ -37,6 +39,7 @@ async def create_account(
 
 _ACCOUNT_COLUMNS = frozenset(
     {"name", "phone_number_id", "access_token", "api_url", "status", "messages_per_second"}
+    | {"business_account_id"}
 )
 
 
