@@ -14,6 +14,8 @@ import trio_asyncio
 
 from engine.store.database import Database, apply_migrations, open_database
 
+pytest_plugins = ["tests.hang_report"]
+
 ADMIN_DSN = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
