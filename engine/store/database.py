@@ -232,13 +232,20 @@ class Database:
 
 @asynccontextmanager
 async def open_database(
-    dsn: str, *, min_size: int = 2, max_size: int = 10, connect_timeout: float = 5.0
+    dsn: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    connect_timeout: float = 5.0,
+    close_timeout: float = 10.0,
 ) -> AsyncIterator[Database]:
     """Open a pool. Must run inside `trio_asyncio.open_loop()`.
 
     Connections broken later (a server restart) are replaced on their next use;
     `connect_timeout` bounds how long an operation waits for a server that does
-    not answer (asyncpg's default is a minute)."""
+    not answer (asyncpg's default is a minute). Closing waits at most
+    `close_timeout` for connections still in use, then drops them: a stop never
+    hangs on a connection that no longer answers."""
     pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
         dsn,
         min_size=min_size,
@@ -254,7 +261,12 @@ async def open_database(
     try:
         yield Database(pool)
     finally:
-        await trio_asyncio.aio_as_trio(pool.close)()
+        # asyncpg's close waits for every connection to be released and closed
+        # gracefully, however long that takes; cancelled, it terminates them.
+        with trio.move_on_after(close_timeout) as waited:
+            await trio_asyncio.aio_as_trio(pool.close)()
+        if waited.cancelled_caught:
+            log.warning("closing the pool took over %.0f s; connections dropped", close_timeout)
 
 
 def _migration_files() -> list[tuple[int, str, str]]:
