@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from engine.core.tracked_links import LinkCodes, LinkRewriter
+from engine.gateway import OutgoingMessage
 
 # Names are ASCII letters, digits, `_`, `.` and `-`; whitespace may pad them.
 # Anything else between braces (`{{ }}`, `{{a b}}`) is plain text.
@@ -88,6 +89,23 @@ def render_payload(
             return payload
         case _:
             raise ValueError(f"unknown message type {message_type!r}")
+
+
+def request_body(message: OutgoingMessage, reference: str | None) -> dict[str, Any]:
+    """The Cloud API request body of `message`: what the gateway writes, and what a
+    preview shows. `reference` is the engine's `biz_opaque_callback_data` for the
+    recipient (engine/core/callback_reference.py); None leaves it out (a preview)."""
+    body: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": message.to,
+        "type": message.message_type,
+        message.message_type: message.payload,
+    }
+    if reference is not None:
+        # Echoed in its status webhooks; resolves the send if it ends in doubt.
+        body["biz_opaque_callback_data"] = reference
+    return body
 
 
 def with_tracked_links(

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 import msgspec
 
 from engine.core.callback_reference import CallbackReferences
+from engine.core.rendering import request_body
 from engine.gateway import AccountEndpoint, OutgoingMessage, SendResult
 from engine.transport.http1 import (
     ConnectionsByOrigin,
@@ -69,17 +70,7 @@ def _route_for(endpoint: AccountEndpoint) -> _Route:
 
 def encode_message(message: OutgoingMessage, references: CallbackReferences) -> bytes:
     """The Cloud API request body for one message."""
-    return _encode(
-        {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "to": message.to,
-            "type": message.message_type,
-            message.message_type: message.payload,
-            # Echoed in its status webhooks; resolves the send if it ends in doubt.
-            "biz_opaque_callback_data": references.issue(message.recipient_id),
-        }
-    )
+    return _encode(request_body(message, references.issue(message.recipient_id)))
 
 
 def result_from_answer(status: int, body: bytes) -> SendResult:
