@@ -56,6 +56,62 @@ class StatusUpdate(msgspec.Struct, frozen=True):
     error_code: str | None = None
     error_message: str | None = None
     phone_number_id: str | None = None
+    # The status's `pricing` object (what WhatsApp bills for the message), if any.
+    pricing: Pricing | None = None
+
+
+class Pricing(msgspec.Struct, frozen=True):
+    """A status webhook's `pricing`: e.g. category "marketing", model "PMP"."""
+
+    category: str | None = None
+    billable: bool | None = None
+    pricing_model: str | None = None
+    type: str | None = None
+
+
+# --- signals: template, quality and account webhooks (docs/webhooks.md) ------------------
+
+
+class TemplateStatusSignal(msgspec.Struct, frozen=True):
+    """`message_template_status_update`: a template was approved, paused, disabled..."""
+
+    business_account_id: str | None  # the WABA (`entry[].id`) the template belongs to
+    event: str  # APPROVED, PAUSED, DISABLED, REJECTED, FLAGGED, ...
+    template_name: str
+    template_language: str | None
+    template_id: str | None
+    reason: str | None
+    content: bytes  # the change's `value`, as WhatsApp sent it (JSON)
+    phone_number_id: str | None = None  # `metadata.phone_number_id`, if sent
+
+
+class QualitySignal(msgspec.Struct, frozen=True):
+    """`phone_number_quality_update`: a number's quality or messaging limit changed."""
+
+    business_account_id: str | None
+    event: str  # FLAGGED, UNFLAGGED, DOWNGRADE, UPGRADE, ONBOARDING, ...
+    display_phone_number: str | None
+    current_limit: str | None  # e.g. TIER_1K
+    old_limit: str | None
+    content: bytes
+    phone_number_id: str | None = None
+
+
+class AccountSignal(msgspec.Struct, frozen=True):
+    """`account_update`: the WhatsApp Business Account was restricted, banned, ..."""
+
+    business_account_id: str | None
+    event: str  # ACCOUNT_RESTRICTION, DISABLED_UPDATE, ACCOUNT_VIOLATION, ...
+    phone_number: str | None
+    restriction_types: tuple[str, ...]  # restriction_info[].restriction_type
+    ban_state: str | None  # ban_info.waba_ban_state: DISABLE, REINSTATE, ...
+    violation_type: str | None
+    content: bytes
+    phone_number_id: str | None = None
+
+
+Signal = TemplateStatusSignal | QualitySignal | AccountSignal
+WebhookFact = StatusUpdate | Signal
 
 
 # --- campaign actor inbox -------------------------------------------------------------

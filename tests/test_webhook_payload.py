@@ -16,6 +16,7 @@ from engine.core.webhook_payload import (
     sign,
     signature_valid,
 )
+from engine.messages import Pricing
 
 REFERENCES = CallbackReferences(b"k" * 32)
 T0 = 1_760_000_000
@@ -126,9 +127,11 @@ def test_a_status_becomes_a_fact_with_its_number_and_verified_reference() -> Non
     assert {f.phone_number_id for f in parsed.facts} == {"PN1"}
     failed = parsed.facts[2]
     assert (failed.error_code, failed.error_message) == ("131026", "Message undeliverable")
+    assert failed.pricing == Pricing(category="marketing", billable=False, pricing_model="CBP")
+    assert parsed.facts[0].pricing is None
 
 
-def test_replies_are_facts_other_inbound_messages_and_changes_are_not() -> None:
+def test_replies_are_facts_other_inbound_messages_are_not() -> None:
     reply = {
         "from": "1555",
         "id": "wamid.in",
@@ -137,13 +140,10 @@ def test_replies_are_facts_other_inbound_messages_and_changes_are_not() -> None:
         "context": {"from": "PN", "id": "wamid.out"},
     }
     plain = {"from": "1555", "id": "wamid.in2", "timestamp": str(T0), "type": "text"}
-    template_update = {
-        "field": "message_template_status_update",
-        "value": {"event": "PAUSED", "message_template_id": 1, "message_template_name": "t"},
-    }
-    quality = {"field": "phone_number_quality_update", "value": {"event": "FLAGGED"}}
+    # Signals (tests/test_signals.py) are facts of their own; other fields are skipped.
+    other = {"field": "account_alerts", "value": {"entity_type": "WABA"}}
     document = msgspec.json.decode(body([], [reply, plain]))
-    document["entry"][0]["changes"] += [template_update, quality]
+    document["entry"][0]["changes"] += [other]
     parsed = parse_notification(msgspec.json.encode(document), REFERENCES)
     assert parsed.refused == 0
     [fact] = parsed.facts
@@ -237,3 +237,13 @@ def test_a_body_that_is_not_a_notification_is_malformed(payload: bytes, field: s
 def test_an_empty_notification_has_no_facts() -> None:
     parsed = parse_notification(b'{"entry": [{"changes": []}, {}]}', REFERENCES)
     assert parsed.facts == [] and parsed.refused == 0
+
+
+@pytest.mark.parametrize(
+    "pricing",
+    [None, "free", {"billable": "yes"}, {"category": "c" * 500}, {"category": "\x00"}],
+)
+def test_a_pricing_that_cannot_be_read_costs_its_status_nothing(pricing: Any) -> None:
+    parsed = parse_notification(body([status(pricing=pricing)]), REFERENCES)
+    [fact] = parsed.facts
+    assert fact.pricing is None and parsed.refused == 0

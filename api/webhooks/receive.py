@@ -17,14 +17,14 @@ import msgspec
 
 from engine.core.callback_reference import CallbackReferences
 from engine.core.webhook_payload import MalformedPayload, parse_notification, signature_valid
-from engine.messages import StatusUpdate
+from engine.messages import WebhookFact
 from engine.settings import Settings
 
 if TYPE_CHECKING:
     from engine.service.engine import Engine
 
 # (facts, refused count) -> False when the backlog is full and nothing was taken.
-Submit = Callable[[Sequence[StatusUpdate], int], bool]
+Submit = Callable[[Sequence[WebhookFact], int], bool]
 
 JSON = b"application/json"
 TEXT = b"text/plain; charset=utf-8"
@@ -97,7 +97,7 @@ class WebhookDoor:
                 f"The body is not a WhatsApp notification: {error.message}",
                 error.field,
             )
-        if not self._submit(parsed.facts, parsed.refused):
+        if not self._submit(parsed.all_facts(), parsed.refused):
             return BACKLOG_FULL
         # Also when every fact was refused: Meta would retry a poison body for days.
         return ACCEPTED
@@ -116,7 +116,7 @@ class WebhookDoor:
 
 
 def door_for(engine: Engine, settings: Settings) -> WebhookDoor:
-    def submit(facts: Sequence[StatusUpdate], refused: int) -> bool:
+    def submit(facts: Sequence[WebhookFact], refused: int) -> bool:
         return engine.submit_status_updates(facts, refused=refused)
 
     return WebhookDoor(

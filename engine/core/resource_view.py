@@ -70,3 +70,17 @@ def recipient_object(row: Any) -> dict[str, Any]:
         "read_at": iso(row["read_at"]),
         "replied_at": iso(row["replied_at"]),
     }
+
+
+def account_event_object(row: Any) -> dict[str, Any]:
+    """An account_events row: one signal (docs/webhooks.md) and what the engine did."""
+    return {
+        "id": int(row["id"]),
+        "account_id": str(row["account_id"]),
+        "kind": row["kind"],
+        "event": row["event"],
+        "content": row["content"],
+        "paused_campaigns": [str(c) for c in row["paused_campaigns"]],
+        "resumed_campaigns": [str(c) for c in row["resumed_campaigns"]],
+        "received_at": iso(row["received_at"]),
+    }

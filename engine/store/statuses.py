@@ -3,7 +3,9 @@
 Matching is strict (engine/core/callback_reference.py, docs/webhooks.md): a fact
 names its recipient by a verified reference, else by wamid; it applies only if its
 phone number id is that of the recipient's account, if the wamid is the recipient's
-once one is stored, and never to a recipient still `pending`.
+once one is stored, and never to a recipient still `pending`. A status's `pricing`
+is kept on the recipient (`pricing_*`), counted per category on demand
+(`pricing_counts`).
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (
 
 _APPLY_STATUSES = """
 WITH u AS (
-    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[])
-        AS u(ref_id, wamid, kind, at, error_code, error_message, phone_number_id)
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
+                         $8::text[], $9::boolean[], $10::text[], $11::text[])
+        AS u(ref_id, wamid, kind, at, error_code, error_message, phone_number_id,
+             pricing_category, pricing_billable, pricing_model, pricing_type)
 ), keyed AS (
     -- A verified reference names the recipient; without one, the wamid does.
     SELECT coalesce(u.ref_id, (SELECT r.id FROM campaign_recipients r
@@ -59,7 +63,10 @@ WITH u AS (
            min(at) FILTER (WHERE kind = 'failed') AS failed_at,
            min(at) FILTER (WHERE kind = 'replied') AS replied_at,
            max(error_code) AS error_code, max(error_message) AS error_message,
-           max(wamid) AS wamid
+           max(wamid) AS wamid,
+           -- What WhatsApp bills: the same object on each status of a message.
+           max(pricing_category) AS pricing_category, bool_or(pricing_billable) AS pricing_billable,
+           max(pricing_model) AS pricing_model, max(pricing_type) AS pricing_type
     FROM matched GROUP BY rid
 )
 UPDATE campaign_recipients r SET
@@ -83,7 +90,11 @@ UPDATE campaign_recipients r SET
                       THEN g.error_code ELSE r.error_code END,
     error_message = CASE WHEN g.failed_at IS NOT NULL AND r.status <> 'failed'
                          THEN g.error_message ELSE r.error_message END,
-    provider_message_id = coalesce(r.provider_message_id, g.wamid)
+    provider_message_id = coalesce(r.provider_message_id, g.wamid),
+    pricing_category = coalesce(g.pricing_category, r.pricing_category),
+    pricing_billable = coalesce(g.pricing_billable, r.pricing_billable),
+    pricing_model = coalesce(g.pricing_model, r.pricing_model),
+    pricing_type = coalesce(g.pricing_type, r.pricing_type)
 FROM g JOIN locked ON locked.id = g.rid
 WHERE r.id = g.rid
 RETURNING r.campaign_id, g.facts, locked.old_status = 'in_doubt' AND r.status <> 'in_doubt' AS resolved
@@ -114,9 +125,28 @@ async def apply_status_updates(db: Database, updates: Sequence[StatusUpdate]) ->
         [u.error_code for u in updates],
         [u.error_message for u in updates],
         [u.phone_number_id for u in updates],
+        [u.pricing.category if u.pricing else None for u in updates],
+        [u.pricing.billable if u.pricing else None for u in updates],
+        [u.pricing.pricing_model if u.pricing else None for u in updates],
+        [u.pricing.type if u.pricing else None for u in updates],
     )
     return AppliedStatuses(
         campaigns=sorted({str(r["campaign_id"]) for r in rows}),
         resolved_in_doubt=sorted({str(r["campaign_id"]) for r in rows if r["resolved"]}),
         matched=sum(r["facts"] for r in rows),
     )
+
+
+async def pricing_counts(db: Database, campaign_id: str) -> dict[str, dict[str, int]]:
+    """`{category: {messages, billable}}` over the campaign's recipients that a
+    status priced. Counted when asked, not kept up to date per message: a counter
+    would cost every status of every message, and only a campaign's detail asks."""
+    rows = await db.fetch(
+        """SELECT pricing_category AS category, count(*) AS messages,
+                  count(*) FILTER (WHERE pricing_billable) AS billable
+           FROM campaign_recipients
+           WHERE campaign_id = $1 AND pricing_category IS NOT NULL
+           GROUP BY pricing_category ORDER BY pricing_category""",
+        campaign_id,
+    )
+    return {r["category"]: {"messages": r["messages"], "billable": r["billable"]} for r in rows}

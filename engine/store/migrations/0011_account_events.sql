@@ -14,6 +14,17 @@ ALTER TABLE campaigns ADD COLUMN paused_by_signal text;
 -- Serves: APPROVED finding the campaigns paused for its template.
 CREATE INDEX campaigns_paused_by_signal ON campaigns (paused_by_signal)
     WHERE paused_by_signal IS NOT NULL;
+-- Any way out of `paused` (the user's resume, a cancel) forgets the mark, so a
+-- campaign the user pauses later is never resumed by a signal.
+CREATE FUNCTION campaigns_forget_signal_pause() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.paused_by_signal := NULL;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER campaigns_forget_signal_pause BEFORE UPDATE OF status ON campaigns
+    FOR EACH ROW WHEN (NEW.status <> 'paused' AND NEW.paused_by_signal IS NOT NULL)
+    EXECUTE FUNCTION campaigns_forget_signal_pause();
 
 -- The account event log: one row per signal and account it concerns.
 CREATE TABLE account_events (
