@@ -58,7 +58,10 @@ def new_instance_id() -> str:
 @asynccontextmanager
 async def open_migrated_database(dsn: str, settings: Settings) -> AsyncIterator[Database]:
     async with open_database(
-        dsn, min_size=settings.database.pool_min_size, max_size=settings.database.pool_max_size
+        dsn,
+        min_size=settings.database.pool_min_size,
+        max_size=settings.database.pool_max_size,
+        operation_timeout=settings.database.operation_timeout_seconds,
     ) as db:
         await apply_migrations(db)
         yield db

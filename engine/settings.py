@@ -71,6 +71,7 @@ class DatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     url: NonEmptyStr | None = None
     pool_min_size: NonNegativeInt = 2
     pool_max_size: PositiveInt = 10
+    operation_timeout_seconds: PositiveFloat = 120.0
     data_dir: NonEmptyStr = ".data"
 
 

@@ -55,6 +55,9 @@ _RETRY_SECONDS = 30.0
 _RETRY_AFTER_OUTAGE_SECONDS = 1.0
 # Re-listening is what makes this daemon present again: retry it often.
 _LISTEN_MAX_DELAY_SECONDS = 1.0
+# Shielded clean-ups on the way out (a lease release, the listener's connection)
+# wait this long at most: what they leave undone expires or is reclaimed anyway.
+_CLEANUP_SECONDS = 5.0
 
 # Commands for the campaign's actor; start and resume only make the loop claim.
 _ROUTED: dict[CommandKind, CampaignCommand] = {
@@ -269,7 +272,11 @@ class Supervisor:
             self._retry_after[plan.id] = trio.current_time() + delay
         finally:
             self._actors.pop(plan.id, None)
-            with trio.CancelScope(shield=True), suppress(DatabaseUnavailable):
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(_CLEANUP_SECONDS),
+                suppress(DatabaseUnavailable),
+            ):
                 # Unreleased, it stays ours: we claim it again, or it expires.
                 await leases.release_lease(self._db, plan.id, owner=self.instance_id)
             if not self._actors:
@@ -369,5 +376,9 @@ async def _keep_listening(
             await listener.lost.wait()
             log.warning("the LISTEN connection was lost; NOTIFYs are missed until it is back")
         finally:
-            with trio.CancelScope(shield=True), suppress(DatabaseUnavailable):
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(_CLEANUP_SECONDS),
+                suppress(DatabaseUnavailable),
+            ):
                 await listener.stop()

@@ -103,6 +103,19 @@ def _reachable() -> Iterator[None]:
         raise DatabaseUnavailable(_describe(error)) from error
 
 
+@contextmanager
+def _answered_within(seconds: float) -> Iterator[None]:
+    """Every crossing gets a deadline. A connection can stop answering without
+    closing (seen: a query on a pooled connection whose session the server had
+    just terminated waited for ever); inside a shielded scope that would hold up
+    a stop for good. Time out, the operation's effect is unknown, as for any
+    lost connection."""
+    with trio.move_on_after(seconds) as deadline:
+        yield
+    if deadline.cancelled_caught:
+        raise DatabaseUnavailable(f"no answer from PostgreSQL within {seconds:g} s")
+
+
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}".strip().removesuffix(":")
 
@@ -129,25 +142,26 @@ class Database:
     """A pool of PostgreSQL connections, used from trio. Raises Unstorable for values
     PostgreSQL cannot store."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, operation_timeout: float = 120.0) -> None:
         self._pool = pool
+        self._operation_timeout = operation_timeout
 
     async def fetch(self, query: str, *args: Any) -> list[Record]:
-        with _storable(), _reachable():
+        with _storable(), _reachable(), _answered_within(self._operation_timeout):
             rows: list[Record] = await trio_asyncio.aio_as_trio(self._pool.fetch)(query, *args)
         return rows
 
     async def fetchrow(self, query: str, *args: Any) -> Record | None:
-        with _storable(), _reachable():
+        with _storable(), _reachable(), _answered_within(self._operation_timeout):
             row: Record | None = await trio_asyncio.aio_as_trio(self._pool.fetchrow)(query, *args)
         return row
 
     async def fetchval(self, query: str, *args: Any) -> Any:
-        with _storable(), _reachable():
+        with _storable(), _reachable(), _answered_within(self._operation_timeout):
             return await trio_asyncio.aio_as_trio(self._pool.fetchval)(query, *args)
 
     async def execute(self, query: str, *args: Any) -> str:
-        with _storable(), _reachable():
+        with _storable(), _reachable(), _answered_within(self._operation_timeout):
             status: str = await trio_asyncio.aio_as_trio(self._pool.execute)(query, *args)
         return status
 
@@ -158,7 +172,7 @@ class Database:
             async with self._pool.acquire() as conn:
                 return await operation(conn, *args)
 
-        with _storable(), _reachable():
+        with _storable(), _reachable(), _answered_within(self._operation_timeout):
             result: T = await trio_asyncio.aio_as_trio(on_connection)()
         return result
 
@@ -174,7 +188,7 @@ class Database:
     async def copy_records(
         self, table: str, records: Sequence[tuple[Any, ...]], columns: Sequence[str]
     ) -> None:
-        with _storable(), _reachable():
+        with _storable(), _reachable(), _answered_within(self._operation_timeout):
             await trio_asyncio.aio_as_trio(self._pool.copy_records_to_table)(
                 table, records=records, columns=list(columns)
             )
@@ -209,7 +223,7 @@ class Database:
                 raise
             return conn, started
 
-        with _reachable():
+        with _reachable(), _answered_within(self._operation_timeout):
             conn, started = await trio_asyncio.aio_as_trio(start)()
 
         async def stop() -> None:
@@ -224,7 +238,7 @@ class Database:
                 finally:
                     await self._pool.release(conn)
 
-            with _reachable():
+            with _reachable(), _answered_within(self._operation_timeout):
                 await trio_asyncio.aio_as_trio(release)()
 
         return Listener(conn.get_server_pid(), started, lost, stop)
@@ -237,13 +251,16 @@ async def open_database(
     min_size: int = 2,
     max_size: int = 10,
     connect_timeout: float = 5.0,
+    operation_timeout: float = 120.0,
     close_timeout: float = 10.0,
 ) -> AsyncIterator[Database]:
     """Open a pool. Must run inside `trio_asyncio.open_loop()`.
 
     Connections broken later (a server restart) are replaced on their next use;
     `connect_timeout` bounds how long an operation waits for a server that does
-    not answer (asyncpg's default is a minute). Closing waits at most
+    not answer (asyncpg's default is a minute), `operation_timeout` how long
+    any one operation may take before it counts as unreachable (the longest is
+    materialising a campaign's recipients, ~30,000 rows/s). Closing waits at most
     `close_timeout` for connections still in use, then drops them: a stop never
     hangs on a connection that no longer answers."""
     pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
@@ -259,7 +276,7 @@ async def open_database(
         server_settings={"plan_cache_mode": "force_custom_plan"},
     )
     try:
-        yield Database(pool)
+        yield Database(pool, operation_timeout=operation_timeout)
     finally:
         # asyncpg's close waits for every connection to be released and closed
         # gracefully, however long that takes; cancelled, it terminates them.
