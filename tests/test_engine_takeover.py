@@ -30,9 +30,12 @@ LEASE_TTL = 5.0
 async def daemon(
     database_url: str, name: str, settings: Settings, gateway: ScriptedGateway
 ) -> AsyncIterator[tuple[CutOffDatabase, Engine]]:
-    """One daemon: its own pool (its own sessions, named after it) and engine."""
+    """One daemon: its own pool (its own sessions, named after it) and engine.
+
+    A short operation timeout: after its sessions are ended, a query on one of
+    A's pooled connections can wait for an answer that never comes."""
     dsn = f"{database_url}?application_name={name}"
-    async with open_database(dsn, min_size=1, max_size=6) as pool:
+    async with open_database(dsn, min_size=1, max_size=6, operation_timeout=5) as pool:
         db = CutOffDatabase(pool)
         async with open_engine(db, settings, gateway, instance_id=name) as engine:
             yield db, engine
