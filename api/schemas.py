@@ -213,6 +213,8 @@ class CampaignCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     throttleConfig: ThrottleConfig = ThrottleConfig()
     templateVariables: TemplateVariables = {}
     trackLinks: bool = False
+    # Start even when some recipients lack a variable (it renders empty).
+    allowMissingVariables: bool = False
 
 
 class CampaignPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -228,6 +230,47 @@ class CampaignPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     throttleConfig: ThrottleConfig | UnsetType = UNSET
     templateVariables: TemplateVariables | UnsetType = UNSET
     trackLinks: bool | UnsetType = UNSET
+    allowMissingVariables: bool | UnsetType = UNSET
+
+
+PreviewVariables = Annotated[
+    dict[
+        Annotated[str, Meta(min_length=1, max_length=MAX_ATTRIBUTE_KEY_LENGTH)],
+        Annotated[str, Meta(max_length=MAX_ATTRIBUTE_VALUE_LENGTH)],
+    ],
+    Meta(
+        max_length=MAX_ATTRIBUTES,
+        description="The variables of a made-up contact (as a contact's fields and"
+        " attributes); not with contactId.",
+    ),
+]
+
+
+class CampaignPreview(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Render for one of your contacts, or for the given variables; neither: the
+    campaign's templateVariables defaults only."""
+
+    contactId: uuid.UUID | None = None
+    variables: PreviewVariables | None = None
+
+
+class CampaignTestSend(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Send the preview once to `phone`; it is no recipient and counts in no stats."""
+
+    phone: Phone
+    contactId: uuid.UUID | None = None
+    variables: PreviewVariables | None = None
+
+
+RetargetAudience = Literal["not_delivered", "not_read", "not_replied", "failed"]
+
+
+class CampaignRetarget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A new draft with this campaign's recipients in `audience`, frozen now."""
+
+    audience: RetargetAudience
+    name: Name | None = None
+    messageContent: Any = None  # as the campaign's messageType takes it; default: its own
 
 
 class CampaignSettings(msgspec.Struct, frozen=True):
@@ -492,7 +535,7 @@ def _known_fields(info: msgspec.inspect.Type | None) -> list[str]:
 # msgspec sorts a Literal's values; messages list them in the contract's order.
 _LITERAL_ORDER: dict[frozenset[Any], tuple[Any, ...]] = {
     frozenset(get_args(alias)): get_args(alias)
-    for alias in (MessageType, AudienceType, ScheduleType, AccountStatus)
+    for alias in (MessageType, AudienceType, ScheduleType, AccountStatus, RetargetAudience)
 }
 
 _PATTERN_RULES = {

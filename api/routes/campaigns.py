@@ -11,17 +11,22 @@ import msgspec
 from quart import Blueprint, Response
 
 from api import context, params
-from api.envelope import ApiError, success
+from api.envelope import ApiError, success, validation_error
 from api.schemas import (
     CampaignCreate,
     CampaignPatch,
+    CampaignPreview,
+    CampaignRetarget,
     CampaignSettings,
+    CampaignTestSend,
     check_campaign,
     decode,
     throttle_json,
 )
 from engine.core import lifecycle
+from engine.core.variables import MissingVariables
 from engine.service import CampaignInput
+from engine.service.campaigns import AccountBusy
 
 blueprint = Blueprint("campaigns", __name__)
 
@@ -42,9 +47,11 @@ _COLUMNS = {
     "throttleConfig": "throttle_config",
     "templateVariables": "template_variables",
     "trackLinks": "track_links",
+    "allowMissingVariables": "allow_missing_variables",
 }
 # Fixed once the campaign leaves draft: its recipients and its schedule were set then.
 _DRAFT_ONLY = ("audienceType", "audienceConfig", "scheduleType", "scheduledAt")
+_AUDIENCE = ("audienceType", "audienceConfig")
 
 
 @blueprint.post("/campaigns")
@@ -64,7 +71,10 @@ async def create_campaign() -> Response:
         template_variables=body.templateVariables,
         track_links=body.trackLinks,
     )
-    campaign = await context.engine().campaigns.create(context.user_id(), _campaign_input(checked))
+    settings = msgspec.structs.replace(
+        _campaign_input(checked), allow_missing_variables=body.allowMissingVariables
+    )
+    campaign = await context.engine().campaigns.create(context.user_id(), settings)
     return success(campaign, "Campaign created successfully", status=201)
 
 
@@ -149,6 +159,62 @@ async def duplicate_campaign(campaign_id: str) -> Response:
     return success(copy, "Campaign duplicated successfully", status=201)
 
 
+@blueprint.post("/campaigns/<campaign_id>/retarget")
+async def retarget_campaign(campaign_id: str) -> Response:
+    key = _key(campaign_id)
+    body = decode(await context.body(), CampaignRetarget)
+    engine = context.engine()
+    content = None
+    if body.messageContent is not None:
+        # Checked as a create or an edit checks it, for the campaign's message type.
+        source = await engine.campaign(key, context.user_id())
+        content = _checked_content(source, body.messageContent)
+    draft = await engine.campaigns.retarget(
+        context.user_id(), key, body.audience, name=body.name, message_content=content
+    )
+    return success(draft, "Campaign retargeted successfully", status=201)
+
+
+@blueprint.post("/campaigns/<campaign_id>/preview")
+async def preview_campaign(campaign_id: str) -> Response:
+    key = _key(campaign_id)
+    body = decode(await context.body(), CampaignPreview)
+    contact_id, given = _render_for(body.contactId, body.variables)
+    try:
+        preview = await context.engine().campaigns.preview(
+            context.user_id(), key, contact_id=contact_id, given=given
+        )
+    except MissingVariables as missing:
+        raise ApiError(400, "missing_variable", missing.message, missing.field) from None
+    return success(preview, "Campaign preview rendered")
+
+
+@blueprint.post("/campaigns/<campaign_id>/test")
+async def test_campaign(campaign_id: str) -> Response:
+    key = _key(campaign_id)
+    body = decode(await context.body(), CampaignTestSend)
+    contact_id, given = _render_for(body.contactId, body.variables)
+    try:
+        result = await context.engine().campaigns.send_test(
+            context.user_id(), key, body.phone, contact_id=contact_id, given=given
+        )
+    except MissingVariables as missing:
+        raise ApiError(400, "missing_variable", missing.message, missing.field) from None
+    except AccountBusy:
+        raise ApiError(
+            429,
+            "account_busy",
+            "The account's phone number has no free send turn right now (it sends at its"
+            " messagesPerSecond, or WhatsApp asked it to slow down); try again shortly",
+        ) from None
+    if result["sent"]:
+        return success(result, "Test message sent")
+    error = result["error"]
+    return success(
+        result, f"WhatsApp did not accept the test message ({error['class']}): {error['message']}"
+    )
+
+
 @blueprint.get("/campaigns/<campaign_id>/recipients")
 async def list_recipients(campaign_id: str) -> Response:
     key = _key(campaign_id)
@@ -163,6 +229,32 @@ async def list_recipients(campaign_id: str) -> Response:
 
 def _key(campaign_id: str) -> str:
     return params.resource_id(campaign_id, "Campaign")
+
+
+def _render_for(
+    contact_id: uuid.UUID | None, variables: dict[str, str] | None
+) -> tuple[str | None, dict[str, str] | None]:
+    if contact_id is not None and variables is not None:
+        raise validation_error("variables", "give contactId or variables, not both")
+    return (str(contact_id) if contact_id is not None else None), variables
+
+
+def _checked_content(source: Mapping[str, Any], content: Any) -> Any:
+    """A new messageContent for `source`, checked by the create rules and in stored form."""
+    checked = check_campaign(
+        account_id=source["account_id"],
+        name=source["name"],
+        message_type=source["message_type"],
+        message_content=content,
+        media_url=source["media_url"],
+        audience_type="all",  # the audience is not what is checked here
+        audience_config={},
+        schedule_type="manual",
+        scheduled_at=None,
+        throttle_config=source["throttle_config"],
+        template_variables=source["template_variables"],
+    )
+    return checked.message_content
 
 
 def _campaign_input(checked: CampaignSettings) -> CampaignInput:
@@ -199,6 +291,14 @@ def _changes(current: Mapping[str, Any], given: dict[str, Any]) -> dict[str, Any
                 f"{name}: cannot be changed while the campaign is {status}; only {only} can",
                 name,
             )
+        if status == "draft" and current["recipients_frozen"] and name in _AUDIENCE:
+            raise ApiError(
+                400,
+                "field_not_editable",
+                f"{name}: its recipients were frozen when it was retargeted; create a"
+                " campaign to send to another audience",
+                name,
+            )
         if status != "draft" and name in _DRAFT_ONLY:
             raise ApiError(
                 400,
@@ -233,4 +333,6 @@ def _changes(current: Mapping[str, Any], given: dict[str, Any]) -> dict[str, Any
         columns.add("message_content")
     if "schedule_type" in columns:
         columns.add("scheduled_at")
+    if "allowMissingVariables" in given:  # not a cross-field rule: written as given
+        checked["allow_missing_variables"] = given["allowMissingVariables"]
     return {column: checked[column] for column in sorted(columns)}

@@ -99,6 +99,7 @@ def campaign_object(row: Any, *, in_doubt_timeout: float | None = None) -> dict[
         "throttle_config": row["throttle_config"],
         "template_variables": row["template_variables"],
         "track_links": row["track_links"],
+        "allow_missing_variables": row["allow_missing_variables"],
         "total_recipients": total,
         # A draft has no recipients yet: nothing is done, rather than "all of nothing".
         "progress": progress_percent(processed_count(stats, total), total)

@@ -9,7 +9,7 @@ the owner's contacts or the campaign's recipients.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -23,6 +23,23 @@ STANDARD = frozenset({"firstName", "lastName", "name", "phone", "email", "compan
 class Placeholder(msgspec.Struct, frozen=True):
     field: str  # the JSON path of the request field holding it: `messageContent`, ...
     name: str
+
+
+class MissingVariables(Exception):
+    """Variables a message needs that the contact (or the given values) lacks, with
+    no default: `message` names them, `field` is where the first is used."""
+
+    def __init__(self, found: Sequence[Placeholder], lacking: list[str]) -> None:
+        first = next(p for p in found if p.name == lacking[0])
+        shown = ", ".join(f"{{{{{name}}}}}" for name in lacking)
+        self.names = lacking
+        self.field = first.field
+        self.message = (
+            f"{first.field}: {shown} ha{'ve' if len(lacking) > 1 else 's'} no value for this"
+            " contact and templateVariables has no default; give a value, add a default,"
+            " or set allowMissingVariables to true to send it empty"
+        )
+        super().__init__(self.message)
 
 
 def placeholders(

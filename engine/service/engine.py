@@ -76,6 +76,8 @@ class Engine:
         callback_references: CallbackReferences,
         *,
         settings: Settings,
+        gateway: Gateway | None = None,
+        budgets: AccountBudget | None = None,
     ) -> None:
         self.db = db  # for tests and tools; callers use the resources below
         self.clock = clock
@@ -98,6 +100,11 @@ class Engine:
             self.throttle_changed,
             in_doubt_timeout=self._in_doubt_timeout,
             links_base_url=settings.links.base_url,
+            # Test sends (POST /campaigns/:id/test) use the gateway and budgets of the sends.
+            gateway=gateway,
+            budgets=budgets,
+            default_api_url=settings.whatsapp.api_url,
+            throttle_slowdown_seconds=settings.sender.throttle_slowdown_seconds,
         )
         # Short links of campaigns with trackLinks (GET /l/<code>).
         self.links = Links(db, clock)
@@ -108,7 +115,11 @@ class Engine:
     # `errors.NotFound` / `lifecycle.TransitionRefused`.
 
     async def start(self, campaign_id: str, owner_id: str) -> dict[str, Any]:
-        await self._apply(campaign_id, owner_id, "start")
+        # Refused with `missing_variable` when recipients lack a variable (docs/http-api.md).
+        previous, _row = await campaigns.start_campaign(
+            self.db, campaign_id, owner_id, now=self.clock.now()
+        )
+        log.info("campaign %s: start accepted (was %s)", campaign_id, previous)
         return await self.campaign(campaign_id, owner_id)
 
     async def pause(self, campaign_id: str, owner_id: str) -> dict[str, Any]:
@@ -282,6 +293,8 @@ async def open_engine(
                 webhooks,
                 references,
                 settings=settings,
+                gateway=gateway,
+                budgets=budgets,
             )
         finally:
             with trio.move_on_after(settings.server.shutdown_grace_seconds + 5) as scope:

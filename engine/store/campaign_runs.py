@@ -113,6 +113,19 @@ async def apply_action(
     return await db.transaction(_apply_action, campaign_id, owner_id, action, now, reason)
 
 
+async def apply_action_in(
+    conn: Connection,
+    campaign_id: str,
+    owner_id: str,
+    action: lifecycle.CampaignAction,
+    *,
+    now: datetime,
+) -> tuple[str, Record]:
+    """`apply_action` inside a transaction the caller holds (a start that checks
+    its recipients in the same transaction, engine/store/campaigns.py)."""
+    return await _apply_action(conn, campaign_id, owner_id, action, now, None)
+
+
 async def notify_in(conn: Connection, kind: CommandKind, campaign_id: object) -> None:
     """Announce a command to every daemon; inside a transaction, at its commit."""
     await conn.execute("SELECT pg_notify($1, $2)", COMMAND_CHANNEL, f"{kind}:{campaign_id}")

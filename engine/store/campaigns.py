@@ -5,15 +5,16 @@ Every function is scoped by `owner_id`; a row of another owner is invisible.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from engine.core import lifecycle
+from engine.core import lifecycle, variables
 from engine.messages import CommandKind
-from engine.store.campaign_runs import notify_in
+from engine.store import retarget
+from engine.store.campaign_runs import apply_action_in, notify_in
 from engine.store.database import Connection, Database, Record
 from engine.store.errors import InvalidReference, set_clause
 from engine.store.recipients import materialise_in
@@ -35,6 +36,8 @@ class CampaignInput(msgspec.Struct, frozen=True):
     # Tracked links (engine/core/tracked_links.py): the URLs to replace, in code order.
     track_links: bool = False
     tracked_urls: list[str] = []
+    # Variables some recipients lack render empty instead of refusing the start.
+    allow_missing_variables: bool = False
 
 
 async def _create_campaign(
@@ -51,8 +54,10 @@ async def _create_campaign(
         """INSERT INTO campaigns (owner_id, account_id, name, status, message_type, message_content,
                                   media_url, audience_type, audience_config, schedule_type,
                                   scheduled_at, throttle_config, template_variables,
-                                  created_at, updated_at, track_links, tracked_urls)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16)
+                                  created_at, updated_at, track_links, tracked_urls,
+                                  allow_missing_variables)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16,
+                   $17)
            RETURNING id""",
         owner_id,
         campaign.account_id,
@@ -70,6 +75,7 @@ async def _create_campaign(
         now,
         campaign.track_links,
         campaign.tracked_urls,
+        campaign.allow_missing_variables,
     )
     assert row is not None
     await conn.execute("INSERT INTO campaign_counters (campaign_id) VALUES ($1)", row["id"])
@@ -104,6 +110,7 @@ _CAMPAIGN_COLUMNS = frozenset(
         "template_variables",
         "track_links",
         "tracked_urls",
+        "allow_missing_variables",
     }
 )
 
@@ -127,6 +134,105 @@ async def _check_references(
             raise InvalidReference(
                 "audienceConfig.segmentId", "audienceConfig.segmentId: no such segment"
             )
+
+
+# --- variables (docs/http-api.md, "Variables") ----------------------------------------
+
+# A change to any of these may change which variables the campaign needs.
+_VARIABLE_COLUMNS = frozenset(
+    {"message_type", "message_content", "template_variables", "allow_missing_variables"}
+)
+
+
+async def _check_variables_known(
+    conn: Connection, owner_id: str, message_type: str, content: Any, defaults: Mapping[str, Any]
+) -> None:
+    """InvalidReference naming the first variable that is no contact field, no
+    default, and no attribute of any of the owner's contacts."""
+    found = variables.placeholders(message_type, content)
+    candidates = variables.needing_a_contact(found, defaults)
+    if not candidates:
+        return
+    # One EXISTS per name, each stopping at the first contact that has it: cheap for
+    # an attribute in use, one pass over the owner's contacts for a name in none.
+    unknown: list[str] = await conn.fetchval(
+        """SELECT coalesce(array_agg(n.name ORDER BY n.ord), '{}')
+           FROM unnest($2::text[]) WITH ORDINALITY AS n(name, ord)
+           WHERE NOT EXISTS (SELECT 1 FROM contacts k
+                             WHERE k.owner_id = $1 AND k.attributes ? n.name)""",
+        owner_id,
+        candidates,
+    )
+    if unknown:
+        first = next(p for p in found if p.name == unknown[0])
+        raise InvalidReference(
+            first.field,
+            f"{first.field}: unknown variable {{{{{first.name}}}}}: it is no contact field"
+            f" ({', '.join(sorted(variables.STANDARD))}), no attribute of any of your"
+            " contacts, and templateVariables has no default for it",
+        )
+
+
+async def _check_recipients_have_variables(
+    conn: Connection, campaign: Record | dict[str, Any]
+) -> None:
+    """TransitionRefused `missing_variable` when some recipients lack a variable the
+    message names and no default covers it, unless the campaign allows it."""
+    if campaign["allow_missing_variables"]:
+        return
+    defaults = campaign["template_variables"] or {}
+    found = variables.placeholders(campaign["message_type"], campaign["message_content"])
+    wanted = [name for name in variables.names(found) if name not in defaults]
+    if not wanted:
+        return
+    # One pass over the recipients, every wanted name checked per row. An empty
+    # value counts as missing, as the renderer reads it.
+    rows = await conn.fetch(
+        """SELECT n.name, count(*) AS lacking
+           FROM campaign_recipients r
+           CROSS JOIN LATERAL unnest($2::text[]) WITH ORDINALITY AS n(name, ord)
+           WHERE r.campaign_id = $1 AND coalesce(r.variables ->> n.name, '') = ''
+           GROUP BY n.name, n.ord ORDER BY n.ord""",
+        campaign["id"],
+        wanted,
+    )
+    if rows:
+        lacking = "; ".join(
+            f"{{{{{r['name']}}}}} is missing for {r['lacking']}"
+            f" recipient{'s' if r['lacking'] != 1 else ''}"
+            for r in rows
+        )
+        raise lifecycle.TransitionRefused(
+            "missing_variable",
+            f"{lacking}, and templateVariables has no default for it: add a default, fill"
+            " the contacts' field or attribute, or set allowMissingVariables to true"
+            " to send it empty",
+        )
+
+
+async def _start_campaign(
+    conn: Connection, campaign_id: str, owner_id: str, now: datetime
+) -> tuple[str, Record]:
+    current = await conn.fetchrow(
+        "SELECT status, recipients_frozen FROM campaigns WHERE id = $1 AND owner_id = $2"
+        " FOR UPDATE",
+        campaign_id,
+        owner_id,
+    )
+    if current is not None and current["status"] == "draft" and current["recipients_frozen"]:
+        await retarget.drop_opted_out_in(conn, campaign_id)  # frozen long before its start
+    previous, row = await apply_action_in(conn, campaign_id, owner_id, "start", now=now)
+    await _check_recipients_have_variables(conn, row)
+    return previous, row
+
+
+async def start_campaign(
+    db: Database, campaign_id: str, owner_id: str, *, now: datetime
+) -> tuple[str, Record]:
+    """The `start` action (engine/store/campaign_runs.py), refused with
+    `missing_variable` (nothing changes) when its recipients lack a variable.
+    Returns (previous status, new row); NotFound, TransitionRefused."""
+    return await db.transaction(_start_campaign, campaign_id, owner_id, now)
 
 
 # Select this next to `c.*` to have everything `campaign_object` needs in one row.
@@ -157,7 +263,12 @@ async def _create_owned_campaign(
     await _check_references(
         conn, owner_id, campaign.account_id, (campaign.audience_type, campaign.audience_config)
     )
+    await _check_variables_known(
+        conn, owner_id, campaign.message_type, campaign.message_content, campaign.template_variables
+    )
     created = await _create_campaign(conn, owner_id, campaign, now)
+    if created["recipients_frozen"]:
+        await _check_recipients_have_variables(conn, created)
     return await _campaign_with_counters(conn, created["id"])
 
 
@@ -203,6 +314,17 @@ async def _update_campaign(
     if current is None:
         return None
     changes = decide(current)
+    if _VARIABLE_COLUMNS & changes.keys():
+        edited = {**current, **changes}
+        await _check_variables_known(
+            conn,
+            owner_id,
+            edited["message_type"],
+            edited["message_content"],
+            edited["template_variables"],
+        )
+        if current["recipients_frozen"]:
+            await _check_recipients_have_variables(conn, edited)
     if changes:
         await _check_references(
             conn,
@@ -272,9 +394,17 @@ async def _duplicate_campaign(
         scheduled_at=None,
         track_links=source["track_links"],
         tracked_urls=source["tracked_urls"],
+        allow_missing_variables=source["allow_missing_variables"],
     )
     created = await _create_campaign(conn, owner_id, copy, now)
-    size = await _audience_size(conn, owner_id, copy.audience_type, copy.audience_config)
+    if copy.audience_type == "retarget":
+        # Its audience is another campaign's recipients in a state: read it again now.
+        config = copy.audience_config
+        size = await retarget.freeze_in(
+            conn, created["id"], owner_id, config["campaignId"], config["audience"]
+        )
+    else:
+        size = await _audience_size(conn, owner_id, copy.audience_type, copy.audience_config)
     return await _campaign_with_counters(conn, created["id"]), size
 
 
@@ -284,6 +414,78 @@ async def duplicate_campaign(
     """A new draft with the same settings; returns it and the audience size it would
     have now. None when there is no such campaign."""
     return await db.transaction(_duplicate_campaign, owner_id, campaign_id, now)
+
+
+class RetargetInput(msgspec.Struct, frozen=True):
+    audience: retarget.Audience
+    name: str | None = None
+    message_content: Any = None  # None: the source's
+    tracked_urls: list[str] | None = None  # with message_content: its tracked URLs
+
+
+async def _retarget_campaign(
+    conn: Connection, owner_id: str, campaign_id: str, wanted: RetargetInput, now: datetime
+) -> Record | None:
+    source = await conn.fetchrow(
+        "SELECT * FROM campaigns WHERE id = $1 AND owner_id = $2", campaign_id, owner_id
+    )
+    if source is None:
+        return None
+    if source["status"] == "draft":
+        raise lifecycle.TransitionRefused(
+            "campaign_not_started",
+            "Campaign has not been started: it has no recipients to retarget yet",
+        )
+    label = wanted.audience.replace("_", " ")
+    draft = CampaignInput(
+        account_id=str(source["account_id"]),
+        name=wanted.name or f"{source['name']} (retarget: {label})"[-200:],
+        message_type=source["message_type"],
+        message_content=(
+            source["message_content"] if wanted.message_content is None else wanted.message_content
+        ),
+        audience_type="retarget",
+        audience_config={"campaignId": str(source["id"]), "audience": wanted.audience},
+        schedule_type="manual",  # a draft: its owner previews, then starts it
+        throttle_config=source["throttle_config"],
+        template_variables=source["template_variables"],
+        media_url=source["media_url"],
+        track_links=source["track_links"],
+        tracked_urls=(
+            source["tracked_urls"] if wanted.tracked_urls is None else wanted.tracked_urls
+        ),
+        allow_missing_variables=source["allow_missing_variables"],
+    )
+    await _check_variables_known(
+        conn, owner_id, draft.message_type, draft.message_content, draft.template_variables
+    )
+    created = await _create_campaign(conn, owner_id, draft, now)
+    await retarget.freeze_in(conn, created["id"], owner_id, campaign_id, wanted.audience)
+    return await _campaign_with_counters(conn, created["id"])
+
+
+async def retarget_campaign(
+    db: Database, owner_id: str, campaign_id: str, wanted: RetargetInput, *, now: datetime
+) -> Record | None:
+    """A new draft whose recipients are the campaign's in `wanted.audience`, frozen in
+    the same transaction (engine/store/retarget.py). None when there is no such
+    campaign; TransitionRefused `campaign_not_started` for a draft; InvalidReference
+    for an unknown variable in the new message."""
+    return await db.transaction(_retarget_campaign, owner_id, campaign_id, wanted, now)
+
+
+async def message_context(db: Database, owner_id: str, campaign_id: str) -> Record | None:
+    """What a preview or a test send needs: the campaign's message and its account."""
+    return await db.fetchrow(
+        """SELECT c.id, c.message_type, c.message_content, c.media_url, c.template_variables,
+                  c.allow_missing_variables, a.status AS account_status, a.api_url,
+                  a.phone_number_id, a.access_token, a.messages_per_second,
+                  a.id AS account_id
+           FROM campaigns c JOIN accounts a ON a.id = c.account_id
+           WHERE c.id = $1 AND c.owner_id = $2""",
+        campaign_id,
+        owner_id,
+    )
 
 
 async def _list_recipients(
