@@ -24,10 +24,31 @@ REQUEST_MODELS: dict[str, type[msgspec.Struct]] = {
     "segments.create_segment": schemas.SegmentCreate,
     "campaigns.create_campaign": schemas.CampaignCreate,
     "campaigns.update_campaign": schemas.CampaignPatch,
+    "campaigns.preview_campaign": schemas.CampaignPreview,
+    "campaigns.test_campaign": schemas.CampaignTestSend,
+    "campaigns.retarget_campaign": schemas.CampaignRetarget,
     "in_doubt.resolve_in_doubt": in_doubt.InDoubtResolution,
 }
 # Endpoint -> what its operation does, where the summary cannot say it (risks).
-_DESCRIPTIONS: dict[str, str] = {"in_doubt.resolve_in_doubt": in_doubt.DESCRIPTION}
+_DESCRIPTIONS: dict[str, str] = {
+    "in_doubt.resolve_in_doubt": in_doubt.DESCRIPTION,
+    # docs/http-api.md, "Preview and test send" and "Retarget".
+    "campaigns.preview_campaign": (
+        "The Cloud API body the campaign would send to a contact (`contactId`), to made-up"
+        " `variables`, or with defaults only; without the per-recipient"
+        " biz_opaque_callback_data. 400 `missing_variable` names a variable with no value."
+    ),
+    "campaigns.test_campaign": (
+        "Send the previewed body once to `phone` through the campaign's account, taking a turn"
+        " of the number's budget: `{to, sent, provider_message_id, error: {code, class,"
+        " message}}`. No recipient, no stats. 429 `account_busy` when the number has no turn."
+    ),
+    "campaigns.retarget_campaign": (
+        "201: a new draft whose recipients are this campaign's in `audience` (not_delivered:"
+        " sent, no delivery; not_read: delivered, not read, no reply; not_replied: delivered"
+        " or read, no reply; failed), frozen now, opted-out contacts left out."
+    ),
+}
 _EXTRA_MODELS: tuple[type[msgspec.Struct], ...] = (
     schemas.ContactBatch,
     schemas.TemplateContent,

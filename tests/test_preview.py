@@ -170,3 +170,21 @@ async def test_a_test_send_goes_once_and_is_no_recipient(api: Harness) -> None:
             assert after[field] == before[field], field
         recipients = await api.request("GET", f"{path}/recipients")
         assert recipients.data == []
+
+
+async def test_the_openapi_document_describes_preview_test_and_retarget(api: Harness) -> None:
+    with trio.fail_after(20):
+        doc = (await api.request("GET", "/openapi.json", user=None)).json()
+        schemas = doc["components"]["schemas"]
+        for route, model, required in (
+            ("preview", "CampaignPreview", set()),
+            ("test", "CampaignTestSend", {"phone"}),
+            ("retarget", "CampaignRetarget", {"audience"}),
+        ):
+            operation = doc["paths"][f"/api/v1/campaigns/{{campaign_id}}/{route}"]["post"]
+            body = operation["requestBody"]["content"]["application/json"]["schema"]
+            assert body == {"$ref": f"#/components/schemas/{model}"}
+            assert set(schemas[model].get("required", [])) == required
+            assert operation["description"]
+        audience = schemas["CampaignRetarget"]["properties"]["audience"]
+        assert audience["enum"] == ["failed", "not_delivered", "not_read", "not_replied"]
