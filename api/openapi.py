@@ -58,6 +58,7 @@ _EXTRA_MODELS: tuple[type[msgspec.Struct], ...] = (
 )
 _PAGINATED = {
     "accounts.list_accounts",
+    "accounts.list_account_events",
     "contacts.list_contacts",
     "segments.list_segments",
     "campaigns.list_campaigns",

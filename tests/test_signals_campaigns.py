@@ -182,7 +182,11 @@ async def test_a_restriction_pauses_every_campaign_and_a_later_approval_resumes_
         assert await status_of(db, campaign) == ("paused", reason, "account:ACCOUNT_RESTRICTION")
     assert "campaign:resumed" not in log.names(template_paused)
     assert (await events_of_db(db, first), await events_of_db(db, second)) == (3, 3)
-    assert (statistics.signals_logged, statistics.signals_unmatched) == (6, 1)
+    assert (statistics.signals_logged, statistics.signals_unmatched, statistics.unmatched) == (
+        6,
+        1,
+        1,
+    )
 
 
 async def wait_for_events(db: Database, account_id: str, count: int) -> None:

@@ -51,7 +51,7 @@ class WebhookApplierStatistics(msgspec.Struct, frozen=True):
     unmatched: int  # applied facts that matched no recipient (not ours, or not allowed)
     apply_errors: int  # times the database failed a batch (its facts stay queued)
     signals_logged: int = 0  # account event log rows written
-    signals_unmatched: int = 0  # signals that named no account
+    signals_unmatched: int = 0  # signals that named no account (also in `unmatched`)
 
 
 class WebhookApplier:
@@ -154,6 +154,7 @@ class WebhookApplier:
         if changed is not None:
             self._signals_logged += changed.logged
             self._signals_unmatched += changed.unmatched
+            self._unmatched += changed.unmatched  # in /metrics' unmatched, with the statuses
             await self._announce_signals(db, broadcaster, changed, clock)
         for campaign_id in sorted(self._to_recheck):
             # Its actor may be waiting for exactly this to complete it.

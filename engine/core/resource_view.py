@@ -69,6 +69,20 @@ def recipient_object(row: Any) -> dict[str, Any]:
         "delivered_at": iso(row["delivered_at"]),
         "read_at": iso(row["read_at"]),
         "replied_at": iso(row["replied_at"]),
+        "pricing": pricing_object(row),
+    }
+
+
+def pricing_object(row: Any) -> dict[str, Any] | None:
+    """What the recipient's message is billed as (the status webhooks' `pricing`), or
+    None before a status told it."""
+    if row["pricing_category"] is None and row["pricing_billable"] is None:
+        return None
+    return {
+        "category": row["pricing_category"],
+        "billable": row["pricing_billable"],
+        "pricing_model": row["pricing_model"],
+        "type": row["pricing_type"],
     }
 
 
