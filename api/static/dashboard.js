@@ -78,6 +78,7 @@
       '<div class="fill"></div><span class="bar-label"></span></div>' +
       '<dl class="counts"></dl><p class="error-text" hidden></p>';
     el.querySelector(".actions").addEventListener("click", onAction);
+    attachTools(el, id);
     $("campaigns").appendChild(el);
     return el;
   }
@@ -195,6 +196,83 @@
       option.textContent = "No accounts: create one with POST /api/v1/accounts";
       select.appendChild(option);
     }
+  }
+
+  // --- preview, test send, retarget (docs/http-api.md, "Preview and test send", "Retarget") ---
+
+  const RETARGET = [
+    ["not_delivered", "Not delivered"],
+    ["not_read", "Not read"],
+    ["not_replied", "Not replied"],
+    ["failed", "Failed"],
+  ];
+
+  // The preview and the test send render for your first contact (defaults only without one).
+  async function sampleContact() {
+    const page = await api("GET", "/contacts?limit=1");
+    return page.data.length ? { contactId: page.data[0].id } : {};
+  }
+
+  function attachTools(el, id) {
+    const tools = document.createElement("details");
+    tools.className = "tools";
+    tools.innerHTML =
+      "<summary>Preview, test send, retarget</summary>" +
+      '<div class="tool-row"><button type="button" class="preview">Preview</button>' +
+      '<input class="test-phone" type="tel" placeholder="+14155550123"' +
+      ' aria-label="Test phone number"><button type="button" class="send-test">Send test</button>' +
+      "</div>" +
+      '<div class="tool-row retarget-row"><span class="muted">Retarget</span>' +
+      RETARGET.map(
+        ([audience, label]) =>
+          '<button type="button" class="retarget" data-audience="' + audience + '">' +
+          label + "</button>"
+      ).join("") +
+      "</div>" +
+      '<pre class="preview-body" hidden></pre><p class="tool-result" hidden></p>';
+    el.appendChild(tools);
+    const path = "/campaigns/" + encodeURIComponent(id);
+    const preview = tools.querySelector(".preview-body");
+    const result = tools.querySelector(".tool-result");
+    const show = (text, isError) => {
+      result.textContent = text;
+      result.classList.toggle("error-text", Boolean(isError));
+      result.hidden = !text;
+    };
+    const run = (button, action) =>
+      button.addEventListener("click", async () => {
+        button.disabled = true;
+        try {
+          await action();
+        } catch (error) {
+          if (error.message !== "unauthorized") show(error.message, true);
+        } finally {
+          button.disabled = false;
+        }
+      });
+    run(tools.querySelector(".preview"), async () => {
+      preview.hidden = true;
+      const payload = await api("POST", path + "/preview", await sampleContact());
+      preview.textContent = JSON.stringify(payload.data.body, null, 2);
+      preview.hidden = false;
+      show("");
+    });
+    run(tools.querySelector(".send-test"), async () => {
+      const phone = tools.querySelector(".test-phone").value.trim();
+      const body = Object.assign({ phone }, await sampleContact());
+      const payload = await api("POST", path + "/test", body);
+      const sent = payload.data.sent;
+      show(sent ? payload.message + " · " + payload.data.provider_message_id : payload.message, !sent);
+    });
+    tools.querySelectorAll(".retarget").forEach((button) =>
+      run(button, async () => {
+        const payload = await api("POST", path + "/retarget", { audience: button.dataset.audience });
+        const draft = payload.data;
+        campaigns.set(draft.id, draft);
+        render(draft);
+        show("Draft created: " + draft.name + " · " + draft.total_recipients + " recipients");
+      })
+    );
   }
 
   // --- commands ------------------------------------------------------------------------------
