@@ -156,3 +156,30 @@ async def test_start_refuses_a_variable_recipients_lack_unless_allowed(api: Harn
         bodies = sorted(send.message.payload["body"] for send in api.gateway.sends)
         assert bodies == ["Hi  in  gold", "Hi Ana in Porto member", "Hi Bo in  member"]
         assert not any("{{" in body for body in bodies)  # raw braces never reach WhatsApp
+
+
+async def test_an_edit_once_recipients_are_fixed_is_checked_against_them(api: Harness) -> None:
+    with trio.fail_after(30):
+        account = await api.make_account()
+        await add_contacts(
+            api,
+            [
+                {"phone": "+15550000001", "firstName": "Ana", "attributes": {"city": "Porto"}},
+                {"phone": "+15550000002", "firstName": "Bo"},
+            ],
+        )
+        later = await api.make_campaign(
+            account, scheduleType="scheduled", scheduledAt="2099-01-01T00:00:00Z"
+        )
+        assert (later["status"], later["total_recipients"]) == ("scheduled", 2)
+        path = f"/api/v1/campaigns/{later['id']}"
+        reply = await api.request("PATCH", path, {"messageContent": "Hi {{firstName}} of {{city}}"})
+        assert reply.status == 400
+        assert reply.json()["error"]["code"] == "missing_variable"
+        assert "{{city}} is missing for 1 recipient," in reply.json()["message"]
+        assert (await api.request("GET", path)).data["message_content"] == "Hi {{firstName}}"
+        with_default = {
+            "messageContent": "Hi {{firstName}} of {{city}}",
+            "templateVariables": {"city": "here"},
+        }
+        assert (await api.request("PATCH", path, with_default)).status == 200
