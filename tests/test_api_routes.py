@@ -545,6 +545,7 @@ async def test_campaign_lifecycle_over_http(api: Harness) -> None:
             "delivered_at",
             "read_at",
             "replied_at",
+            "pricing",  # WhatsApp's pricing of the message, from its status webhooks
         }
         assert recipients[0]["sent_at"].endswith("Z")
         assert_error(
