@@ -18,6 +18,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from api import nesting
 from api.envelope import ApiError, validation_error
+from engine.core.variant_content import variant_problem
 
 T = TypeVar("T")
 
@@ -38,6 +39,7 @@ BusinessAccountId = (
 MessageType = Literal["text", "template", "image", "document"]
 AudienceType = Literal["all", "segment", "tags", "contacts"]
 ScheduleType = Literal["now", "scheduled", "manual"]
+WinnerMetric = Literal["read_rate", "reply_rate", "click_rate"]
 AccountStatus = Literal["connected", "disconnected"]
 
 MAX_CONTACTS_PER_REQUEST = 10_000
@@ -215,6 +217,9 @@ class CampaignCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     trackLinks: bool = False
     # Start even when some recipients lack a variable (it renders empty).
     allowMissingVariables: bool = False
+    # A/B variants, each with its own message; see check_variants.
+    variants: Variants | None = None
+    abTest: AbTestBody | None = None
 
 
 class CampaignPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -315,25 +320,7 @@ def check_campaign(
     track_links: bool = False,
 ) -> CampaignSettings:
     """The cross-field rules; returns the settings in their stored form."""
-    content: Any
-    if message_type == "template":
-        template = convert(message_content, TemplateContent, "messageContent")
-        # Checked against the model, stored as given: parameters carry fields by type.
-        content = {
-            "name": template.name,
-            "language": template.language,
-            "components": message_content.get("components", []),
-        }
-    else:
-        if not isinstance(message_content, str):
-            raise validation_error(
-                "messageContent", f"expected a string for messageType {message_type!r}"
-            )
-        if message_type == "text" and not message_content.strip():
-            raise validation_error("messageContent", "expected a non-empty text")
-        if len(message_content) > 4096:
-            raise validation_error("messageContent", "expected at most 4096 characters")
-        content = message_content
+    content = checked_content(message_type, message_content, "messageContent")
     if message_type in ("image", "document") and not media_url:
         raise validation_error("mediaUrl", f"is required for messageType {message_type!r}")
     if not isinstance(audience_config, dict):
@@ -375,6 +362,108 @@ def check_campaign(
         template_variables=template_variables,
         track_links=track_links,
     )
+
+
+def checked_content(message_type: str, message_content: Any, field: str) -> Any:
+    """A message content (at `field`) checked for `message_type`, in stored form."""
+    content: Any
+    if message_type == "template":
+        template = convert(message_content, TemplateContent, field)
+        # Checked against the model, stored as given: parameters carry fields by type.
+        content = {
+            "name": template.name,
+            "language": template.language,
+            "components": message_content.get("components", []),
+        }
+    else:
+        if not isinstance(message_content, str):
+            raise validation_error(field, f"expected a string for messageType {message_type!r}")
+        if message_type == "text" and not message_content.strip():
+            raise validation_error(field, "expected a non-empty text")
+        if len(message_content) > 4096:
+            raise validation_error(field, "expected at most 4096 characters")
+        content = message_content
+    return content
+
+
+# --- A/B variants -------------------------------------------------------------------
+
+
+class VariantBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: Annotated[str, Meta(min_length=1, max_length=100)]
+    messageContent: Any  # as the campaign's messageType takes it
+    weight: Annotated[float, Meta(gt=0, le=1_000_000)]
+
+
+class AbTestBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Send to a sample first (split by weight), then the winner to the rest."""
+
+    sampleShare: Annotated[float, Meta(gt=0, lt=1)]
+    metric: WinnerMetric
+    decideAfterMinutes: Annotated[float, Meta(gt=0, le=43_200)]  # at most 30 days
+
+
+Variants = Annotated[
+    list[VariantBody],
+    Meta(
+        min_length=2,
+        max_length=5,
+        description="A/B variants: each recipient gets one, by weight, deterministically"
+        " (docs/http-api.md, A/B variants); names unique, each messageContent as the"
+        " campaign's messageType takes it.",
+    ),
+]
+
+
+def check_variants(
+    variants: list[VariantBody] | None,
+    ab_test: AbTestBody | None,
+    checked: CampaignSettings,
+    *,
+    links_base_url: str | None,
+) -> dict[str, Any]:
+    """The A/B fields of a campaign (`checked`: its other settings) in stored form:
+    `{"variants": [{name, messageContent, weight}], "ab_test": {...} | None}`. Each
+    messageContent is checked as the campaign's own is, and must render."""
+    if variants is None:
+        if ab_test is not None:
+            raise validation_error("abTest", "needs variants (2 to 5) to test")
+        return {"variants": [], "ab_test": None}
+    stored: list[dict[str, Any]] = []
+    names: dict[str, int] = {}
+    for index, variant in enumerate(variants):
+        at = f"variants[{index}]"
+        if variant.name in names:
+            raise validation_error(
+                f"{at}.name", f"must be unique; variants[{names[variant.name]}] has the same name"
+            )
+        names[variant.name] = index
+        field = f"{at}.messageContent"
+        content = checked_content(checked.message_type, variant.messageContent, field)
+        reason = variant_problem(
+            checked.message_type,
+            content,
+            checked.media_url,
+            checked.template_variables,
+            track_links=checked.track_links,
+            links_base_url=links_base_url,
+        )
+        if reason is not None:
+            raise validation_error(field, reason)
+        weight = variant.weight
+        stored.append(
+            {
+                "name": variant.name,
+                "messageContent": content,
+                "weight": int(weight) if float(weight).is_integer() else weight,
+            }
+        )
+    test = None
+    if ab_test is not None:
+        if ab_test.metric == "click_rate" and not checked.track_links:
+            raise validation_error("abTest.metric", '"click_rate" needs trackLinks: true')
+        test = msgspec.to_builtins(ab_test)
+    return {"variants": stored, "ab_test": test}
 
 
 # --- decoding -----------------------------------------------------------------------
@@ -535,7 +624,14 @@ def _known_fields(info: msgspec.inspect.Type | None) -> list[str]:
 # msgspec sorts a Literal's values; messages list them in the contract's order.
 _LITERAL_ORDER: dict[frozenset[Any], tuple[Any, ...]] = {
     frozenset(get_args(alias)): get_args(alias)
-    for alias in (MessageType, AudienceType, ScheduleType, AccountStatus, RetargetAudience)
+    for alias in (
+        MessageType,
+        AudienceType,
+        ScheduleType,
+        AccountStatus,
+        RetargetAudience,
+        WinnerMetric,
+    )
 }
 
 _PATTERN_RULES = {
@@ -557,14 +653,27 @@ def _bounds(low: float | None, high: float | None) -> str:
     return ""
 
 
+def _exclusive_bounds(info: msgspec.inspect.FloatType) -> str:
+    """`greater than 0 and at most 1000000`, for bounds that may exclude their value."""
+
+    def show(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() else str(x)
+
+    words = [("greater than", info.gt), ("at least", info.ge)]
+    words += [("less than", info.lt), ("at most", info.le)]
+    return " and ".join(f"{word} {show(x)}" for word, x in words if x is not None)
+
+
 def _describe(info: msgspec.inspect.Type) -> str | None:
     """The rule a value of this type must follow, in words."""
     i = msgspec.inspect
     match info:
         case i.IntType():
             return "expected an integer" + _bounds(info.ge, info.le)
-        case i.FloatType():
+        case i.FloatType(gt=None, lt=None):
             return "expected a number" + _bounds(info.ge, info.le)
+        case i.FloatType():
+            return "expected a number " + _exclusive_bounds(info)
         case i.BoolType():
             return "expected true or false"
         case i.StrType(pattern=str(pattern)):

@@ -20,6 +20,7 @@ from api.schemas import (
     CampaignSettings,
     CampaignTestSend,
     check_campaign,
+    check_variants,
     decode,
     throttle_json,
 )
@@ -71,8 +72,12 @@ async def create_campaign() -> Response:
         template_variables=body.templateVariables,
         track_links=body.trackLinks,
     )
+    # A/B variants and test: api/schemas.check_variants.
+    ab = check_variants(
+        body.variants, body.abTest, checked, links_base_url=context.settings().links.base_url
+    )
     settings = msgspec.structs.replace(
-        _campaign_input(checked), allow_missing_variables=body.allowMissingVariables
+        _campaign_input(checked), allow_missing_variables=body.allowMissingVariables, **ab
     )
     campaign = await context.engine().campaigns.create(context.user_id(), settings)
     return success(campaign, "Campaign created successfully", status=201)

@@ -20,6 +20,7 @@ from engine.core.error_classes import ErrorClass, classify
 from engine.core.rendering import contact_variables, render_payload, request_body
 from engine.core.resource_view import recipient_object
 from engine.core.retry import describe, error_code_of
+from engine.core.variant_content import variant_problem, with_variant_urls
 from engine.gateway import AccountEndpoint, Gateway, OutgoingMessage, SendResult
 from engine.service.errors import InvalidInput, InvalidReference, NotFound, TransitionRefused
 from engine.service.page import Page
@@ -124,12 +125,17 @@ class Campaigns:
                 edited["template_variables"],
             )
             if {"track_links", "message_type", "message_content"} & written.keys():
-                written["tracked_urls"] = _tracked_urls(
+                written["tracked_urls"] = with_variant_urls(
+                    _tracked_urls(
+                        edited["track_links"],
+                        edited["message_type"],
+                        edited["message_content"],
+                        self._links_base_url,
+                    ),
                     edited["track_links"],
-                    edited["message_type"],
-                    edited["message_content"],
-                    self._links_base_url,
+                    edited["variants"],
                 )
+            _check_variants(edited, self._links_base_url)  # A/B: each still renders
             return written
 
         row = await campaigns.update_campaign(self._db, owner_id, campaign_id, changes)
@@ -355,6 +361,22 @@ def _tracked_urls(
             f"expected at most {tracked_links.MAX_TEXT_BODY}",
         )
     return urls
+
+
+def _check_variants(edited: Mapping[str, Any], links_base_url: str | None) -> None:
+    """InvalidInput when an edit leaves an A/B variant that would not render (its type,
+    media or tracked links changed; variants themselves are set at creation)."""
+    for index, variant in enumerate(edited["variants"]):
+        reason = variant_problem(
+            edited["message_type"],
+            variant["messageContent"],
+            edited["media_url"],
+            edited["template_variables"],
+            track_links=edited["track_links"],
+            links_base_url=links_base_url,
+        )
+        if reason is not None:
+            raise InvalidInput(f"variants[{index}].messageContent", reason)
 
 
 def _check_renders(

@@ -123,9 +123,32 @@ def summary_table(campaign: dict[str, Any]) -> Table:
     ]
     if campaign.get("error"):
         rows.append(("error", str(campaign["error"])))
+    rows += _variant_rows(campaign)
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def _variant_rows(campaign: dict[str, Any]) -> list[tuple[str, str]]:
+    """One line per A/B variant (its counts are in the campaign's detail), and the test."""
+    rows = []
+    for variant in campaign.get("variants") or []:
+        stats, metrics = variant.get("stats"), variant.get("metrics")
+        if stats is None or metrics is None:
+            continue
+        rows.append(
+            (
+                f"variant {variant['name']}",
+                f"{variant['recipients']} recipients, sent {stats['sent']}, read"
+                f" {metrics['read_rate']:.2f}%, replied {metrics['reply_rate']:.2f}%,"
+                f" clicked {metrics['click_rate']:.2f}%",
+            )
+        )
+    test = campaign.get("ab_test")
+    if test:
+        winner = f": {test['winner']} by {test['metric']}" if test.get("winner") else ""
+        rows.append(("A/B test", f"{test['phase']}{winner}"))
+    return rows
 
 
 async def fetch_campaign(

@@ -9,12 +9,21 @@ When dispatch stops (finished, paused, cancelled, shutting down) marked sends
 not yet written go back to `pending`, those being written finish and are
 stored, and the actor ends. A paused campaign holds no task: resuming it
 schedules it again and a new actor starts from the stored cursor.
+
+An A/B test with a sample (`abTest`) dispatches in three steps, each stored so
+that an actor taking the campaign over resumes at the same step: the sample
+(the rest wait `pending`, far ahead, engine/store/recipients.py) until no sample
+recipient is pending; then a wait of `decideAfterMinutes` for its webhooks;
+then the winner (engine/core/ab_winner.py), given to the rest in the same
+transaction, and a new dispatcher sends them.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -26,6 +35,8 @@ from engine.actors.campaign.dispatch import Dispatcher, NotRunningHere
 from engine.actors.campaign.reporting import Reporter
 from engine.actors.sender_pool import SenderPool
 from engine.clock import WallClock
+from engine.core.ab_winner import WinnerMetric, choose_winner
+from engine.core.metrics import CampaignStats
 from engine.messages import (
     CampaignCommand,
     Recheck,
@@ -35,8 +46,8 @@ from engine.messages import (
     ThrottleChanged,
 )
 from engine.settings import Settings
-from engine.store import campaign_runs
-from engine.store.campaign_runs import CampaignPlan
+from engine.store import campaign_runs, variants
+from engine.store.campaign_runs import AbTestPlan, CampaignPlan
 from engine.store.database import Database
 from engine.store.retrying import retrying
 
@@ -98,8 +109,8 @@ class _CampaignRun:
         self.db = db
         self.settings = settings
         self.clock = clock
-        self.dispatcher = Dispatcher(
-            plan,
+        self._new_dispatcher = partial(
+            Dispatcher,
             db=db,
             settings=settings,
             clock=clock,
@@ -107,7 +118,9 @@ class _CampaignRun:
             budgets=budgets,
             lease_owner=lease_owner,
             recorded=recorded,
+            broadcaster=broadcaster,
         )
+        self.dispatcher = self._new_dispatcher(plan)
         self.reporter = Reporter(
             plan, db=db, clock=clock, broadcaster=broadcaster, settings=settings.engine
         )
@@ -117,6 +130,8 @@ class _CampaignRun:
         self.dispatch_scope = trio.CancelScope()
         self.drain_scope = trio.CancelScope()
         self.recorded = 0
+        # While an A/B test's sample is sent: cancelled once none of it is pending.
+        self.sample_scope: trio.CancelScope | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -149,7 +164,7 @@ class _CampaignRun:
             reason: StopReason = "stopped"
             with self.dispatch_scope:
                 try:
-                    await self.dispatcher.run()
+                    await self._dispatch(stats)
                     reason = "finished"
                 except NotRunningHere:
                     pass
@@ -159,6 +174,51 @@ class _CampaignRun:
             nursery.cancel_scope.cancel()
         await self._retrying(campaign_runs.save_cursor, self.db, plan.id, self.dispatcher.cursor)
         await self._conclude()
+
+    async def _dispatch(self, stats: CampaignStats) -> None:
+        test = self.plan.ab_test
+        if test is not None and test.winner is None:
+            decide_at = test.decide_at
+            if decide_at is None:
+                await self._send_sample(test, stats)
+                due = self.clock.now() + timedelta(minutes=test.decide_after_minutes)
+                decide_at = await self._retrying(variants.sample_sent, self.db, self.plan.id, due)
+                self.reporter.sample_sent(test.sample_size, decide_at)
+            await trio.sleep_until(self.clock.trio_time_at(decide_at))
+            await self._choose_winner(test)
+        await self.dispatcher.run()
+
+    async def _send_sample(self, test: AbTestPlan, stats: CampaignStats) -> None:
+        """Dispatch until no sample recipient is pending (the rest always are)."""
+        held = self.plan.total_recipients - test.sample_size
+        self.sample_scope = trio.CancelScope()
+        with self.sample_scope:
+            if stats.pending > held:
+                await self.dispatcher.run()
+        self.sample_scope = None
+        # Nothing of the sample is in flight; the rest is sent by a new pass from
+        # the start, at the rate of the moment.
+        self.dispatcher.close()
+        self.dispatcher = self._new_dispatcher(
+            msgspec.structs.replace(self.plan, batch_cursor=0, throttle=self.dispatcher.throttle)
+        )
+
+    def _sample_sent(self, stats: CampaignStats) -> bool:
+        test = self.plan.ab_test
+        assert test is not None
+        return stats.pending <= self.plan.total_recipients - test.sample_size
+
+    async def _choose_winner(self, test: AbTestPlan) -> None:
+        metric: WinnerMetric = test.metric  # type: ignore[assignment]
+        chosen = await self._retrying(
+            variants.decide_winner,
+            self.db,
+            self.plan.id,
+            partial(choose_winner, metric),
+            now=self.clock.now(),
+        )
+        if chosen.now:  # announced once, by the actor that decided
+            self.reporter.variant_chosen(metric, chosen.winner, chosen.values, chosen.decided_at)
 
     async def _drain(self) -> None:
         """Let the sends being written finish and be stored. Unbounded for a pause
@@ -245,6 +305,8 @@ class _CampaignRun:
             self.recorded += len(message.outcomes)
             self.dispatcher.on_recorded(message.outcomes)
             self.reporter.recorded(message.outcomes, message.stats)
+            if self.sample_scope is not None and self._sample_sent(message.stats):
+                self.sample_scope.cancel()
             paused = next((o for o in message.outcomes if o.pause_reason), None)
             if paused is not None and self.stop_reason is None:
                 self.pause_reason = paused.pause_reason

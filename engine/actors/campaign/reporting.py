@@ -28,13 +28,15 @@ from engine.events import (
     CampaignFailed,
     CampaignPaused,
     CampaignProgress,
+    CampaignSampleSent,
     CampaignStarted,
     CampaignStatsChanged,
+    CampaignVariantChosen,
     Event,
 )
 from engine.messages import CampaignEvent, Outcome
 from engine.settings import EngineSettings
-from engine.store import campaigns, recipients
+from engine.store import campaigns, recipients, variants
 from engine.store.campaign_runs import CampaignPlan
 from engine.store.database import Database
 
@@ -115,7 +117,11 @@ class Reporter:
         log.info("campaign %s: completed: %d sent, %d failed", plan.id, stats.sent, stats.failed)
         self._publish(
             CampaignCompleted(
-                campaign_id=plan.id, campaign=campaign_object(row), completed_at=iso(now)
+                campaign_id=plan.id,
+                campaign=campaign_object(
+                    row, variant_counts=await variants.counts_of(self._db, row)
+                ),
+                completed_at=iso(now),
             )
         )
 
@@ -140,6 +146,32 @@ class Reporter:
     def cancelled(self, at: datetime | None) -> None:
         log.info("campaign %s: cancelled", self._plan.id)
         self._publish(CampaignCancelled(campaign_id=self._plan.id, cancelled_at=iso(at)))
+
+    def sample_sent(self, sample_size: int, decide_at: datetime) -> None:
+        log.info("campaign %s: A/B sample sent; winner due at %s", self._plan.id, iso(decide_at))
+        self._publish(
+            CampaignSampleSent(
+                campaign_id=self._plan.id, sample_size=sample_size, decide_at=iso(decide_at)
+            )
+        )
+
+    def variant_chosen(
+        self, metric: str, winner: int, values: list[float], decided_at: datetime
+    ) -> None:
+        names = self._plan.variant_names
+        log.info(
+            "campaign %s: A/B winner %r by %s %s", self._plan.id, names[winner], metric, values
+        )
+        self._publish(
+            CampaignVariantChosen(
+                campaign_id=self._plan.id,
+                variant=names[winner],
+                variant_index=winner,
+                metric=metric,
+                values=dict(zip(names, values, strict=True)),
+                decided_at=iso(decided_at),
+            )
+        )
 
     def _progress(self, processed: int, stats: CampaignStats) -> None:
         total = self._plan.total_recipients
