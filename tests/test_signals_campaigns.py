@@ -221,3 +221,45 @@ async def engine_like_start_and_pause(db: Database, campaign_id: str) -> None:
     assert (await status_of(db, campaign_id))[2] == "template:en_US:promo"
     await campaign_runs.apply_action(db, campaign_id, OWNER, "resume", now=now)
     await campaign_runs.apply_action(db, campaign_id, OWNER, "pause", now=now)
+
+
+async def test_a_template_is_found_in_the_variants_and_either_language_form(db: Database) -> None:
+    """A campaign with A/B variants sends its variants' messages, not its own."""
+    with trio.fail_after(30):
+        account = await make_account(db, business_account_id=WABA)
+        await make_contacts(db, 3)
+        own = await template_campaign(db, account, schedule_type="manual")
+        coded = await template_campaign(db, account, language={"code": "en_US"})
+        german = await template_campaign(db, account, language="de")
+        varied = await template_campaign(db, account, name="welcome", schedule_type="manual")
+        await db.execute(
+            "UPDATE campaigns SET variants = $2 WHERE id = $1",
+            varied,
+            [
+                {"name": "A", "weight": 1, "messageContent": {"name": "welcome", "language": "en"}},
+                {
+                    "name": "B",
+                    "weight": 1,
+                    "messageContent": {"name": "promo", "language": "en_US"},
+                },
+            ],
+        )
+        for campaign in (own, varied):
+            await campaign_runs.apply_action(db, campaign, OWNER, "start", now=utc_now())
+        # `own` names promo only as its own content, and then takes variants that do not.
+        await db.execute(
+            "UPDATE campaigns SET variants = $2 WHERE id = $1",
+            own,
+            [
+                {
+                    "name": "A",
+                    "weight": 1,
+                    "messageContent": {"name": "other", "language": "en_US"},
+                },
+                {"name": "B", "weight": 1, "messageContent": {"name": "more", "language": "en_US"}},
+            ],
+        )
+        applied = await account_events.apply_signals(db, [template_signal("PAUSED")], now=utc_now())
+    assert sorted(c.campaign_id for c in applied.paused) == sorted([coded, varied])
+    assert (await status_of(db, german))[0] == "scheduled"
+    assert (await status_of(db, own))[0] == "scheduled"

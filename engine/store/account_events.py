@@ -34,16 +34,22 @@ JOIN accounts a ON a.business_account_id = s.waba OR a.phone_number_id = s.numbe
 ORDER BY s.i, a.id
 """
 
-_TEMPLATE_LANGUAGE = (
-    "coalesce(c.message_content->'language'->>'code', c.message_content->>'language')"
-)
-
-_PAUSE_TEMPLATE = f"""
+# The messages a campaign sends: its A/B variants' when it has some (engine/store/variants.py),
+# else its own; a template's language is a code or `{"code": ...}`.
+_PAUSE_TEMPLATE = """
 WITH target AS (
     SELECT c.id, c.status FROM campaigns c
     WHERE c.account_id = ANY($1::uuid[]) AND c.status IN ('running', 'scheduled')
-      AND c.message_type = 'template' AND c.message_content->>'name' = $2
-      AND ($3::text IS NULL OR {_TEMPLATE_LANGUAGE} = $3)
+      AND c.message_type = 'template'
+      AND EXISTS (
+          SELECT 1 FROM jsonb_array_elements(
+              CASE WHEN jsonb_array_length(c.variants) > 0 THEN c.variants
+                   ELSE jsonb_build_array(jsonb_build_object('messageContent', c.message_content))
+              END) AS v(item)
+          WHERE v.item->'messageContent'->>'name' = $2
+            AND ($3::text IS NULL
+                 OR coalesce(v.item->'messageContent'->'language'->>'code',
+                             v.item->'messageContent'->>'language') = $3))
     ORDER BY c.id FOR UPDATE
 )
 UPDATE campaigns c SET status = 'paused', paused_at = $4, pause_reason = $5,
