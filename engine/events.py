@@ -69,6 +69,36 @@ class CampaignCancelled(_Event, frozen=True):
     cancelled_at: str | None
 
 
+class CampaignDeferred(_Event, frozen=True):
+    """Recipients wait `pending` for a reason: `messaging_limit` (the portfolio's
+    unique users per 24 h) or `send_window` (outside their local hours)."""
+
+    NAME = "campaign:deferred"
+    reason: str
+    deferred_until: str | None  # the earliest of them goes then
+    count: int  # recipients deferred since the last announcement
+
+
+class CampaignSampleSent(_Event, frozen=True):
+    """An A/B test's sample is sent; its winner is chosen at `decide_at`."""
+
+    NAME = "campaign:sample_sent"
+    sample_size: int
+    decide_at: str | None
+
+
+class CampaignVariantChosen(_Event, frozen=True):
+    """An A/B test's winner, chosen by `metric` over its sample; the rest of the
+    recipients get it."""
+
+    NAME = "campaign:variant_chosen"
+    variant: str  # the winner's name
+    variant_index: int
+    metric: str  # read_rate, reply_rate or click_rate
+    values: dict[str, float]  # each variant's metric over its sample, by name
+    decided_at: str | None
+
+
 Event = (
     CampaignStarted
     | CampaignProgress
@@ -78,6 +108,9 @@ Event = (
     | CampaignCompleted
     | CampaignFailed
     | CampaignCancelled
+    | CampaignDeferred
+    | CampaignSampleSent
+    | CampaignVariantChosen
 )
 
 EVENT_NAMES: tuple[str, ...] = (
@@ -89,6 +122,9 @@ EVENT_NAMES: tuple[str, ...] = (
     CampaignCompleted.NAME,
     CampaignFailed.NAME,
     CampaignCancelled.NAME,
+    CampaignDeferred.NAME,
+    CampaignSampleSent.NAME,
+    CampaignVariantChosen.NAME,
 )
 
 

@@ -19,11 +19,14 @@ async def create_account(
     status: str = "connected",
     messages_per_second: int = 80,
     business_account_id: str | None = None,
+    portfolio_id: str | None = None,
+    messaging_limit: int | None = None,
 ) -> Record:
     row = await db.fetchrow(
         """INSERT INTO accounts (owner_id, name, phone_number_id, access_token, api_url, status,
-                                 messages_per_second, business_account_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *""",
+                                 messages_per_second, business_account_id, portfolio_id,
+                                 messaging_limit)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *""",
         owner_id,
         name,
         phone_number_id,
@@ -32,6 +35,8 @@ async def create_account(
         status,
         messages_per_second,
         business_account_id,
+        portfolio_id,
+        messaging_limit,
     )
     assert row is not None
     return row
@@ -40,6 +45,9 @@ async def create_account(
 _ACCOUNT_COLUMNS = frozenset(
     {"name", "phone_number_id", "access_token", "api_url", "status", "messages_per_second"}
     | {"business_account_id"}
+    # The messaging limit (migration 0012): read at each reservation, so a change
+    # applies to running campaigns from their next batch.
+    | {"portfolio_id", "messaging_limit"}
 )
 
 

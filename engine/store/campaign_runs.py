@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from engine.core import lifecycle
+from engine.core.send_window import SendWindow
 from engine.messages import CommandKind
 from engine.store.database import Connection, Database, Record
 from engine.store.errors import NotFound
@@ -51,6 +52,26 @@ class CampaignPlan(msgspec.Struct, frozen=True):
     # of their codes; empty and None when the campaign does not track links.
     tracked_urls: tuple[str, ...] = ()
     link_key: bytes | None = None
+    send_window: SendWindow | None = None  # None: any time
+    # A/B variants (engine/core/ab_split.py): each one's message content, in order,
+    # and the sample-then-winner test's state; empty and None without them.
+    variant_contents: tuple[Any, ...] = ()
+    variant_names: tuple[str, ...] = ()
+    ab_test: AbTestPlan | None = None
+
+    def content_of(self, variant: int | None) -> Any:
+        """The message content of a recipient of this variant (None: the campaign's)."""
+        return self.message_content if variant is None else self.variant_contents[variant]
+
+
+class AbTestPlan(msgspec.Struct, frozen=True):
+    """A campaign's sample-then-winner test as its actor starts (engine/store/variants.py)."""
+
+    metric: str
+    decide_after_minutes: float
+    sample_size: int  # recipients in the sample; the others wait for the winner
+    decide_at: datetime | None  # set once the sample was sent
+    winner: int | None  # set once chosen
 
 
 def throttle_from_json(value: Any) -> Throttle:
@@ -172,6 +193,23 @@ async def load_plan(db: Database, campaign_id: str) -> CampaignPlan | None:
         account_messages_per_second=row["account_messages_per_second"],
         tracked_urls=tuple(row["tracked_urls"]) if row["link_key"] else (),
         link_key=bytes.fromhex(row["link_key"]) if row["link_key"] else None,
+        variant_contents=tuple(v["messageContent"] for v in row["variants"]),
+        variant_names=tuple(v["name"] for v in row["variants"]),
+        ab_test=_ab_test_plan(row),
+        send_window=msgspec.convert(row["send_window"], SendWindow) if row["send_window"] else None,
+    )
+
+
+def _ab_test_plan(row: Record) -> AbTestPlan | None:
+    test = row["ab_test"]
+    if test is None:
+        return None
+    return AbTestPlan(
+        metric=test["metric"],
+        decide_after_minutes=float(test["decideAfterMinutes"]),
+        sample_size=row["ab_sample_size"] or 0,
+        decide_at=row["ab_decide_at"],
+        winner=row["ab_winner"],
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from engine.core import lifecycle, variables
+from engine.core.variant_content import with_variant_urls
 from engine.messages import CommandKind
 from engine.store import retarget
 from engine.store.campaign_runs import apply_action_in, notify_in
@@ -36,6 +37,10 @@ class CampaignInput(msgspec.Struct, frozen=True):
     # Tracked links (engine/core/tracked_links.py): the URLs to replace, in code order.
     track_links: bool = False
     tracked_urls: list[str] = []
+    # A/B variants ({name, messageContent, weight}, checked) and the optional test
+    # ({sampleShare, metric, decideAfterMinutes}); see engine/store/variants.py.
+    variants: list[dict[str, Any]] = []
+    ab_test: dict[str, Any] | None = None
     # Variables some recipients lack render empty instead of refusing the start.
     allow_missing_variables: bool = False
 
@@ -79,6 +84,14 @@ async def _create_campaign(
     )
     assert row is not None
     await conn.execute("INSERT INTO campaign_counters (campaign_id) VALUES ($1)", row["id"])
+    if campaign.variants:
+        await conn.execute(
+            "UPDATE campaigns SET variants = $2, ab_test = $3, tracked_urls = $4 WHERE id = $1",
+            row["id"],
+            campaign.variants,
+            campaign.ab_test,
+            with_variant_urls(campaign.tracked_urls, campaign.track_links, campaign.variants),
+        )
     if status != "draft":
         await materialise_in(conn, row["id"])
         # Wake every daemon's supervisor: this campaign may be due now.
@@ -145,11 +158,16 @@ _VARIABLE_COLUMNS = frozenset(
 
 
 async def _check_variables_known(
-    conn: Connection, owner_id: str, message_type: str, content: Any, defaults: Mapping[str, Any]
+    conn: Connection,
+    owner_id: str,
+    message_type: str,
+    content: Any,
+    defaults: Mapping[str, Any],
+    field: str = "messageContent",
 ) -> None:
     """InvalidReference naming the first variable that is no contact field, no
     default, and no attribute of any of the owner's contacts."""
-    found = variables.placeholders(message_type, content)
+    found = variables.placeholders(message_type, content, field)
     candidates = variables.needing_a_contact(found, defaults)
     if not candidates:
         return
@@ -182,6 +200,10 @@ async def _check_recipients_have_variables(
         return
     defaults = campaign["template_variables"] or {}
     found = variables.placeholders(campaign["message_type"], campaign["message_content"])
+    for index, variant in enumerate(campaign["variants"]):
+        # A/B: any recipient may get any variant (an A/B test's rest get the winner).
+        field = f"variants[{index}].messageContent"
+        found += variables.placeholders(campaign["message_type"], variant["messageContent"], field)
     wanted = [name for name in variables.names(found) if name not in defaults]
     if not wanted:
         return
@@ -235,15 +257,27 @@ async def start_campaign(
     return await db.transaction(_start_campaign, campaign_id, owner_id, now)
 
 
+def _deferred_columns(reason: str, name: str) -> str:
+    """How many pending recipients wait for `reason`, and the earliest moment one
+    goes (the recipients_deferred index serves both)."""
+    rows = f"""FROM campaign_recipients r WHERE r.campaign_id = c.id AND r.status = 'pending'
+        AND r.deferred_reason = '{reason}'"""
+    return f"""CASE WHEN k.pending > 0 THEN (SELECT count(*) {rows}) ELSE 0 END
+        AS deferred_{name}_count,
+    CASE WHEN k.pending > 0 THEN (SELECT min(r.not_before) {rows}) END AS deferred_{name}_until"""
+
+
 # Select this next to `c.*` to have everything `campaign_object` needs in one row.
-COUNTER_COLUMNS = """coalesce(k.pending, 0) AS stat_pending, coalesce(k.sent, 0) AS stat_sent,
+COUNTER_COLUMNS = f"""coalesce(k.pending, 0) AS stat_pending, coalesce(k.sent, 0) AS stat_sent,
     coalesce(k.delivered, 0) AS stat_delivered, coalesce(k.read, 0) AS stat_read,
     coalesce(k.replied, 0) AS stat_replied, coalesce(k.failed, 0) AS stat_failed,
     coalesce(k.in_doubt, 0) AS stat_in_doubt, coalesce(k.clicked, 0) AS stat_clicked,
     CASE WHEN k.in_doubt > 0 THEN (
         SELECT max(r.sending_at) FROM campaign_recipients r
         WHERE r.campaign_id = c.id AND r.status = 'in_doubt'
-    ) END AS in_doubt_last_sending_at"""
+    ) END AS in_doubt_last_sending_at,
+    {_deferred_columns("messaging_limit", "limit")},
+    {_deferred_columns("send_window", "window")}"""
 
 CAMPAIGN_WITH_COUNTERS = f"""SELECT c.*, {COUNTER_COLUMNS}
     FROM campaigns c LEFT JOIN campaign_counters k ON k.campaign_id = c.id"""
@@ -266,6 +300,15 @@ async def _create_owned_campaign(
     await _check_variables_known(
         conn, owner_id, campaign.message_type, campaign.message_content, campaign.template_variables
     )
+    for index, variant in enumerate(campaign.variants):
+        await _check_variables_known(
+            conn,
+            owner_id,
+            campaign.message_type,
+            variant["messageContent"],
+            campaign.template_variables,
+            f"variants[{index}].messageContent",
+        )
     created = await _create_campaign(conn, owner_id, campaign, now)
     if created["recipients_frozen"]:
         await _check_recipients_have_variables(conn, created)
@@ -395,6 +438,8 @@ async def _duplicate_campaign(
         track_links=source["track_links"],
         tracked_urls=source["tracked_urls"],
         allow_missing_variables=source["allow_missing_variables"],
+        variants=source["variants"],
+        ab_test=source["ab_test"],
     )
     created = await _create_campaign(conn, owner_id, copy, now)
     if copy.audience_type == "retarget":

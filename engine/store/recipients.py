@@ -13,10 +13,12 @@ two daemons racing for one campaign.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
+from engine.core import ab_split
 from engine.core.metrics import CampaignStats
 from engine.messages import Outcome
 from engine.store.database import Connection, Database
@@ -29,6 +31,7 @@ class PendingRecipient(msgspec.Struct, frozen=True):
     attempts: int = 0  # requests made for it so far
     requeues: int = 0
     deferrals: int = 0
+    variant: int | None = None  # index of its A/B variant (engine/core/ab_split.py)
 
 
 _MATERIALISE = """
@@ -53,13 +56,23 @@ WITH c AS (
         c.owner_id
     FROM c
 )
-INSERT INTO campaign_recipients (campaign_id, contact_id, phone, variables)
+INSERT INTO campaign_recipients (campaign_id, contact_id, phone, variables, variant, not_before)
 SELECT $1, k.id, k.phone,
        jsonb_strip_nulls(k.attributes || jsonb_build_object(
            'firstName', k.first_name, 'lastName', k.last_name,
            'name', nullif(trim(concat_ws(' ', k.first_name, k.last_name)), ''),
-           'phone', k.phone, 'email', k.email, 'company', k.company))
-FROM contacts k, audience_filter f
+           'phone', k.phone, 'email', k.email, 'company', k.company)),
+       -- A/B variants: engine.core.ab_split.variant_at over the same point ($2: the
+       -- cut points, NULL without variants; $3: the sample's end). Outside the
+       -- sample a recipient waits for the winner ($4, far ahead, until it is chosen).
+       CASE WHEN p.point < $3 THEN width_bucket(p.point, $2::bigint[]) - 1 END,
+       CASE WHEN p.point >= $3 THEN $4::timestamptz END
+FROM contacts k CROSS JOIN audience_filter f
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN $2::bigint[] IS NULL THEN NULL
+                ELSE ('x' || left(md5($1::text || ':' || k.id::text), 13))::bit(52)::bigint
+           END AS point
+) p
 WHERE k.owner_id = f.owner_id
   AND NOT k.opted_out
   AND (f.everyone
@@ -71,24 +84,42 @@ ON CONFLICT (campaign_id, phone) DO NOTHING
 
 
 async def _materialise(conn: Connection, campaign_id: str) -> int:
-    frozen = await conn.fetchval(
-        "SELECT recipients_frozen FROM campaigns WHERE id = $1 FOR UPDATE", campaign_id
+    campaign = await conn.fetchrow(
+        "SELECT recipients_frozen, variants, ab_test FROM campaigns WHERE id = $1 FOR UPDATE",
+        campaign_id,
     )
-    if frozen is None:
+    if campaign is None:
         raise LookupError(f"campaign {campaign_id} does not exist")
     await conn.execute(
         "INSERT INTO campaign_counters (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING",
         campaign_id,
     )
-    if not frozen:
-        await conn.execute(_MATERIALISE, campaign_id)
+    if not campaign["recipients_frozen"]:
+        cuts, sample_end = _split(campaign["variants"], campaign["ab_test"])
+        await conn.execute(_MATERIALISE, campaign_id, cuts, sample_end, HELD_FOR_WINNER)
     total: int = await conn.fetchval(
         """UPDATE campaigns SET recipients_frozen = true,
-               total_recipients = (SELECT count(*) FROM campaign_recipients WHERE campaign_id = $1)
+               total_recipients = (SELECT count(*) FROM campaign_recipients WHERE campaign_id = $1),
+               ab_sample_size = CASE WHEN ab_test IS NOT NULL THEN (
+                   SELECT count(*) FROM campaign_recipients
+                   WHERE campaign_id = $1 AND variant IS NOT NULL) END
            WHERE id = $1 RETURNING total_recipients""",
         campaign_id,
     )
     return total
+
+
+# An A/B test's recipients outside its sample wait `pending` with this not_before
+# until the winner is chosen (engine/store/variants.py): the dispatcher skips them.
+HELD_FOR_WINNER = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _split(variants: list[dict[str, Any]], ab_test: dict[str, Any] | None) -> tuple[Any, int]:
+    """The cut points and the sample's end of engine.core.ab_split (None: no variants)."""
+    if not variants:
+        return None, ab_split.POINTS
+    end = ab_split.sample_cut(ab_test["sampleShare"] if ab_test else None)
+    return ab_split.cut_points([float(v["weight"]) for v in variants], end), end
 
 
 async def materialise_recipients(db: Database, campaign_id: str) -> int:
@@ -114,11 +145,11 @@ async def claim_batch(
     about BATCH_BYTES of variables. Reading claims nothing in the database: a row is
     only taken by `mark_sending`."""
     rows = await db.fetch(
-        """SELECT id, phone, variables, attempts, requeues, deferrals FROM (
+        """SELECT id, phone, variables, attempts, requeues, deferrals, variant FROM (
                -- The running sum over the limited rows only (a window over the
                -- whole WHERE would read every pending row of the campaign).
                SELECT *, sum(size) OVER (ORDER BY id) AS running FROM (
-                   SELECT id, phone, variables, attempts, requeues, deferrals,
+                   SELECT id, phone, variables, attempts, requeues, deferrals, variant,
                           octet_length(variables::text) AS size
                    FROM campaign_recipients
                    WHERE campaign_id = $1 AND status = 'pending' AND id > $2
@@ -136,7 +167,13 @@ async def claim_batch(
     )
     return [
         PendingRecipient(
-            r["id"], r["phone"], r["variables"], r["attempts"], r["requeues"], r["deferrals"]
+            r["id"],
+            r["phone"],
+            r["variables"],
+            r["attempts"],
+            r["requeues"],
+            r["deferrals"],
+            variant=r["variant"],
         )
         for r in rows
     ]
@@ -150,6 +187,21 @@ async def next_requeued_at(db: Database, campaign_id: str) -> datetime | None:
         campaign_id,
     )
     return moment
+
+
+async def defer(
+    db: Database, ids: Sequence[int], not_before: Sequence[datetime], *, reason: str
+) -> None:
+    """Leave pending recipients waiting until their own `not_before`, for `reason`
+    (`send_window`): one statement for a batch."""
+    await db.execute(
+        """UPDATE campaign_recipients x SET not_before = w.not_before, deferred_reason = $3
+           FROM unnest($1::bigint[], $2::timestamptz[]) AS w(id, not_before)
+           WHERE x.id = w.id AND x.status = 'pending'""",
+        list(ids),
+        list(not_before),
+        reason,
+    )
 
 
 async def mark_sending(
@@ -178,7 +230,8 @@ async def mark_sending(
                ORDER BY x.id
                FOR UPDATE OF x SKIP LOCKED
            )
-           UPDATE campaign_recipients r SET status = 'sending', sending_at = $4
+           UPDATE campaign_recipients r SET status = 'sending', sending_at = $4,
+                  deferred_reason = NULL
            FROM taken WHERE r.id = taken.id
            RETURNING r.id""",
         campaign_id,

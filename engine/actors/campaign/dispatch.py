@@ -14,6 +14,13 @@ and the sends keep the exact spacing of both paces
 Outcomes come back through the recorder: a row to retry later stays in a small
 in-memory schedule so it goes again at its time without waiting for the
 cursor's next pass (the database holds its `not_before` too, for a restart).
+
+A claimed batch is admitted before it is paced: rows outside their send window
+(engine/core/send_window.py) and rows beyond the portfolio's messaging limit
+(engine/store/portfolio_reach.py) are left `pending` with a `not_before` and a
+reason, one statement each per batch, and come back through the same claim,
+pace, budget and mark path when that moment comes; a pass that left some
+waiting announces it (`campaign:deferred`) before the dispatcher waits.
 """
 
 from __future__ import annotations
@@ -23,20 +30,24 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import trio
 
 from engine.actors.account_budget import AccountBudget
+from engine.actors.broadcaster import Broadcaster
 from engine.actors.sender_pool import SenderPool
 from engine.clock import WallClock
+from engine.core.campaign_view import iso
 from engine.core.rendering import render_payload, with_tracked_links
+from engine.core.send_window import SendWindow, next_opening, zone
 from engine.core.token_bucket import TokenBucket
+from engine.events import CampaignDeferred
 from engine.gateway import AccountEndpoint, OutgoingMessage
-from engine.messages import DispatchGate, Outcome, Recorded, SendJob
+from engine.messages import CampaignEvent, DispatchGate, Outcome, Recorded, SendJob
 from engine.settings import Settings
-from engine.store import campaign_runs, leases, recipients
+from engine.store import campaign_runs, leases, portfolio_reach, recipients
 from engine.store.campaign_runs import CampaignPlan, Throttle
 from engine.store.database import Database
 from engine.store.errors import DatabaseUnavailable
@@ -73,8 +84,10 @@ class Dispatcher:
         budgets: AccountBudget,
         lease_owner: str,
         recorded: trio.MemorySendChannel[Recorded],
+        broadcaster: Broadcaster | None = None,
     ) -> None:
         self.plan = plan
+        self._broadcaster = broadcaster
         self._db = db
         self._settings = settings
         self._clock = clock
@@ -109,6 +122,11 @@ class Dispatcher:
         self._mark_seconds = 0.0  # moving average of a mark's duration
         self._not_running_here = False
         self.dispatched = 0
+        self._window = plan.send_window
+        self._window_zone = zone(plan.send_window.timezone) if plan.send_window else None
+        # Deferred since the last announcement: reason -> (count, earliest moment).
+        self._deferred: dict[str, tuple[int, datetime]] = {}
+        self._reach_limited = False  # as the last reservation found the portfolio
 
     @property
     def in_flight(self) -> int:
@@ -150,14 +168,85 @@ class Dispatcher:
                 return
 
     async def _claim(self, after_id: int) -> list[PendingRecipient]:
-        return await self._retrying(
-            recipients.claim_batch,
+        """The next sendable rows after `after_id`; reads on past batches that were
+        deferred whole, so an empty answer means none is left to claim."""
+        while True:
+            batch = await self._retrying(
+                recipients.claim_batch,
+                self._db,
+                self.plan.id,
+                after_id=after_id,
+                limit=self.throttle.batchSize,
+                now=self._clock.now(),
+            )
+            if not batch:
+                return []
+            admitted = await self._admit(batch)
+            if admitted:
+                return admitted
+            after_id = batch[-1].id
+
+    async def _admit(self, batch: list[PendingRecipient]) -> list[PendingRecipient]:
+        """The rows of `batch` that may go now. The others stay `pending` until
+        their window opens, or until the portfolio's window has room."""
+        now = self._clock.now()
+        if self._window is not None:
+            openings = {r.id: at for r in batch if (at := self._opening(self._window, r, now))}
+            if openings:
+                await self._retrying(
+                    recipients.defer,
+                    self._db,
+                    list(openings),
+                    list(openings.values()),
+                    reason="send_window",
+                )
+                self._note_deferred("send_window", len(openings), min(openings.values()))
+                batch = [r for r in batch if r.id not in openings]
+        if not batch:
+            return batch
+        # Reach is reserved when a batch is claimed, not per send: a batch
+        # stopped by a pause counts users not yet reached (they do not count
+        # again when sent within the window).
+        deferred = await self._retrying(
+            portfolio_reach.reserve,
             self._db,
-            self.plan.id,
-            after_id=after_id,
-            limit=self.throttle.batchSize,
-            now=self._clock.now(),
+            self.plan.account_id,
+            [r.id for r in batch],
+            [r.phone for r in batch],
+            now=now,
         )
+        self._reach_limited = deferred.limited
+        if deferred.ids and deferred.until is not None:
+            self._note_deferred("messaging_limit", len(deferred.ids), deferred.until)
+            batch = [r for r in batch if r.id not in deferred.ids]
+        return batch
+
+    def _opening(
+        self, window: SendWindow, recipient: PendingRecipient, now: datetime
+    ) -> datetime | None:
+        """When the recipient's window opens (None: open now). Its contact's
+        `timezone` attribute wins over the campaign's; one that names no zone
+        falls back to the campaign's."""
+        tz = zone(recipient.variables.get("timezone")) or self._window_zone or zone("UTC")
+        assert tz is not None
+        return next_opening(window, tz, now)
+
+    def _note_deferred(self, reason: str, count: int, until: datetime) -> None:
+        seen, earliest = self._deferred.get(reason, (0, until))
+        self._deferred[reason] = (seen + count, min(earliest, until))
+
+    def _announce_deferred(self) -> None:
+        """The pass is over and rows wait: say why and until when, once a reason."""
+        for reason, (count, until) in self._deferred.items():
+            log.info(
+                "campaign %s: %d recipients wait (%s) until %s", self.plan.id, count, reason, until
+            )
+            if self._broadcaster is not None:
+                event = CampaignDeferred(
+                    campaign_id=self.plan.id, reason=reason, deferred_until=iso(until), count=count
+                )
+                self._broadcaster.publish(CampaignEvent(self.plan.owner_id, event))
+        self._deferred.clear()
 
     async def _save_cursor(self, cursor: int) -> None:
         # `greatest` in the statement: saves finishing out of order never go back.
@@ -189,6 +278,7 @@ class Dispatcher:
             log.warning("campaign %s: %d stranded sends are now in doubt", self.plan.id, marked)
             return False
         if left.pending:
+            self._announce_deferred()
             requeued_at = await self._retrying(recipients.next_requeued_at, self._db, self.plan.id)
             now = self._clock.now()
             if requeued_at is not None and requeued_at > now:
@@ -293,13 +383,26 @@ class Dispatcher:
             self.dispatched += len(marked)
         self._mark_seconds = 0.8 * self._mark_seconds + 0.2 * (trio.current_time() - started)
         self._lead = min(_MAX_LEAD, max(_MIN_LEAD, 1.5 * self._mark_seconds))
+        if marked and self._reach_limited:
+            last_turn = self._clock.now() + timedelta(seconds=max(turns) - trio.current_time())
+            phones = [r.phone for r in group if r.id in marked]
+            self._background().start_soon(self._touch_reach, phones, last_turn)
         return marked
+
+    async def _touch_reach(self, phones: list[str], at: datetime) -> None:
+        # Shielded (the run's end cancels its background tasks) but bounded: a
+        # reach left at its reservation moment only makes that user's ETA early.
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self._settings.server.shutdown_grace_seconds
+            await self._retrying(
+                portfolio_reach.touch, self._db, self.plan.account_id, phones, at=at
+            )
 
     def _job(self, recipient: PendingRecipient, turn: float) -> SendJob:
         plan = self.plan
         payload = render_payload(
             plan.message_type,
-            plan.message_content,
+            plan.content_of(recipient.variant),
             recipient.variables,
             plan.template_variables,
             media_url=plan.media_url,
@@ -362,6 +465,7 @@ class Dispatcher:
                 recipient.attempts + outcome.attempts,
                 recipient.requeues + int(outcome.requeued),
                 recipient.deferrals + int(outcome.deferred),
+                variant=recipient.variant,
             )
             heapq.heappush(self._retries, (now + max(0.0, delay), recipient.id, again))
         self._signal_in_flight()
