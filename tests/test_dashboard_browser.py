@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -170,6 +171,135 @@ def drive_docs(url: str, token: str, screenshot: Path) -> None:
             browser.close()
 
 
+def drive_events(url: str, token: str, screenshot: Path, simulator_url: str, name: str) -> None:
+    """The account event log: signals the simulator posts show up, with the campaigns they
+    paused and resumed, and the campaign's cost by pricing category once it has sent."""
+    import json
+    import urllib.request
+
+    from playwright.sync_api import expect, sync_playwright
+
+    def signal(route: str, body: dict[str, str]) -> None:
+        request = urllib.request.Request(
+            f"{simulator_url}/simulator/webhooks/{route}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.load(response)["receiver_status"] == 200
+
+    template = {"name": "promo", "language": "en_US"}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 1300})
+            page.goto(url + "/")
+            page.fill("#token-input", token)
+            page.click("#token-form button[type=submit]")
+            expect(page.locator("#connection")).to_have_text("live", timeout=STEP_MS)
+            expect(page.locator("#events-empty")).to_be_visible(timeout=STEP_MS)
+            card = page.locator(".campaign", has=page.locator(".name", has_text=name))
+            expect(card).to_have_attribute("data-status", "scheduled", timeout=STEP_MS)
+
+            # WhatsApp pauses the template: the campaign pauses, the log says why.
+            signal("template-status", template | {"event": "PAUSED", "reason": "LOW_QUALITY"})
+            expect(card).to_have_attribute("data-status", "paused", timeout=STEP_MS)
+            expect(card.locator(".error-text")).to_contain_text("promo (en_US)")
+            paused = page.locator('#events .event[data-event="PAUSED"]')
+            expect(paused).to_contain_text("template promo (en_US): LOW_QUALITY", timeout=STEP_MS)
+            expect(paused).to_contain_text(f"paused {name}")
+
+            # A quality update is only recorded: the log looks for new events every 5 s.
+            signal("quality", {"phone_number_id": "4242", "event": "DOWNGRADE",
+                               "current_limit": "TIER_250"})  # fmt: skip
+            expect(page.locator('#events .event[data-event="DOWNGRADE"]')).to_contain_text(
+                "limit TIER_250", timeout=STEP_MS
+            )
+
+            # Approved again: the campaign resumes and sends; its cost shows by category.
+            signal("template-status", template | {"event": "APPROVED"})
+            approved = page.locator('#events .event[data-event="APPROVED"]')
+            expect(approved).to_contain_text(f"resumed {name}", timeout=STEP_MS)
+            expect(page.locator("#events .event")).to_have_count(3)
+            expect(card).to_have_attribute("data-status", "completed", timeout=STEP_MS)
+            card.locator(".show-cost").click()
+            expect(card.locator(".pricing .pricing-marketing")).to_contain_text(
+                "4 messages, 4 billable",
+                timeout=STEP_MS,  # +17770000000 fails
+            )
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+
+
+def drive_variants(url: str, token: str, screenshot: Path) -> None:
+    """A campaign with two variants created in the form and sent: its card shows a row per
+    variant with its counts; a draft with a sample shows its A/B test's phase."""
+    from playwright.sync_api import Page, expect, sync_playwright
+
+    def add_variant(page: Page, index: int, name: str, text: str, weight: str) -> None:
+        page.click("#add-variant")
+        row = page.locator("#variant-rows .variant-row").nth(index)
+        row.locator(".variant-name").fill(name)
+        row.locator(".variant-text").fill(text)
+        row.locator(".variant-weight").fill(weight)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 1300})
+            page.goto(url + "/")
+            page.fill("#token-input", token)
+            page.click("#token-form button[type=submit]")
+            expect(page.locator("#connection")).to_have_text("live", timeout=STEP_MS)
+            expect(page.locator("#account option")).to_have_count(1)
+
+            page.fill("#name", "Browser AB")
+            page.fill("#message", "Hello {{firstName}}")
+            page.fill("#rate", "6000")
+            add_variant(page, 0, "Friendly", "Hi {{firstName}}!", "1")
+            add_variant(page, 1, "Formal", "Dear {{firstName}}, news for you", "3")
+            page.check('input[name="schedule"][value="now"]')
+            page.click("#create")
+            card = page.locator(".campaign", has=page.locator(".name", has_text="Browser AB"))
+            expect(card).to_have_attribute("data-status", "completed", timeout=STEP_MS)
+            rows = card.locator("table.variants tr.variant")
+            expect(rows).to_have_count(2)
+            expect(rows.nth(0).locator(".variant-name")).to_have_text("Friendly")
+            expect(rows.nth(1).locator(".variant-name")).to_have_text("Formal")
+            # Counted from the detail: no placeholder left once it is fetched.
+            expect(card.locator("table.variants")).not_to_contain_text("…", timeout=STEP_MS)
+
+            def column(index: int) -> int:
+                cells = [rows.nth(i).locator("td").nth(index).inner_text() for i in (0, 1)]
+                return sum(int(text.split()[0]) for text in cells)
+
+            # Every recipient in one variant; all sent but +17770000000, which fails.
+            assert (column(2), column(3)) == (20, 19)
+
+            # A draft A/B test with a sample: its phase shows.
+            page.fill("#name", "Browser AB sample")
+            page.fill("#ab-sample", "0.2")
+            page.select_option("#ab-metric", "reply_rate")
+            page.check('input[name="schedule"][value="manual"]')
+            page.click("#create")
+            draft = page.locator(
+                ".campaign", has=page.locator(".name", has_text="Browser AB sample")
+            )
+            expect(draft).to_have_attribute("data-status", "draft", timeout=STEP_MS)
+            expect(draft.locator(".ab-phase")).to_contain_text("not started")
+            expect(draft.locator("table.variants tr.variant")).to_have_count(2)
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+
+
 def _operation_count(url: str) -> int:
     import json
     import urllib.request
@@ -179,10 +309,10 @@ def _operation_count(url: str) -> int:
     return sum(len(item) for item in document["paths"].values())
 
 
-async def _drive(mode: str, daemon_url: str, token: str, screenshot: Path) -> None:
+async def _drive(mode: str, daemon_url: str, token: str, screenshot: Path, *extra: str) -> None:
     driver = await trio.run_process(
         [sys.executable, "-m", "tests.test_dashboard_browser", mode, daemon_url, token,
-         str(screenshot)],
+         str(screenshot), *extra],
         cwd=ROOT, check=False, capture_stdout=True, stderr=subprocess.STDOUT,
     )  # fmt: skip
     assert driver.returncode == 0, driver.stdout.decode(errors="replace")
@@ -210,10 +340,70 @@ async def test_docs_renders_every_operation_of_the_openapi_document(database_url
             await _drive("docs", daemon.url, daemon.token, ARTIFACTS / "docs.png")
 
 
+async def test_dashboard_shows_the_account_event_log_and_the_cost(database_url: str) -> None:
+    from tests.test_watch import running_daemon
+
+    assert VENDOR_JS.exists(), f"{VENDOR_JS} is missing: run `make install` (npm ci + copy)"
+    with trio.fail_after(180):
+        async with running_daemon(database_url) as daemon:
+            account = await daemon.call(
+                "POST",
+                "/api/v1/accounts",
+                {
+                    "name": "Signals",
+                    "phoneNumberId": "4242",
+                    "accessToken": "token",
+                    "apiUrl": daemon.stack.simulator.api_url,
+                    "businessAccountId": "WABA",  # the simulator's --waba-id
+                },
+            )
+            await daemon.make_contacts(5)
+            await daemon.call(
+                "POST",
+                "/api/v1/campaigns",
+                {
+                    "accountId": account["id"],
+                    "name": "Template launch",
+                    "messageType": "template",
+                    "messageContent": {"name": "promo", "language": "en_US"},
+                    "audienceType": "all",
+                    "scheduleType": "scheduled",
+                    "scheduledAt": "2099-01-01T00:00:00Z",
+                    "throttleConfig": {"messagesPerMinute": 6000},
+                },
+            )
+            await _drive(
+                "events",
+                daemon.url,
+                daemon.token,
+                ARTIFACTS / "dashboard-events.png",
+                daemon.stack.simulator.url,
+                "Template launch",
+            )
+
+
+async def test_dashboard_creates_a_campaign_with_variants_and_shows_each(
+    database_url: str,
+) -> None:
+    from tests.test_watch import running_daemon
+
+    assert VENDOR_JS.exists(), f"{VENDOR_JS} is missing: run `make install` (npm ci + copy)"
+    with trio.fail_after(180):
+        async with running_daemon(database_url) as daemon:
+            await daemon.make_account()
+            await daemon.make_contacts(20)
+            await _drive("variants", daemon.url, daemon.token, ARTIFACTS / "dashboard-ab.png")
+
+
 if __name__ == "__main__":
     import asyncio
 
     # Playwright's own asyncio loop: the standard one, whatever was imported before.
     asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
-    drivers = {"dashboard": drive_dashboard, "docs": drive_docs}
-    drivers[sys.argv[1]](sys.argv[2], sys.argv[3], Path(sys.argv[4]))
+    drivers: dict[str, Any] = {
+        "dashboard": drive_dashboard,
+        "docs": drive_docs,
+        "events": drive_events,
+        "variants": drive_variants,
+    }
+    drivers[sys.argv[1]](sys.argv[2], sys.argv[3], Path(sys.argv[4]), *sys.argv[5:])

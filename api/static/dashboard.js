@@ -76,9 +76,16 @@
       '<span class="rate muted"></span><span class="actions"></span></div>' +
       '<div class="bar" role="progressbar" aria-valuemin="0" aria-valuemax="100">' +
       '<div class="fill"></div><span class="bar-label"></span></div>' +
-      '<dl class="counts"></dl><p class="error-text" hidden></p>';
+      '<dl class="counts"></dl><p class="error-text" hidden></p>' +
+      '<p class="ab-phase muted" hidden></p><table class="variants" hidden></table>' +
+      '<dl class="pricing" hidden></dl>' +
+      '<button type="button" class="link show-cost">Cost by pricing category</button>';
     el.querySelector(".actions").addEventListener("click", onAction);
     attachTools(el, id);
+    el.querySelector(".show-cost").addEventListener("click", () => {
+      pricingShown.add(id);
+      refresh(id);
+    });
     $("campaigns").appendChild(el);
     return el;
   }
@@ -119,6 +126,8 @@
     const error = el.querySelector(".error-text");
     error.textContent = c.error || "";
     error.hidden = !c.error;
+    renderPricing(el, c.pricing);
+    renderVariants(el, c);
     const actions = el.querySelector(".actions");
     const wanted = ACTIONS[c.status] || [];
     if (actions.dataset.for !== wanted.join()) {
@@ -196,6 +205,264 @@
       option.textContent = "No accounts: create one with POST /api/v1/accounts";
       select.appendChild(option);
     }
+    fillEventAccounts(payload.data);
+  }
+
+  // --- A/B variants (docs/http-api.md, "A/B variants") ---------------------------------------
+
+  // Per-variant counts are in a campaign's detail only (GET /campaigns/:id): a campaign with
+  // variants fetches it when shown without them, and again (at most once a second) as its
+  // counts move.
+  const variantsDue = new Set();
+
+  function variantsChanged(id) {
+    const c = campaigns.get(id);
+    if (!c || !(c.variants || []).length || variantsDue.has(id)) return;
+    variantsDue.add(id);
+    window.setTimeout(() => {
+      variantsDue.delete(id);
+      refresh(id);
+    }, 1000);
+  }
+
+  const PHASES = {
+    not_started: "A/B test: not started",
+    sampling: "A/B test: sending the sample",
+    waiting: "A/B test: waiting for the sample's results",
+    decided: "A/B test: decided",
+  };
+
+  function renderVariants(el, c) {
+    const variants = c.variants || [];
+    const table = el.querySelector(".variants");
+    const phase = el.querySelector(".ab-phase");
+    table.hidden = variants.length === 0;
+    const test = c.ab_test;
+    phase.hidden = !test;
+    if (test) {
+      let text = PHASES[test.phase] || test.phase;
+      if (test.phase === "waiting" && test.decide_at) {
+        text += ", winner by " + test.metric.replace("_", " ") + " at " +
+          new Date(test.decide_at).toLocaleString();
+      }
+      if (test.winner) text += ": “" + test.winner + "” won by " + test.metric.replace("_", " ");
+      phase.textContent = text;
+      phase.dataset.phase = test.phase;
+    }
+    if (!variants.length) return;
+    if (variants.some((v) => v.stats === null)) variantsChanged(c.id);
+    const head = "<tr><th>Variant</th><th>Weight</th><th>Recipients</th><th>Sent</th>" +
+      "<th>Delivered</th><th>Read</th><th>Replied</th><th>Clicked</th><th>Failed</th></tr>";
+    table.innerHTML = head + variants.map((v, i) => variantRow(v, i, test)).join("");
+  }
+
+  function variantRow(v, index, test) {
+    const s = v.stats || {};
+    const m = v.metrics || {};
+    const cell = (count, rate) =>
+      "<td>" + (v.stats ? (count || 0) + (rate === undefined ? "" : " <small>" +
+        percent(rate) + "</small>") : "…") + "</td>";
+    const winner = test && test.winner === v.name ? " winner" : "";
+    return '<tr class="variant' + winner + '" data-variant="' + index + '">' +
+      '<td class="variant-name">' + escapeHtml(v.name) + "</td><td>" + escapeHtml(v.weight) +
+      "</td>" +
+      cell(v.recipients) + cell(s.sent) + cell(s.delivered, m.delivery_rate) +
+      cell(s.read, m.read_rate) + cell(s.replied, m.reply_rate) + cell(s.clicked, m.click_rate) +
+      cell(s.failed, m.failure_rate) + "</tr>";
+  }
+
+  function addVariantRow() {
+    const rows = $("variant-rows");
+    const n = rows.children.length;
+    if (n >= 5) return;
+    const row = document.createElement("div");
+    row.className = "variant-row";
+    row.innerHTML =
+      '<input class="variant-name" maxlength="100" required aria-label="Variant name">' +
+      '<textarea class="variant-text" rows="2" required aria-label="Variant message"></textarea>' +
+      '<input class="variant-weight" type="number" min="0.01" step="any" value="1" required ' +
+      'aria-label="Variant weight">' +
+      '<button type="button" class="link remove-variant">Remove</button>';
+    row.querySelector(".variant-name").value = String.fromCharCode(65 + n); // A, B, ...
+    row.querySelector(".remove-variant").addEventListener("click", () => row.remove());
+    rows.appendChild(row);
+  }
+
+  // The create body's `variants` and `abTest`, when the form has variant rows.
+  function abFields() {
+    const rows = Array.from(document.querySelectorAll("#variant-rows .variant-row"));
+    if (!rows.length) return {};
+    const fields = {
+      variants: rows.map((row) => ({
+        name: row.querySelector(".variant-name").value.trim(),
+        messageContent: row.querySelector(".variant-text").value,
+        weight: Number(row.querySelector(".variant-weight").value),
+      })),
+    };
+    const share = $("ab-sample").value;
+    if (share) {
+      fields.abTest = {
+        sampleShare: Number(share),
+        metric: $("ab-metric").value,
+        decideAfterMinutes: Number($("ab-minutes").value),
+      };
+    }
+    return fields;
+  }
+
+  // --- cost and the account event log (docs/webhooks.md, "Signals") -------------------------
+
+  // `pricing` is only in a campaign's detail (GET /campaigns/:id): shown once it was fetched.
+  function renderPricing(el, pricing) {
+    const box = el.querySelector(".pricing");
+    if (!pricing) return;
+    const categories = Object.keys(pricing).sort();
+    box.hidden = false;
+    box.innerHTML = categories.length
+      ? categories
+          .map(
+            (name) =>
+              '<div class="pricing-' + escapeHtml(name) + '"><dt>' + escapeHtml(name) +
+              "</dt><dd>" + pricing[name].messages + " messages, " + pricing[name].billable +
+              " billable</dd></div>"
+          )
+          .join("")
+      : '<div><dt>cost</dt><dd>no priced message yet</dd></div>';
+  }
+
+  function escapeHtml(text) {
+    const div = document.createElement("div");
+    div.textContent = String(text);
+    return div.innerHTML;
+  }
+
+  let eventsCursor = null;
+  // Campaigns whose cost is shown: kept current as status webhooks change their counts, at
+  // most one detail request per campaign a second.
+  const pricingShown = new Set();
+  const pricingDue = new Set();
+
+  function pricingChanged(id) {
+    if (!pricingShown.has(id) || pricingDue.has(id)) return;
+    pricingDue.add(id);
+    window.setTimeout(() => {
+      pricingDue.delete(id);
+      refresh(id);
+    }, 1000);
+  }
+
+  function fillEventAccounts(accounts) {
+    const select = $("events-account");
+    const chosen = select.value;
+    select.innerHTML = "";
+    for (const account of accounts) {
+      const option = document.createElement("option");
+      option.value = account.id;
+      option.textContent = account.name + (account.business_account_id
+        ? " (WABA " + account.business_account_id + ")"
+        : " (" + account.phone_number_id + ")");
+      select.appendChild(option);
+    }
+    if (chosen) select.value = chosen;
+    loadEvents(false).catch((e) => notice(e.message, true));
+  }
+
+  function eventDetails(e) {
+    const v = e.content || {};
+    if (e.kind === "message_template_status_update") {
+      const language = v.message_template_language ? " (" + v.message_template_language + ")" : "";
+      const reason = v.reason && v.reason !== "NONE" ? ": " + v.reason : "";
+      return "template " + (v.message_template_name || "?") + language + reason;
+    }
+    if (e.kind === "phone_number_quality_update") {
+      const limit = v.current_limit || v.max_daily_conversations_per_business;
+      return (v.display_phone_number || "") + (limit ? " limit " + limit : "") +
+        (v.old_limit ? " (was " + v.old_limit + ")" : "");
+    }
+    const parts = [];
+    for (const r of v.restriction_info || []) parts.push(r.restriction_type);
+    if (v.ban_info && v.ban_info.waba_ban_state) parts.push("ban " + v.ban_info.waba_ban_state);
+    if (v.violation_info && v.violation_info.violation_type) {
+      parts.push("violation " + v.violation_info.violation_type);
+    }
+    return parts.join(", ");
+  }
+
+  function campaignNames(ids) {
+    return ids.map((id) => (campaigns.get(id) || {}).name || id).join(", ");
+  }
+
+  function eventRow(e) {
+    const row = document.createElement("tr");
+    row.className = "event";
+    row.dataset.id = String(e.id);
+    row.dataset.event = e.event || "";
+    const cells = [
+      new Date(e.received_at).toLocaleString(),
+      e.kind,
+      e.event || "",
+      eventDetails(e),
+    ];
+    row.innerHTML = cells
+      .map((text, i) => "<td" + (i === 1 ? ' class="event-kind"' : "") + ">" +
+        escapeHtml(text) + "</td>")
+      .join("");
+    const affected = document.createElement("td");
+    if (e.paused_campaigns.length) {
+      affected.insertAdjacentHTML("beforeend", '<span class="event-paused">paused ' +
+        escapeHtml(campaignNames(e.paused_campaigns)) + "</span> ");
+    }
+    if (e.resumed_campaigns.length) {
+      affected.insertAdjacentHTML("beforeend", '<span class="event-resumed">resumed ' +
+        escapeHtml(campaignNames(e.resumed_campaigns)) + "</span>");
+    }
+    row.appendChild(affected);
+    return row;
+  }
+
+  // `more`: the next (older) page after the rows shown; otherwise from the newest.
+  async function loadEvents(more) {
+    const account = $("events-account").value;
+    const body = $("events").querySelector("tbody");
+    if (!account) {
+      body.innerHTML = "";
+      $("events").hidden = true;
+      $("events-empty").hidden = true;
+      $("events-more").hidden = true;
+      return;
+    }
+    let query = "?limit=20";
+    if (more && eventsCursor) query += "&cursor=" + encodeURIComponent(eventsCursor);
+    const page = await api("GET", "/accounts/" + encodeURIComponent(account) + "/events" + query);
+    if ($("events-account").value !== account) return; // another account was chosen meanwhile
+    if (!more) body.innerHTML = "";
+    for (const e of page.data) body.appendChild(eventRow(e));
+    eventsCursor = page.pagination ? page.pagination.next_cursor : null;
+    const shown = body.children.length;
+    $("events").hidden = shown === 0;
+    $("events-empty").hidden = shown > 0;
+    $("events-more").hidden = !eventsCursor;
+  }
+
+  // Events newer than the newest shown go on top, the older pages loaded stay; when more
+  // came than a page holds, the log starts over from the newest.
+  async function loadNewer() {
+    const account = $("events-account").value;
+    const body = $("events").querySelector("tbody");
+    const top = body.firstElementChild ? Number(body.firstElementChild.dataset.id) : 0;
+    if (!account || !top) return loadEvents(false);
+    const page = await api("GET", "/accounts/" + encodeURIComponent(account) + "/events?limit=20");
+    if ($("events-account").value !== account) return;
+    const fresh = page.data.filter((e) => e.id > top);
+    if (fresh.length === page.data.length && page.pagination && page.pagination.next_cursor) {
+      return loadEvents(false);
+    }
+    for (const e of fresh.reverse()) body.prepend(eventRow(e));
+  }
+
+  // A signal that paused or resumed a campaign is in the log by then: show it.
+  function eventsChanged() {
+    loadNewer().catch((e) => notice(e.message, true));
   }
 
   // --- preview, test send, retarget (docs/http-api.md, "Preview and test send", "Retarget") ---
@@ -314,6 +581,7 @@
         tags: $("tags").value.split(",").map((t) => t.trim()).filter(Boolean),
       };
     }
+    Object.assign(body, abFields());
     const result = $("create-result");
     try {
       const payload = await api("POST", "/campaigns", body);
@@ -371,15 +639,21 @@
       if (!FINAL.has(c.status) && c.status !== "paused") change.status = "running";
       update(p.campaignId, change);
     });
-    socket.on("campaign:stats", (p) => update(p.campaignId, { stats: p.stats, metrics: p.metrics }));
+    socket.on("campaign:stats", (p) => {
+      update(p.campaignId, { stats: p.stats, metrics: p.metrics });
+      pricingChanged(p.campaignId);
+      variantsChanged(p.campaignId);
+    });
     socket.on("campaign:paused", (p) => {
       statusEvent(p.campaignId);
       update(p.campaignId, { status: "paused", paused_at: p.pausedAt, error: p.reason || null });
+      if (p.reason) eventsChanged();
     });
     socket.on("campaign:resumed", (p) => {
       statusEvent(p.campaignId);
       const c = campaigns.get(p.campaignId);
       if (c && !FINAL.has(c.status)) update(p.campaignId, { status: "running", error: null });
+      eventsChanged();
     });
     socket.on("campaign:completed", (p) => {
       statusEvent(p.campaignId);
@@ -394,6 +668,8 @@
       statusEvent(p.campaignId);
       update(p.campaignId, { status: "failed", error: p.error, completed_at: p.failedAt });
     });
+    socket.on("campaign:sample_sent", (p) => refresh(p.campaignId));
+    socket.on("campaign:variant_chosen", (p) => refresh(p.campaignId));
     socket.on("campaign:cancelled", (p) => {
       statusEvent(p.campaignId);
       update(p.campaignId, { status: "cancelled" });
@@ -443,6 +719,20 @@
     });
     $("forget-token").addEventListener("click", () => forgetToken(""));
     $("create-form").addEventListener("submit", onCreate);
+    $("add-variant").addEventListener("click", () => addVariantRow());
+    $("events-account").addEventListener("change", () => {
+      loadEvents(false).catch((e) => notice(e.message, true));
+    });
+    $("events-refresh").addEventListener("click", eventsChanged);
+    // Signals that change no campaign send no event: look for them now and then.
+    window.setInterval(() => {
+      if (token() && !$("workspace").hidden && document.visibilityState === "visible") {
+        eventsChanged();
+      }
+    }, 5000);
+    $("events-more").addEventListener("click", () => {
+      loadEvents(true).catch((e) => notice(e.message, true));
+    });
     for (const radio of document.querySelectorAll('input[name="audience"]')) {
       radio.addEventListener("change", () => {
         $("tags").disabled = radio.value !== "tags" || !radio.checked;

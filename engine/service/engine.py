@@ -40,7 +40,8 @@ from engine.core.campaign_view import campaign_object, processed_count
 from engine.core.metrics import CampaignStats
 from engine.events import CampaignCancelled, CampaignPaused, CampaignResumed, Event
 from engine.gateway import Gateway
-from engine.messages import CampaignEvent, CommandKind, StatusUpdate
+from engine.messages import CampaignEvent, CommandKind, WebhookFact
+from engine.service.account_events import AccountEvents
 from engine.service.accounts import Accounts
 from engine.service.campaigns import Campaigns
 from engine.service.contacts import Contacts
@@ -49,7 +50,7 @@ from engine.service.links import Links
 from engine.service.monitoring import Monitoring
 from engine.service.segments import Segments
 from engine.settings import Settings
-from engine.store import campaign_runs, campaigns, errors, in_doubt, secrets
+from engine.store import campaign_runs, campaigns, errors, in_doubt, secrets, statuses, variants
 from engine.store.database import Database
 from engine.store.in_doubt import InDoubtAction
 from engine.transport.redis_link import open_redis
@@ -89,6 +90,7 @@ class Engine:
         self._webhooks = webhooks
         # The resources an owner manages, and monitoring (engine/service/*.py).
         self.accounts = Accounts(db, settings.whatsapp)
+        self.account_events = AccountEvents(db)
         self.contacts = Contacts(db)
         self.segments = Segments(db)
         # Idempotency-Key of POST requests, shared by every daemon on the database.
@@ -162,7 +164,14 @@ class Engine:
         row = await campaigns.campaign_row(self.db, campaign_id, owner_id)
         if row is None:
             raise errors.NotFound(campaign_id)
-        return campaign_object(row, in_doubt_timeout=self._in_doubt_timeout)
+        shown = campaign_object(
+            row,
+            in_doubt_timeout=self._in_doubt_timeout,
+            variant_counts=await variants.counts_of(self.db, row),  # A/B: one aggregate
+        )
+        # Messages per pricing category: an aggregate, for one campaign's detail only.
+        shown["pricing"] = await statuses.pricing_counts(self.db, campaign_id)
+        return shown
 
     async def resolve_in_doubt(
         self, campaign_id: str, owner_id: str, action: InDoubtAction
@@ -190,7 +199,7 @@ class Engine:
 
     # --- webhooks -----------------------------------------------------------------------
 
-    def submit_status_updates(self, updates: Sequence[StatusUpdate], *, refused: int = 0) -> bool:
+    def submit_status_updates(self, updates: Sequence[WebhookFact], *, refused: int = 0) -> bool:
         """Queue webhook facts (and count `refused` ones that could not be used); they
         are applied in batches. Never blocks; False, with nothing queued or counted,
         when the backlog is full (the database is not keeping up)."""
@@ -271,7 +280,7 @@ async def open_engine(
             budgets,
         )
         webhooks: WebhookApplier = await nursery.start(
-            webhook_applier_actor.run, db, broadcaster, settings.webhooks
+            partial(webhook_applier_actor.run, clock=clock), db, broadcaster, settings.webhooks
         )
         supervisor: Supervisor = await nursery.start(
             supervisor_actor.run,
