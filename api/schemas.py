@@ -36,6 +36,19 @@ BusinessAccountId = (
     Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+$")] | None
 )
 
+# WhatsApp's messaging limit (docs/delivery-guarantees.md): accounts of one portfolio
+# share the smallest limit set among them; unset (null) is unlimited.
+PortfolioId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+$")] | None
+MessagingLimit = (
+    Annotated[
+        int,
+        Meta(
+            ge=1, le=100_000_000, description="Unique users per moving 24 hours; null: unlimited."
+        ),
+    ]
+    | None
+)
+
 MessageType = Literal["text", "template", "image", "document"]
 AudienceType = Literal["all", "segment", "tags", "contacts"]
 ScheduleType = Literal["now", "scheduled", "manual"]
@@ -92,6 +105,8 @@ class AccountCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     status: AccountStatus = "connected"
     messagesPerSecond: MessagesPerSecond = 80
     businessAccountId: BusinessAccountId = None
+    portfolioId: PortfolioId = None
+    messagingLimit: MessagingLimit = None
 
 
 class AccountPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -102,6 +117,8 @@ class AccountPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     status: AccountStatus | UnsetType = UNSET
     messagesPerSecond: MessagesPerSecond | UnsetType = UNSET
     businessAccountId: BusinessAccountId | UnsetType = UNSET
+    portfolioId: PortfolioId | UnsetType = UNSET
+    messagingLimit: MessagingLimit | UnsetType = UNSET
 
 
 # --- contacts -----------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 from quart import Blueprint, Response
 
@@ -13,6 +15,9 @@ from engine.service.errors import InUse
 
 blueprint = Blueprint("accounts", __name__)
 
+# The id of the last event of the previous page (event ids are bigints).
+EventCursor = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+
 # Request field -> NewAccount field.
 _FIELDS = {
     "name": "name",
@@ -22,6 +27,8 @@ _FIELDS = {
     "status": "status",
     "messagesPerSecond": "messages_per_second",
     "businessAccountId": "business_account_id",
+    "portfolioId": "portfolio_id",
+    "messagingLimit": "messaging_limit",
 }
 
 
@@ -38,6 +45,8 @@ async def create_account() -> Response:
             status=body.status,
             messages_per_second=body.messagesPerSecond,
             business_account_id=body.businessAccountId,
+            portfolio_id=body.portfolioId,
+            messaging_limit=body.messagingLimit,
         ),
     )
     return success(account, "Account created successfully", status=201)
@@ -81,3 +90,16 @@ async def delete_account(account_id: str) -> Response:
     except InUse as error:
         raise ApiError(400, "account_in_use", str(error)) from None
     return success({"id": key}, "Account deleted successfully")
+
+
+@blueprint.get("/accounts/<account_id>/events")
+async def list_account_events(account_id: str) -> Response:
+    """The account event log (docs/webhooks.md, "Signals"), newest first."""
+    limit = params.limit()
+    page = await context.engine().account_events.list(
+        context.user_id(),
+        params.resource_id(account_id, "Account"),
+        before=params.cursor(EventCursor),
+        limit=limit,
+    )
+    return params.page(page, limit, "Account events retrieved successfully")

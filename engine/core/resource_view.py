@@ -22,6 +22,8 @@ def account_object(row: Any) -> dict[str, Any]:
         "status": row["status"],
         "messages_per_second": row["messages_per_second"],
         "business_account_id": row["business_account_id"],
+        "portfolio_id": row["portfolio_id"],
+        "messaging_limit": row["messaging_limit"],
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }

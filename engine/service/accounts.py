@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from engine.core.api_url import api_url_allowed
+from engine.core.campaign_view import iso
 from engine.core.resource_view import account_object
 from engine.service.errors import InvalidInput, NotFound
 from engine.service.page import Page
 from engine.settings import WhatsAppSettings
-from engine.store import accounts
+from engine.store import accounts, portfolio_reach
 from engine.store.database import Database
 
 
@@ -23,6 +25,9 @@ class NewAccount(msgspec.Struct, frozen=True):
     status: str = "connected"
     messages_per_second: int = 80
     business_account_id: str | None = None  # the WABA id, which signals name
+    # WhatsApp's messaging limit, shared by the portfolio's accounts (portfolio_reach).
+    portfolio_id: str | None = None
+    messaging_limit: int | None = None
 
 
 class Accounts:
@@ -41,10 +46,12 @@ class Accounts:
         return Page([account_object(r) for r in rows], str(rows[-1]["id"]) if rows else None)
 
     async def get(self, owner_id: str, account_id: str) -> dict[str, Any]:
+        """With `messaging_window`: how much of its portfolio's 24 hours is used."""
         row = await accounts.get_account(self._db, owner_id, account_id)
         if row is None:
             raise NotFound(account_id, "Account")
-        return account_object(row)
+        use = await portfolio_reach.window_use(self._db, account_id, now=datetime.now(UTC))
+        return account_object(row) | {"messaging_window": messaging_window(use)}
 
     async def update(
         self, owner_id: str, account_id: str, changes: dict[str, Any]
@@ -65,3 +72,9 @@ class Accounts:
         """NotFound, or InUse while campaigns use it."""
         if not await accounts.delete_account(self._db, owner_id, account_id):
             raise NotFound(account_id, "Account")
+
+
+def messaging_window(use: portfolio_reach.WindowUse) -> dict[str, Any]:
+    """`{limit, used, resets_at}`: unique users reached in the moving 24 hours, and
+    when the oldest of them leaves the window (null: nobody is in it)."""
+    return {"limit": use.limit, "used": use.used, "resets_at": iso(use.resets_at)}
