@@ -243,3 +243,33 @@ async def test_a_stored_decision_is_never_made_again(
             campaign,
         )
         assert held == 0 and all(r["variant"] is not None for r in rows.values())
+
+
+async def test_a_pause_holds_the_decision_until_the_campaign_is_resumed(
+    db: Database, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(3600):
+        account = await make_account(db)
+        await make_contacts(db, 40)
+        gateway = ScriptedGateway(latency=0.01)
+        async with engine_with_events(db, gateway) as (engine, log):
+            campaign = await create(db, account, AB_TEST)
+            sampled = await log.wait_for("campaign:sample_sent", campaign)
+            sample_sends = len(gateway.sends)
+            await engine.pause(campaign, OWNER)
+            await log.wait_for("campaign:paused", campaign)
+            await trio.sleep(600)  # well past the decision time
+            paused = await engine.campaign(campaign, OWNER)
+            assert paused["status"] == "paused" and paused["ab_test"]["phase"] == "waiting"
+            assert not log.of(campaign, "campaign:variant_chosen")
+            assert len(gateway.sends) == sample_sends
+            await engine.resume(campaign, OWNER)
+            resumed_at = engine.clock.now()
+            chosen = await log.wait_for("campaign:variant_chosen", campaign)
+            await log.wait_for("campaign:completed", campaign)
+    decided_at = iso_time(chosen.payload["decidedAt"])
+    # Decided as soon as it runs again: its time had come while it was paused.
+    assert iso_time(sampled.payload["decideAt"]) < decided_at
+    assert decided_at - resumed_at < timedelta(seconds=30)
+    assert len(gateway.sends) == 40
+    assert len({s.message.recipient_id for s in gateway.sends}) == 40
