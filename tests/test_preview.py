@@ -188,3 +188,18 @@ async def test_the_openapi_document_describes_preview_test_and_retarget(api: Har
             assert operation["description"]
         audience = schemas["CampaignRetarget"]["properties"]["audience"]
         assert audience["enum"] == ["failed", "not_delivered", "not_read", "not_replied"]
+
+
+async def test_a_test_send_repeated_under_its_idempotency_key_is_not_sent_again(
+    api: Harness,
+) -> None:
+    with trio.fail_after(30):
+        _, campaign, ana = await setup(api)
+        path = f"/api/v1/campaigns/{campaign['id']}/test"
+        body = {"phone": "+15559990000", "contactId": ana}
+        key = {"Idempotency-Key": "test-send-1"}
+        first = await api.request("POST", path, body, headers=key)
+        again = await api.request("POST", path, body, headers=key)
+        assert first.status == again.status == 200
+        assert again.data == first.data and first.data["sent"] is True
+        assert len(api.gateway.sends) == 1
