@@ -546,6 +546,7 @@ async def test_campaign_lifecycle_over_http(api: Harness) -> None:
             "read_at",
             "replied_at",
             "pricing",  # WhatsApp's pricing of the message, from its status webhooks
+            "variant",  # its A/B variant's index (none here)
         }
         assert recipients[0]["sent_at"].endswith("Z")
         assert_error(

@@ -192,6 +192,14 @@ async def test_a_campaign_with_variants_sends_each_its_message_and_shows_them(
         assert len(bodies) == sample
         assert all(b.startswith(("Hi First", "Hello First")) for b in bodies)
         assert all("https://go.example.test/l/" in b and "shop.example" not in b for b in bodies)
+        shown_recipients = (
+            await linked.request("GET", f"/api/v1/campaigns/{draft['id']}/recipients?limit=500")
+        ).data
+        variants_of = [r["variant"] for r in shown_recipients]
+        assert sorted(v for v in variants_of if v is not None) == sorted(
+            i for i, v in enumerate(detail["variants"]) for _ in range(v["recipients"])
+        )
+        assert variants_of.count(None) == 30 - sample  # the rest wait for the winner
         listed = (await linked.request("GET", "/api/v1/campaigns")).data
         assert {c["id"]: c["ab_test"]["phase"] for c in listed}[draft["id"]] == "waiting"
 

@@ -72,6 +72,9 @@ def recipient_object(row: Any) -> dict[str, Any]:
         "read_at": iso(row["read_at"]),
         "replied_at": iso(row["replied_at"]),
         "pricing": pricing_object(row),
+        # Its A/B variant: an index into the campaign's `variants` (null without them,
+        # or for an A/B test's rest until the winner is chosen).
+        "variant": row["variant"],
     }
 
 
