@@ -18,6 +18,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from api import nesting
 from api.envelope import ApiError, validation_error
+from engine.core import send_window
 from engine.core.variant_content import variant_problem
 
 T = TypeVar("T")
@@ -219,6 +220,33 @@ TemplateVariables = Annotated[
 ]
 
 
+WindowTime = Annotated[
+    str, Meta(pattern=send_window.HHMM, description='Local time, "HH:MM" (00:00 to 23:59).')
+]
+
+
+class SendWindowBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The local hours a recipient may be messaged; `start` after `end` crosses
+    midnight. A contact's `timezone` attribute overrides `timezone` (UTC if unset)."""
+
+    start: WindowTime
+    end: WindowTime
+    timezone: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+
+
+def send_window_json(window: SendWindowBody | None) -> dict[str, Any] | None:
+    """The stored form of `sendWindow`, after the rules its fields cannot say alone."""
+    if window is None:
+        return None
+    if window.start == window.end:
+        raise validation_error("sendWindow.end", "must differ from sendWindow.start")
+    if window.timezone is not None and send_window.zone(window.timezone) is None:
+        raise validation_error(
+            "sendWindow.timezone", "expected an IANA time zone name, e.g. Europe/Berlin"
+        )
+    return {"start": window.start, "end": window.end, "timezone": window.timezone}
+
+
 class CampaignCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     accountId: uuid.UUID
     name: Name
@@ -237,6 +265,8 @@ class CampaignCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # A/B variants, each with its own message; see check_variants.
     variants: Variants | None = None
     abTest: AbTestBody | None = None
+    # Local hours to send in (engine/core/send_window.py); null: any time.
+    sendWindow: SendWindowBody | None = None
 
 
 class CampaignPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -253,6 +283,7 @@ class CampaignPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     templateVariables: TemplateVariables | UnsetType = UNSET
     trackLinks: bool | UnsetType = UNSET
     allowMissingVariables: bool | UnsetType = UNSET
+    sendWindow: SendWindowBody | UnsetType | None = UNSET
 
 
 PreviewVariables = Annotated[

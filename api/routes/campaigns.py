@@ -22,6 +22,7 @@ from api.schemas import (
     check_campaign,
     check_variants,
     decode,
+    send_window_json,
     throttle_json,
 )
 from engine.core import lifecycle
@@ -49,6 +50,7 @@ _COLUMNS = {
     "templateVariables": "template_variables",
     "trackLinks": "track_links",
     "allowMissingVariables": "allow_missing_variables",
+    "sendWindow": "send_window",
 }
 # Fixed once the campaign leaves draft: its recipients and its schedule were set then.
 _DRAFT_ONLY = ("audienceType", "audienceConfig", "scheduleType", "scheduledAt")
@@ -77,7 +79,10 @@ async def create_campaign() -> Response:
         body.variants, body.abTest, checked, links_base_url=context.settings().links.base_url
     )
     settings = msgspec.structs.replace(
-        _campaign_input(checked), allow_missing_variables=body.allowMissingVariables, **ab
+        _campaign_input(checked),
+        allow_missing_variables=body.allowMissingVariables,
+        send_window=send_window_json(body.sendWindow),
+        **ab,
     )
     campaign = await context.engine().campaigns.create(context.user_id(), settings)
     return success(campaign, "Campaign created successfully", status=201)
@@ -340,4 +345,6 @@ def _changes(current: Mapping[str, Any], given: dict[str, Any]) -> dict[str, Any
         columns.add("scheduled_at")
     if "allowMissingVariables" in given:  # not a cross-field rule: written as given
         checked["allow_missing_variables"] = given["allowMissingVariables"]
+    if "sendWindow" in given:
+        checked["send_window"] = send_window_json(given["sendWindow"])
     return {column: checked[column] for column in sorted(columns)}

@@ -43,6 +43,8 @@ class CampaignInput(msgspec.Struct, frozen=True):
     ab_test: dict[str, Any] | None = None
     # Variables some recipients lack render empty instead of refusing the start.
     allow_missing_variables: bool = False
+    # {start, end, timezone}: the local hours to send in (None: any time).
+    send_window: dict[str, Any] | None = None
 
 
 async def _create_campaign(
@@ -84,6 +86,10 @@ async def _create_campaign(
     )
     assert row is not None
     await conn.execute("INSERT INTO campaign_counters (campaign_id) VALUES ($1)", row["id"])
+    if campaign.send_window is not None:
+        await conn.execute(
+            "UPDATE campaigns SET send_window = $2 WHERE id = $1", row["id"], campaign.send_window
+        )
     if campaign.variants:
         await conn.execute(
             "UPDATE campaigns SET variants = $2, ab_test = $3, tracked_urls = $4 WHERE id = $1",
@@ -124,6 +130,7 @@ _CAMPAIGN_COLUMNS = frozenset(
         "track_links",
         "tracked_urls",
         "allow_missing_variables",
+        "send_window",
     }
 )
 
@@ -440,6 +447,7 @@ async def _duplicate_campaign(
         allow_missing_variables=source["allow_missing_variables"],
         variants=source["variants"],
         ab_test=source["ab_test"],
+        send_window=source["send_window"],
     )
     created = await _create_campaign(conn, owner_id, copy, now)
     if copy.audience_type == "retarget":
