@@ -57,7 +57,7 @@ class CampaignWatch:
         completed = round(float(c["progress"]) / 100 * total)
         status = (
             f"{c['status']}  sent {stats['sent']}  delivered {stats['delivered']}"
-            f"  failed {stats['failed']}"
+            f"  failed {stats['failed']}{waiting_note(c)}"
         )
         self.progress.update(self.task, total=total, completed=completed, status=status)
 
@@ -98,7 +98,24 @@ class CampaignWatch:
                 c["status"], c["error"] = "failed", payload.get("error")
             case "campaign:cancelled":
                 c["status"] = "cancelled"
+            case "campaign:deferred" if payload.get("reason") == "messaging_limit":
+                c["deferred_count"] = payload.get("count", 0)
+                c["deferred_until"] = payload.get("deferredUntil")
+            case "campaign:deferred":
+                c["waiting_for_window"] = True
+                c["next_window_opens_at"] = payload.get("deferredUntil")
         self.replace(c)
+
+
+def waiting_note(campaign: dict[str, Any]) -> str:
+    """What a running campaign waits for: the messaging limit, its send window."""
+    if campaign.get("status") != "running":
+        return ""
+    if campaign.get("deferred_until"):
+        return f"  waiting for the messaging limit until {campaign['deferred_until']}"
+    if campaign.get("waiting_for_window") and campaign.get("next_window_opens_at"):
+        return f"  waiting for the send window until {campaign['next_window_opens_at']}"
+    return ""
 
 
 def summary_table(campaign: dict[str, Any]) -> Table:
@@ -195,6 +212,7 @@ async def watch(campaign_id: str, url: str, token: str, console: Console) -> dic
                 "campaign:completed",
                 "campaign:failed",
                 "campaign:cancelled",
+                "campaign:deferred",
             ):
                 client.on(event, _handler(state, event))
             try:
