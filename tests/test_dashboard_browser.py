@@ -395,6 +395,60 @@ async def test_dashboard_creates_a_campaign_with_variants_and_shows_each(
             await _drive("variants", daemon.url, daemon.token, ARTIFACTS / "dashboard-ab.png")
 
 
+def drive_window(url: str, token: str, screenshot: Path) -> None:
+    """A campaign created with a send window that is closed now: its card says it waits
+    for the window and when it opens, and shows the window."""
+    from datetime import UTC, datetime, timedelta
+
+    from playwright.sync_api import expect, sync_playwright
+
+    now = datetime.now(UTC)
+    start, end = (
+        (now + timedelta(hours=2)).strftime("%H:%M"),
+        (now + timedelta(hours=3)).strftime("%H:%M"),
+    )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 1300})
+            page.goto(url + "/")
+            page.fill("#token-input", token)
+            page.click("#token-form button[type=submit]")
+            expect(page.locator("#connection")).to_have_text("live", timeout=STEP_MS)
+            expect(page.locator("#account option")).to_have_count(1)
+            page.fill("#name", "Browser window")
+            page.fill("#message", "Hello {{firstName}}")
+            page.fill("#window-start", start)
+            page.fill("#window-end", end)
+            page.fill("#window-timezone", "UTC")
+            page.check('input[name="schedule"][value="now"]')
+            page.click("#create")
+            card = page.locator(".campaign", has=page.locator(".name", has_text="Browser window"))
+            wait = card.locator(".wait-text")
+            expect(wait).to_contain_text(f"Send window {start} to {end} UTC", timeout=STEP_MS)
+            expect(wait).to_contain_text("Waiting for the send window", timeout=STEP_MS)
+            expect(card).to_have_attribute("data-status", "running")
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+
+
+async def test_dashboard_creates_a_campaign_with_a_send_window_and_shows_the_wait(
+    database_url: str,
+) -> None:
+    from tests.test_watch import running_daemon
+
+    assert VENDOR_JS.exists(), f"{VENDOR_JS} is missing: run `make install` (npm ci + copy)"
+    with trio.fail_after(180):
+        async with running_daemon(database_url) as daemon:
+            await daemon.make_account()
+            await daemon.make_contacts(5)
+            await _drive("window", daemon.url, daemon.token, ARTIFACTS / "dashboard-window.png")
+
+
 if __name__ == "__main__":
     import asyncio
 
@@ -405,5 +459,6 @@ if __name__ == "__main__":
         "docs": drive_docs,
         "events": drive_events,
         "variants": drive_variants,
+        "window": drive_window,
     }
     drivers[sys.argv[1]](sys.argv[2], sys.argv[3], Path(sys.argv[4]), *sys.argv[5:])

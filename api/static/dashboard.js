@@ -77,6 +77,7 @@
       '<div class="bar" role="progressbar" aria-valuemin="0" aria-valuemax="100">' +
       '<div class="fill"></div><span class="bar-label"></span></div>' +
       '<dl class="counts"></dl><p class="error-text" hidden></p>' +
+      '<p class="wait-text muted" hidden></p>' +
       '<p class="ab-phase muted" hidden></p><table class="variants" hidden></table>' +
       '<dl class="pricing" hidden></dl>' +
       '<button type="button" class="link show-cost">Cost by pricing category</button>';
@@ -126,6 +127,7 @@
     const error = el.querySelector(".error-text");
     error.textContent = c.error || "";
     error.hidden = !c.error;
+    renderWaiting(el, c);
     renderPricing(el, c.pricing);
     renderVariants(el, c);
     const actions = el.querySelector(".actions");
@@ -141,6 +143,34 @@
         .join("");
     }
     $("empty").hidden = campaigns.size > 0;
+  }
+
+  // What a running campaign waits for (docs/http-api.md, "The campaign object").
+  function renderWaiting(el, c) {
+    const lines = [];
+    if (c.status === "running" && c.deferred_count) {
+      lines.push(
+        c.deferred_count + " recipients wait for the messaging limit until " +
+        c.deferred_until + ": " + c.deferred_reason
+      );
+    }
+    if (c.status === "running" && c.waiting_for_window) {
+      lines.push("Waiting for the send window: it opens at " + c.next_window_opens_at);
+    }
+    const w = c.send_window;
+    if (w) lines.push("Send window " + w.start + " to " + w.end + " " + (w.timezone || "UTC"));
+    const wait = el.querySelector(".wait-text");
+    wait.textContent = lines.join(" · ");
+    wait.hidden = lines.length === 0;
+  }
+
+  // The create body's `sendWindow`, when both ends are set.
+  function windowFields() {
+    const start = $("window-start").value;
+    const end = $("window-end").value;
+    if (!start || !end) return {};
+    const timezone = $("window-timezone").value.trim();
+    return { sendWindow: { start, end, timezone: timezone || null } };
   }
 
   function update(id, change) {
@@ -581,7 +611,7 @@
         tags: $("tags").value.split(",").map((t) => t.trim()).filter(Boolean),
       };
     }
-    Object.assign(body, abFields());
+    Object.assign(body, abFields(), windowFields());
     const result = $("create-result");
     try {
       const payload = await api("POST", "/campaigns", body);
@@ -636,6 +666,7 @@
       stats.sent = Math.max(stats.sent || 0, p.sentCount || 0);
       stats.failed = Math.max(stats.failed || 0, p.failedCount || 0);
       const change = { progress: p.progress, total_recipients: p.totalRecipients, stats };
+      change.waiting_for_window = false; // something was sent: not everything waits
       if (!FINAL.has(c.status) && c.status !== "paused") change.status = "running";
       update(p.campaignId, change);
     });
@@ -669,6 +700,7 @@
       update(p.campaignId, { status: "failed", error: p.error, completed_at: p.failedAt });
     });
     socket.on("campaign:sample_sent", (p) => refresh(p.campaignId));
+    socket.on("campaign:deferred", (p) => refresh(p.campaignId));
     socket.on("campaign:variant_chosen", (p) => refresh(p.campaignId));
     socket.on("campaign:cancelled", (p) => {
       statusEvent(p.campaignId);
