@@ -95,6 +95,8 @@ class QualitySignal(msgspec.Struct, frozen=True):
     old_limit: str | None
     content: bytes
     phone_number_id: str | None = None
+    # The portfolio's limit, which Meta sends in place of current_limit from 2026.
+    max_daily_limit: str | None = None
 
 
 class AccountSignal(msgspec.Struct, frozen=True):

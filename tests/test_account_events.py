@@ -92,6 +92,7 @@ async def test_each_signal_is_in_the_account_event_log(api: Harness) -> None:
         bad_cursor = await api.request("GET", f"/api/v1/accounts/{account}/events?cursor=x")
         bad_limit = await api.request("GET", f"/api/v1/accounts/{account}/events?limit=0")
         shown = await api.request("GET", f"/api/v1/campaigns/{campaign['id']}")
+        rated = await api.request("GET", f"/api/v1/accounts/{account}")
 
     assert paused["reason"] == "WhatsApp paused the template promo (en_US)"
     logged = page1.data + page2.data
@@ -116,6 +117,8 @@ async def test_each_signal_is_in_the_account_event_log(api: Harness) -> None:
     # Resumed: scheduled again, to start now.
     assert shown.data["status"] in ("scheduled", "running", "completed")
     assert shown.data["pause_reason"] is None
+    # The quality update's tier lowered the account's unset messaging limit.
+    assert rated.data["messaging_limit"] == 1000
     webhooks = api.engine.statistics().webhooks
     assert (webhooks.refused, webhooks.signals_logged) == (1, 4)
 

@@ -9,7 +9,13 @@ import msgspec
 import pytest
 
 from engine.core.callback_reference import CallbackReferences
-from engine.core.signals import PauseCampaigns, ResumeCampaigns, decide, template_key
+from engine.core.signals import (
+    LowerMessagingLimit,
+    PauseCampaigns,
+    ResumeCampaigns,
+    decide,
+    template_key,
+)
 from engine.core.webhook_payload import parse_notification
 from engine.messages import AccountSignal, QualitySignal, TemplateStatusSignal
 from engine.tools.simulator import notifications
@@ -90,10 +96,18 @@ def test_the_simulators_signals_parse_into_typed_facts() -> None:
     assert msgspec.json.decode(paused.content)["other_info"]["title"] == "FIRST_PAUSE"
     assert isinstance(downgraded, QualitySignal)
     assert (downgraded.event, downgraded.current_limit) == ("DOWNGRADE", "TIER_250")
+    assert downgraded.max_daily_limit is None
     assert downgraded.display_phone_number == "15550783881"
     assert isinstance(restricted, AccountSignal)
     assert restricted.restriction_types == ("RESTRICTED_BIZ_INITIATED_MESSAGING",)
     assert restricted.phone_number == "15550783881"
+
+
+def test_the_portfolio_limit_of_a_quality_update_is_read() -> None:
+    [signal], refused = signals(
+        body(quality(current_limit="TIER_1K", max_daily_conversations_per_business="TIER_2K"))
+    )
+    assert (signal.current_limit, signal.max_daily_limit, refused) == ("TIER_1K", "TIER_2K", 0)
 
 
 def test_ban_violation_and_metadata_are_read() -> None:
@@ -217,8 +231,18 @@ def account_signal(
         (account_signal("DISABLED_UPDATE", ban_state="SCHEDULE_FOR_DISABLE"), None),
         (account_signal("DISABLED_UPDATE", ban_state="REINSTATE"), None),
         (account_signal("ACCOUNT_VIOLATION"), None),
-        (QualitySignal(WABA, "DOWNGRADE", "1555", "TIER_250", "TIER_1K", b"{}"), None),
+        (
+            QualitySignal(WABA, "DOWNGRADE", "1555", "TIER_250", "TIER_1K", b"{}"),
+            LowerMessagingLimit(250),
+        ),
+        (
+            # The portfolio's limit wins over the number's deprecated current_limit.
+            QualitySignal(WABA, "UPGRADE", "1555", "TIER_1K", None, b"{}", None, "TIER_10K"),
+            LowerMessagingLimit(10_000),
+        ),
         (QualitySignal(WABA, "FLAGGED", "1555", None, None, b"{}"), None),
+        (QualitySignal(WABA, "THROUGHPUT_UPGRADE", "1555", "TIER_UNLIMITED", None, b"{}"), None),
+        (QualitySignal(WABA, "ONBOARDING", "1555", "TIER_NOT_SET", None, b"{}"), None),
     ],
 )
 def test_what_each_signal_does(signal: Any, expected: Any) -> None:

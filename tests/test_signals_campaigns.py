@@ -10,7 +10,7 @@ from typing import Any
 import trio
 import trio.testing
 
-from engine.messages import AccountSignal, TemplateStatusSignal
+from engine.messages import AccountSignal, QualitySignal, TemplateStatusSignal
 from engine.service.engine import Engine
 from engine.store import account_events, campaign_runs
 from engine.store.campaigns import CampaignInput, create_campaign
@@ -263,3 +263,29 @@ async def test_a_template_is_found_in_the_variants_and_either_language_form(db: 
     assert sorted(c.campaign_id for c in applied.paused) == sorted([coded, varied])
     assert (await status_of(db, german))[0] == "scheduled"
     assert (await status_of(db, own))[0] == "scheduled"
+
+
+async def test_a_lower_messaging_limit_lowers_the_accounts_never_raises_them(
+    db: Database,
+) -> None:
+    with trio.fail_after(30):
+        unset = await make_account(db, business_account_id=WABA)
+        lower = await make_account(db, business_account_id=WABA, messaging_limit=100)
+        higher = await make_account(db, business_account_id=WABA, messaging_limit=10_000)
+        elsewhere = await make_account(db, business_account_id="999")
+
+        def quality(event: str, tier: str) -> QualitySignal:
+            return QualitySignal(WABA, event, "15550783881", tier, None, b"{}")
+
+        await account_events.apply_signals(db, [quality("DOWNGRADE", "TIER_250")], now=utc_now())
+        after_downgrade = await limits(db, unset, lower, higher, elsewhere)
+        await account_events.apply_signals(db, [quality("UPGRADE", "TIER_100K")], now=utc_now())
+        after_upgrade = await limits(db, unset, lower, higher, elsewhere)
+    assert after_downgrade == [250, 100, 250, None]
+    assert after_upgrade == after_downgrade  # raising is the operator's to do
+
+
+async def limits(db: Database, *accounts: str) -> list[int | None]:
+    return [
+        await db.fetchval("SELECT messaging_limit FROM accounts WHERE id = $1", a) for a in accounts
+    ]

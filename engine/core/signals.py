@@ -4,8 +4,9 @@ docs/webhooks.md ("Signals") explains each choice. In short: a template PAUSED o
 DISABLED pauses the running and scheduled campaigns that send it, marked with the
 template's key, and APPROVED resumes exactly those; an account restriction that
 stops business-initiated messages, or a ban, pauses every campaign of the
-account's numbers and is never lifted by the engine; a quality update is only
-recorded (the messaging limit it names is the portfolio's to set).
+account's numbers and is never lifted by the engine; a quality update that names
+a messaging limit below the accounts' `messagingLimit` lowers it (never raises it:
+a limit the operator set lower stays theirs).
 """
 
 from __future__ import annotations
@@ -24,6 +25,17 @@ HARMLESS_RESTRICTIONS = frozenset(
 BANNED_STATES = frozenset({"DISABLE"})
 
 _TEMPLATE_PAUSES = {"PAUSED": "paused", "DISABLED": "disabled"}
+
+# Meta's messaging limit tiers: unique users per 24 h. TIER_UNLIMITED and TIER_NOT_SET
+# lower nothing.
+MESSAGING_TIERS = {
+    "TIER_50": 50,
+    "TIER_250": 250,
+    "TIER_1K": 1_000,
+    "TIER_2K": 2_000,
+    "TIER_10K": 10_000,
+    "TIER_100K": 100_000,
+}
 
 
 class PauseCampaigns(msgspec.Struct, frozen=True):
@@ -46,7 +58,13 @@ class ResumeCampaigns(msgspec.Struct, frozen=True):
     key: str
 
 
-SignalAction = PauseCampaigns | ResumeCampaigns
+class LowerMessagingLimit(msgspec.Struct, frozen=True):
+    """Set those accounts' messaging limit to `limit` where it is unset or higher."""
+
+    limit: int
+
+
+SignalAction = PauseCampaigns | ResumeCampaigns | LowerMessagingLimit
 
 
 def template_key(name: str, language: str | None) -> str:
@@ -62,7 +80,8 @@ def decide(signal: Signal) -> SignalAction | None:
         case AccountSignal():
             return _account_action(signal)
         case QualitySignal():
-            return None
+            tier = MESSAGING_TIERS.get(signal.max_daily_limit or signal.current_limit or "")
+            return LowerMessagingLimit(tier) if tier is not None else None
 
 
 def _template_action(signal: TemplateStatusSignal) -> SignalAction | None:

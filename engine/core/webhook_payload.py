@@ -302,6 +302,7 @@ class _QualityValue(msgspec.Struct, frozen=True):
     display_phone_number: str | None = None
     current_limit: str | None = None
     old_limit: str | None = None
+    max_daily_conversations_per_business: str | None = None
     metadata: _Metadata | None = None
 
 
@@ -402,6 +403,7 @@ def _quality_signal(raw: msgspec.Raw, waba_id: str | None, content: bytes) -> Si
         old_limit=_text(value.old_limit),
         content=content,
         phone_number_id=_number(value.metadata),
+        max_daily_limit=_text(value.max_daily_conversations_per_business),
     )
 
 

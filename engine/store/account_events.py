@@ -5,7 +5,8 @@ A signal names a WhatsApp Business Account (`entry[].id`): it concerns every acc
 whose `business_account_id` is that, and any whose `phone_number_id` the signal
 carries. One transaction per batch: the accounts matched in one statement, one
 statement per signal that acts (pauses or resumes campaigns, with NOTIFY so the
-daemon running each campaign stops or restarts it), and the log written in one.
+daemon running each campaign stops or restarts it, or lowers the accounts'
+messaging limit), and the log written in one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from typing import Any
 
 import msgspec
 
-from engine.core.signals import PauseCampaigns, ResumeCampaigns, SignalAction, decide
+from engine.core.signals import (
+    LowerMessagingLimit,
+    PauseCampaigns,
+    ResumeCampaigns,
+    SignalAction,
+    decide,
+)
 from engine.messages import (
     AccountSignal,
     CommandKind,
@@ -85,6 +92,12 @@ UPDATE campaigns c SET status = 'scheduled', scheduled_at = $3, pause_reason = N
        paused_by_signal = NULL, updated_at = $3
 FROM target WHERE c.id = target.id
 RETURNING c.id, c.account_id, c.owner_id, 'paused' AS previous
+"""
+
+# Lowered only: a limit the operator set lower stays (engine/core/signals.py).
+_LOWER_LIMIT = """
+UPDATE accounts SET messaging_limit = $2, updated_at = $3
+WHERE id = ANY($1::uuid[]) AND (messaging_limit IS NULL OR messaging_limit > $2)
 """
 
 _LOG = """
@@ -194,6 +207,9 @@ async def _act(
             rows = await conn.fetch(_PAUSE_ACCOUNT, account_ids, now, action.reason, action.key)
         case ResumeCampaigns():
             rows = await conn.fetch(_RESUME, account_ids, action.key, now)
+        case LowerMessagingLimit():
+            await conn.execute(_LOWER_LIMIT, account_ids, action.limit, now)
+            return []
     for row in rows:
         if row["previous"] != "paused":
             kind = CommandKind.RESUME if isinstance(action, ResumeCampaigns) else CommandKind.PAUSE
