@@ -10,15 +10,21 @@ from typing import Any
 import trio
 import trio.testing
 
-from engine.messages import AccountSignal, QualitySignal, TemplateStatusSignal
+from engine.actors import broadcaster as broadcaster_actor
+from engine.actors import webhook_applier
+from engine.actors.broadcaster import Broadcaster
+from engine.actors.webhook_applier import WebhookApplier
+from engine.messages import AccountSignal, CampaignEvent, QualitySignal, TemplateStatusSignal
 from engine.service.engine import Engine
+from engine.settings import WebhookSettings
 from engine.store import account_events, campaign_runs
 from engine.store.campaigns import CampaignInput, create_campaign
 from engine.store.database import Database
 from tests.engine_helpers import EventLog, engine_settings, running_engine
 from tests.fake_gateway import ScriptedGateway
 from tests.store_helpers import OWNER, make_account, make_contacts, utc_now
-from tests.virtual_time import virtual_time_db
+from tests.test_webhook_applier import FailingDatabase
+from tests.virtual_time import VirtualTimeDatabase, virtual_time_db
 
 __all__ = ["virtual_time_db"]  # the virtual-time database replaces conftest's `db` here
 
@@ -289,3 +295,36 @@ async def limits(db: Database, *accounts: str) -> list[int | None]:
     return [
         await db.fetchval("SELECT messaging_limit FROM accounts WHERE id = $1", a) for a in accounts
     ]
+
+
+async def test_a_database_failure_keeps_the_signals_and_applies_them_once(
+    db: VirtualTimeDatabase, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(36_000):
+        account = await make_account(db, business_account_id=WABA)
+        await make_contacts(db, 3)
+        later = utc_now().replace(year=utc_now().year + 1)
+        campaign = await template_campaign(
+            db, account, schedule_type="scheduled", scheduled_at=later
+        )
+        failing = FailingDatabase(db)
+        async with trio.open_nursery() as nursery:
+            broadcaster: Broadcaster = await nursery.start(broadcaster_actor.run)
+            async with broadcaster.subscribe() as events:
+                applier: WebhookApplier = await nursery.start(
+                    webhook_applier.run, failing, broadcaster, WebhookSettings()
+                )
+                failing.down = True
+                assert applier.submit([template_signal("PAUSED")])
+                await failing.failed(2)
+                assert await events_of_db(db, account) == 0
+                failing.down = False
+                async for event in events:
+                    if isinstance(event, CampaignEvent) and event.name == "campaign:paused":
+                        break
+                paused_at = (await db.fetchrow("SELECT paused_at FROM campaigns"))["paused_at"]
+                statistics = applier.statistics()
+            nursery.cancel_scope.cancel()
+    assert (statistics.queued, statistics.signals_logged, statistics.apply_errors) == (0, 1, 2)
+    assert await events_of_db(db, account) == 1
+    assert (await status_of(db, campaign))[0] == "paused" and paused_at is not None

@@ -61,6 +61,7 @@ class WebhookApplier:
         self._arrived = trio.Event()
         # Work left over when the database failed after a batch was applied.
         self._to_announce: set[str] = set()
+        self._signals_to_announce: list[AppliedSignals] = []
         self._to_recheck: set[str] = set()
         self._received = 0
         self._refused = 0
@@ -155,7 +156,10 @@ class WebhookApplier:
             self._signals_logged += changed.logged
             self._signals_unmatched += changed.unmatched
             self._unmatched += changed.unmatched  # in /metrics' unmatched, with the statuses
-            await self._announce_signals(db, broadcaster, changed, clock)
+            self._signals_to_announce.append(changed)
+        while self._signals_to_announce:
+            await self._announce_signals(db, broadcaster, self._signals_to_announce[0])
+            del self._signals_to_announce[0]
         for campaign_id in sorted(self._to_recheck):
             # Its actor may be waiting for exactly this to complete it.
             await campaign_runs.notify(db, CommandKind.RECHECK, campaign_id)
@@ -167,21 +171,24 @@ class WebhookApplier:
             self._arrived = trio.Event()
 
     async def _announce_signals(
-        self, db: Database, broadcaster: Broadcaster, changed: AppliedSignals, clock: WallClock
+        self, db: Database, broadcaster: Broadcaster, changed: AppliedSignals
     ) -> None:
         """A running campaign's actor says it paused when it stops; for the others
-        (scheduled), and for every resume, nobody else would."""
+        (scheduled), and for every resume, nobody else would. The rows are read before
+        anything is published, so a database error announces nothing twice."""
+        quiet = [c for c in changed.paused if c.previous == "scheduled"]
+        rows = (
+            {
+                str(r["id"]): r
+                for r in await campaigns.campaign_rows(db, [c.campaign_id for c in quiet])
+            }
+            if quiet
+            else {}
+        )
         for change in changed.resumed:
             broadcaster.publish(
                 CampaignEvent(change.owner_id, CampaignResumed(campaign_id=change.campaign_id))
             )
-        quiet = [c for c in changed.paused if c.previous == "scheduled"]
-        if not quiet:
-            return
-        rows = {
-            str(r["id"]): r
-            for r in await campaigns.campaign_rows(db, [c.campaign_id for c in quiet])
-        }
         for change in quiet:
             row = rows.get(change.campaign_id)
             if row is None:
