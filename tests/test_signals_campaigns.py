@@ -322,7 +322,7 @@ async def test_a_database_failure_keeps_the_signals_and_applies_them_once(
                 async for event in events:
                     if isinstance(event, CampaignEvent) and event.name == "campaign:paused":
                         break
-                paused_at = (await db.fetchrow("SELECT paused_at FROM campaigns"))["paused_at"]
+                paused_at = await db.fetchval("SELECT paused_at FROM campaigns")
                 statistics = applier.statistics()
             nursery.cancel_scope.cancel()
     assert (statistics.queued, statistics.signals_logged, statistics.apply_errors) == (0, 1, 2)
