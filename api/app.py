@@ -25,6 +25,7 @@ from api.routes import (
     webhooks,
 )
 from api.routes.dashboard import blueprint as dashboard_blueprint
+from engine.core.variables import MissingVariables
 from engine.service.errors import (
     DatabaseUnavailable,
     InvalidInput,
@@ -77,6 +78,7 @@ def create_app(
     app.register_error_handler(TransitionRefused, _transition_refused)
     app.register_error_handler(InvalidReference, _invalid_reference)
     app.register_error_handler(InvalidInput, _invalid_input)
+    app.register_error_handler(MissingVariables, _missing_variables)
     app.register_error_handler(Unstorable, _unstorable)
     app.register_error_handler(DatabaseUnavailable, _database_unavailable)
     app.register_error_handler(Exception, _unexpected)
@@ -121,6 +123,11 @@ async def _invalid_reference(error: InvalidReference) -> Response:
 
 async def _invalid_input(error: InvalidInput) -> Response:
     return failure(ApiError(400, "validation_failed", error.message, error.field))
+
+
+async def _missing_variables(error: MissingVariables) -> Response:
+    # A preview or test send rendered for someone who lacks a variable.
+    return failure(ApiError(400, "missing_variable", error.message, error.field))
 
 
 async def _unstorable(error: Unstorable) -> Response:

@@ -26,7 +26,6 @@ from api.schemas import (
     throttle_json,
 )
 from engine.core import lifecycle
-from engine.core.variables import MissingVariables
 from engine.service import CampaignInput
 from engine.service.campaigns import AccountBusy
 
@@ -190,12 +189,9 @@ async def preview_campaign(campaign_id: str) -> Response:
     key = _key(campaign_id)
     body = decode(await context.body(), CampaignPreview)
     contact_id, given = _render_for(body.contactId, body.variables)
-    try:
-        preview = await context.engine().campaigns.preview(
-            context.user_id(), key, contact_id=contact_id, given=given
-        )
-    except MissingVariables as missing:
-        raise ApiError(400, "missing_variable", missing.message, missing.field) from None
+    preview = await context.engine().campaigns.preview(
+        context.user_id(), key, contact_id=contact_id, given=given
+    )
     return success(preview, "Campaign preview rendered")
 
 
@@ -208,8 +204,6 @@ async def test_campaign(campaign_id: str) -> Response:
         result = await context.engine().campaigns.send_test(
             context.user_id(), key, body.phone, contact_id=contact_id, given=given
         )
-    except MissingVariables as missing:
-        raise ApiError(400, "missing_variable", missing.message, missing.field) from None
     except AccountBusy:
         raise ApiError(
             429,
