@@ -449,6 +449,136 @@ async def test_dashboard_creates_a_campaign_with_a_send_window_and_shows_the_wai
             await _drive("window", daemon.url, daemon.token, ARTIFACTS / "dashboard-window.png")
 
 
+def drive_links(url: str, token: str, screenshot: Path) -> None:
+    """A campaign created with two variants, a send window open now in New York and tracked
+    links: it sends (no wait for the window), its card has a row per variant; once the
+    test follows one recipient's link (after SENT on stdout), the click rate shows, in the
+    campaign's counts and in its variant's row. A click-rate winner without tracked links is
+    refused in the form."""
+    import re
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from playwright.sync_api import Page, expect, sync_playwright
+
+    def add_variant(page: Page, index: int, name: str, text: str) -> None:
+        page.click("#add-variant")
+        row = page.locator("#variant-rows .variant-row").nth(index)
+        row.locator(".variant-name").fill(name)
+        row.locator(".variant-text").fill(text)
+
+    local = datetime.now(UTC).astimezone(ZoneInfo("America/New_York"))
+    start, end = (
+        (local - timedelta(hours=1)).strftime("%H:%M"),
+        (local + timedelta(hours=2)).strftime("%H:%M"),
+    )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 1500})
+            page.goto(url + "/")
+            page.fill("#token-input", token)
+            page.click("#token-form button[type=submit]")
+            expect(page.locator("#connection")).to_have_text("live", timeout=STEP_MS)
+            expect(page.locator("#account option")).to_have_count(1)
+
+            page.fill("#name", "Browser links")
+            page.fill("#message", "Hello {{firstName}}: https://example.com/offer")
+            page.fill("#rate", "6000")
+            add_variant(page, 0, "Short", "Hi {{firstName}} https://example.com/offer?v=a")
+            add_variant(page, 1, "Long", "Dear {{firstName}}, see https://example.com/offer?v=b")
+            page.fill("#window-start", start)
+            page.fill("#window-end", end)
+            page.fill("#window-timezone", "America/New_York")
+            page.check('input[name="schedule"][value="now"]')
+
+            # Without trackLinks a click-rate winner is refused; the form says why.
+            page.fill("#ab-sample", "0.5")
+            page.select_option("#ab-metric", "click_rate")
+            page.click("#create")
+            result = page.locator("#create-result")
+            expect(result).to_contain_text("trackLinks", timeout=STEP_MS)
+            expect(result).to_have_class(re.compile("error-text"))
+            expect(page.locator(".campaign")).to_have_count(0)
+
+            page.fill("#ab-sample", "")
+            page.check("#track-links")
+            page.click("#create")
+            expect(result).to_contain_text("Created", timeout=STEP_MS)
+            card = page.locator(".campaign", has=page.locator(".name", has_text="Browser links"))
+            expect(card).to_have_attribute("data-status", "completed", timeout=STEP_MS)
+            wait = card.locator(".wait-text")
+            expect(wait).to_have_text(f"Send window {start} to {end} America/New_York")
+            rows = card.locator("table.variants tr.variant")
+            expect(rows).to_have_count(2)
+            expect(card.locator("table.variants")).not_to_contain_text("…", timeout=STEP_MS)
+            expect(card.locator(".count-clicked dd")).to_have_text("0 0.00%")
+            print("SENT", flush=True)  # the test follows a link now
+
+            # One click of five recipients (one failed): a rate of 25% of those delivered,
+            # or more while deliveries are still coming in.
+            clicked = card.locator(".count-clicked dd")
+            expect(clicked).to_have_text(re.compile(r"^1 [1-9]\d*\.\d\d%$"), timeout=STEP_MS)
+            # The clicked recipient's variant counts it (the Clicked column), the other not.
+            clicks = rows.locator("td:nth-child(8)")
+            expect(clicks.filter(has_text=re.compile(r"^1 "))).to_have_count(1, timeout=STEP_MS)
+            expect(clicks.filter(has_text=re.compile(r"^0 "))).to_have_count(1)
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+
+
+async def test_dashboard_creates_a_campaign_with_variants_a_window_and_tracked_links(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    from engine.transport.http1 import HTTPConnection, split_url
+    from tests import test_watch
+    from tests.test_demo import read_until
+
+    assert VENDOR_JS.exists(), f"{VENDOR_JS} is missing: run `make install` (npm ci + copy)"
+    base = "https://go.example"  # what recipients would reach; the test asks the daemon itself
+    monkeypatch.setitem(test_watch.ENVIRONMENT, "CAMPAIGN_ENGINE_LINKS_BASE_URL", base)
+    png = ARTIFACTS / "dashboard-links.png"
+    with trio.fail_after(180):
+        async with test_watch.running_daemon(database_url) as daemon:
+            await daemon.make_account()
+            await daemon.make_contacts(5)
+            driver = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "tests.test_dashboard_browser", "links", daemon.url,
+                 daemon.token, str(png)],
+                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            assert driver.stdout is not None
+            output = bytearray()
+            try:
+                await read_until(driver.stdout, b"SENT\n", output)
+                # What WhatsApp was asked to send: a recipient's own short link.
+                sent = [r for r in daemon.stack.simulator.state.requests if r.error_code is None]
+                found = re.search(re.escape(base) + r"/l/([\w-]+)", sent[0].body.decode())
+                assert found, sent[0].body
+                connection = HTTPConnection(split_url(daemon.url + "/")[0], read_timeout=10)
+                try:
+                    response = await connection.request("GET", f"/l/{found.group(1)}", [])
+                finally:
+                    await connection.aclose()
+                assert response.status == 302
+                location = dict(response.headers)[b"location"].decode()
+                assert location.startswith("https://example.com/offer?v="), location
+                while chunk := await driver.stdout.receive_some(65536):
+                    output += chunk
+                assert await driver.wait() == 0, output.decode(errors="replace")
+            finally:
+                if driver.returncode is None:
+                    driver.kill()
+                    await driver.wait()
+    assert (await trio.Path(png).stat()).st_size > 10_000
+
+
 if __name__ == "__main__":
     import asyncio
 
@@ -460,5 +590,6 @@ if __name__ == "__main__":
         "events": drive_events,
         "variants": drive_variants,
         "window": drive_window,
+        "links": drive_links,
     }
     drivers[sys.argv[1]](sys.argv[2], sys.argv[3], Path(sys.argv[4]), *sys.argv[5:])

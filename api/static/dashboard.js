@@ -255,6 +255,21 @@
     }, 1000);
   }
 
+  // --- tracked links (docs/http-api.md, "Tracked links") -------------------------------------
+
+  // A click sends no event of its own: it shows in the campaign's next `campaign:stats`
+  // (docs/socketio-events.md), which may never come once every status webhook is in. So
+  // the newest campaigns that track links and have sent are read again now and then.
+  const CLICK_CAMPAIGNS = 10;
+
+  function refreshClicks() {
+    Array.from(campaigns.values())
+      .filter((c) => c.track_links && (c.stats || {}).sent > 0)
+      .sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)))
+      .slice(0, CLICK_CAMPAIGNS)
+      .forEach((c) => refresh(c.id));
+  }
+
   const PHASES = {
     not_started: "A/B test: not started",
     sampling: "A/B test: sending the sample",
@@ -611,8 +626,10 @@
         tags: $("tags").value.split(",").map((t) => t.trim()).filter(Boolean),
       };
     }
+    if ($("track-links").checked) body.trackLinks = true;
     Object.assign(body, abFields(), windowFields());
     const result = $("create-result");
+    result.classList.remove("error-text");
     try {
       const payload = await api("POST", "/campaigns", body);
       result.textContent = "Created “" + payload.data.name + "” (" + payload.data.status + ").";
@@ -623,7 +640,9 @@
       render(payload.data);
       form.querySelector("#name").value = "";
     } catch (error) {
-      if (error.message !== "unauthorized") result.textContent = error.message;
+      if (error.message === "unauthorized") return;
+      result.textContent = error.message; // a refused trackLinks names links.base_url
+      result.classList.add("error-text");
     }
   }
 
@@ -756,10 +775,11 @@
       loadEvents(false).catch((e) => notice(e.message, true));
     });
     $("events-refresh").addEventListener("click", eventsChanged);
-    // Signals that change no campaign send no event: look for them now and then.
+    // Signals that change no campaign, and clicks, send no event: look for them now and then.
     window.setInterval(() => {
       if (token() && !$("workspace").hidden && document.visibilityState === "visible") {
         eventsChanged();
+        refreshClicks();
       }
     }, 5000);
     $("events-more").addEventListener("click", () => {
