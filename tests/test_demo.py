@@ -1,7 +1,8 @@
 """`campaign-engine demo` as a user runs it: a subprocess on a fresh database, its printed
-dashboard URL and token, the API listing both sample campaigns, one of them progressing,
-and Ctrl-C ending it with status 0. Its console shows the banner and warnings, not pages of
-INFO lines: not the embedded PostgreSQL's (pgserver's), not hypercorn's."""
+dashboard URL and token, the API listing its sample campaigns, one of them progressing and
+the A/B test's tracked link counting a click, and Ctrl-C ending it with status 0. Its
+console shows the banner and warnings, not pages of INFO lines: not the embedded
+PostgreSQL's (pgserver's), not hypercorn's."""
 
 from __future__ import annotations
 
@@ -46,6 +47,18 @@ async def get_json(base_url: str, path: str, token: str) -> Any:
     return msgspec.json.decode(response.body)
 
 
+async def assert_redirects(base_url: str, path: str, prefix: str) -> None:
+    origin, _ = split_url(base_url + "/")
+    connection = HTTPConnection(origin, read_timeout=10)
+    try:
+        response = await connection.request("GET", path, [])
+    finally:
+        await connection.aclose()
+    assert response.status == 302, response
+    location = dict(response.headers)[b"location"].decode()
+    assert location.startswith(prefix), location
+
+
 def demo_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGN_ENGINE_")}
     env.update(ENGINE_JWT_SECRET="", WHATSAPP_APP_SECRET="", **overrides)
@@ -57,7 +70,7 @@ def log_lines(output: str) -> list[str]:
     return [line for line in output.splitlines() if re.match(r"\d{4}-\d\d-\d\dT", line)]
 
 
-async def test_demo_runs_two_campaigns_and_stops_on_ctrl_c(database_url: str) -> None:
+async def test_demo_runs_its_campaigns_and_stops_on_ctrl_c(database_url: str) -> None:
     # The default console level: only warnings and errors next to the banner.
     process = await trio.lowlevel.open_process(
         [str(CAMPAIGN_ENGINE), "demo", "--port", "0"],
@@ -81,8 +94,18 @@ async def test_demo_runs_two_campaigns_and_stops_on_ctrl_c(database_url: str) ->
         with trio.fail_after(60):
             page = await get_json(base_url, "/api/v1/campaigns", token.group(1))
             campaigns = {c["name"].split(" (")[0]: c for c in page["data"]}
-            assert set(campaigns) == {"Spring sale", "Newsletter"}
+            assert set(campaigns) == {"Spring sale", "Newsletter", "Spring offer A/B"}
             assert campaigns["Newsletter"]["status"] == "scheduled"
+            ab_test = campaigns["Spring offer A/B"]
+            assert [v["name"] for v in ab_test["variants"]] == ["Short", "Personal"]
+            assert ab_test["track_links"] is True
+            # The banner's link is one a recipient was sent: following it counts a click.
+            # (Its port is the --port given, 0 here: the daemon's is in the dashboard URL.)
+            link = re.search(r"Click:\s+http://127\.0\.0\.1:\d+(/l/\S+)", output)
+            assert link, output
+            await assert_redirects(base_url, link.group(1), "https://example.com/spring?v=")
+            reply = await get_json(base_url, f"/api/v1/campaigns/{ab_test['id']}", token.group(1))
+            assert reply["data"]["stats"]["clicked"] == 1
             running_id = campaigns["Spring sale"]["id"]
             # Polling the API, bounded by fail_after: the subprocess has no other signal.
             while True:

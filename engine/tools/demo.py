@@ -6,14 +6,18 @@ the daemon (`engine.daemon.serve`, which opens its own trio-asyncio loop) and th
 Cloud API simulator beside it, its webhooks pointed at the daemon. The sample
 data goes in through the public HTTP API, as a user's script would, for user
 `demo`: an account on the simulator, 2,000 contacts (upserted, so a second run
-reuses them) and two new campaigns, one running at 600/min and one scheduled a
-minute ahead. Runs until Ctrl-C (exit 0).
+reuses them) and three new campaigns: one running at 600/min, one scheduled a
+minute ahead, and an A/B test of two variants with tracked links (their short links
+point at the daemon, `links.base_url`, unless configured). The simulator does not
+click links: the banner prints one a recipient was sent, for the user to follow.
+Runs until Ctrl-C (exit 0).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import sys
 from collections.abc import Mapping
@@ -25,6 +29,7 @@ import msgspec
 import trio
 
 from api.auth import issue_token
+from engine.core.tracked_links import link_prefix
 from engine.daemon import Listening, configure_logging, serve
 from engine.settings import (
     LinksSettings,
@@ -42,6 +47,7 @@ DEMO_USER = "demo"
 ACCOUNT_NAME = "Demo account"
 CONTACTS = 2_000
 LATENCY_MS = 50.0
+LINK_WAIT_SECONDS = 5.0  # for a first tracked link to show in the banner
 # The simulator listens on loopback, on a port chosen at start: accounts may point there.
 SIMULATOR_URL_PREFIX = "http://127.0.0.1:"
 ALLOWED_API_URLS = "CAMPAIGN_ENGINE_WHATSAPP_ALLOWED_API_URLS"
@@ -129,7 +135,7 @@ class ApiClient:
 
 
 async def seed(client: ApiClient, api_url: str) -> list[dict[str, Any]]:
-    """The demo account, contacts and two new campaigns; returns the campaigns."""
+    """The demo account, contacts and three new campaigns; returns the campaigns."""
     accounts = await client.call("GET", "/api/v1/accounts?limit=500")
     existing = [a for a in accounts if a["name"] == ACCOUNT_NAME]
     if existing:
@@ -184,11 +190,57 @@ async def seed(client: ApiClient, api_url: str) -> list[dict[str, Any]]:
             "throttleConfig": {"messagesPerMinute": 600},
         },
     )
-    return [running, scheduled]
+    ab_test = await client.call(
+        "POST",
+        "/api/v1/campaigns",
+        {
+            "accountId": account_id,
+            "name": f"Spring offer A/B ({label})",
+            "messageType": "text",
+            "messageContent": "Hi {{firstName}}, our spring offer: https://example.com/spring",
+            "variants": [
+                {
+                    "name": "Short",
+                    "messageContent": "Hi {{firstName}}, 20% off today: "
+                    "https://example.com/spring?v=short",
+                    "weight": 1,
+                },
+                {
+                    "name": "Personal",
+                    "messageContent": "Hello {{firstName}}, {{company}} customers save 20% "
+                    "this week: https://example.com/spring?v=personal",
+                    "weight": 1,
+                },
+            ],
+            "trackLinks": True,
+            "audienceType": "tags",
+            "audienceConfig": {"tags": ["vip"]},
+            "scheduleType": "now",
+            "throttleConfig": {"messagesPerMinute": 600},
+        },
+    )
+    return [running, scheduled, ab_test]
 
 
-def _banner(listening: Listening, token: str, simulator: SimulatorHandle, ids: list[str]) -> str:
+async def first_tracked_link(simulator: SimulatorHandle, base_url: str) -> str | None:
+    """A short link the simulator was sent, for the banner; None if none came in time. The
+    simulator has no way to signal a send, so its record is looked at now and then."""
+    link = re.compile(re.escape(link_prefix(base_url)) + r"[A-Za-z0-9_-]+")
+    with trio.move_on_after(LINK_WAIT_SECONDS):
+        while True:
+            for request in list(simulator.state.requests):
+                found = link.search(request.body.decode(errors="replace"))
+                if found and request.error_code is None:
+                    return found.group(0)
+            await trio.sleep(0.1)
+    return None
+
+
+def _banner(
+    listening: Listening, token: str, simulator: SimulatorHandle, ids: list[str], link: str | None
+) -> str:
     url = listening.url
+    click = link or "none sent yet: the dashboard's A/B card counts them once its messages go out"
     return "\n".join(
         (
             "",
@@ -199,9 +251,14 @@ def _banner(listening: Listening, token: str, simulator: SimulatorHandle, ids: l
             f"  API docs:   {url}/docs",
             f"  Simulator:  {simulator.api_url}",
             f"  Campaigns:  {ids[0]} (running, 600/min), {ids[1]} (scheduled in 1 minute)",
+            f"  A/B test:   {ids[2]} (two variants to the vip tag, tracked links: a row per"
+            " variant and the click rate in the dashboard)",
+            f"  Click:      {click}",
+            "              (the simulator does not click: follow a link to count a click)",
             "",
             f"  curl -H 'Authorization: Bearer {token}' {url}/api/v1/campaigns",
             f"  campaign-engine watch {ids[0]} --url {url} --token {token}",
+            f"  campaign-engine watch {ids[2]} --url {url} --token {token}",
             "",
             "Press Ctrl-C to stop.",
             "",
@@ -263,7 +320,10 @@ async def run_demo(settings: Settings, dsn: str, *, host: str, port: int) -> Non
             campaigns = await seed(client, stack.simulator.api_url)
         finally:
             await client.aclose()
-        banner = _banner(stack.listening, token, stack.simulator, [c["id"] for c in campaigns])
+        assert settings.links.base_url is not None  # main() sets it (with_link_base)
+        link = await first_tracked_link(stack.simulator, settings.links.base_url)
+        ids = [c["id"] for c in campaigns]
+        banner = _banner(stack.listening, token, stack.simulator, ids, link)
         print(banner, flush=True)
 
 
