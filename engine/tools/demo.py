@@ -47,7 +47,7 @@ DEMO_USER = "demo"
 ACCOUNT_NAME = "Demo account"
 CONTACTS = 2_000
 LATENCY_MS = 50.0
-LINK_WAIT_SECONDS = 5.0  # for a first tracked link to show in the banner
+LINK_WAIT_SECONDS = 10.0  # for a first tracked link to show in the banner
 # The simulator listens on loopback, on a port chosen at start: accounts may point there.
 SIMULATOR_URL_PREFIX = "http://127.0.0.1:"
 ALLOWED_API_URLS = "CAMPAIGN_ENGINE_WHATSAPP_ALLOWED_API_URLS"
