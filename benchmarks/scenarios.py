@@ -22,7 +22,7 @@ from benchmarks.client import (
     wait_final,
 )
 from benchmarks.lag import StatsPoller, summary
-from benchmarks.processes import Process, Simulator, Stack, sample_rss
+from benchmarks.processes import PostgresCpu, Process, Simulator, Stack, sample_rss
 
 LATENCY_METRIC = "campaign_engine_send_latency_seconds"
 SLICES = 10  # every contact is in one `slice<k>`: audiences for the rate and pause phases
@@ -58,7 +58,8 @@ async def throughput(
     audience between them; from the first start request to the last completion. Against
     `simulator` (default: the stack's first)."""
     daemon: Process = stack.daemon
-    api_url = (simulator or stack.simulator).api_url
+    target = simulator or stack.simulator
+    api_url = target.api_url
     accounts = [
         await api.account(f"{phone_prefix} {k}", f"{phone_prefix}-{k}", api_url)
         for k in range(campaigns)
@@ -71,12 +72,19 @@ async def throughput(
     rss_before = daemon.rss_mb()
     daemon.samples.clear()
     sampler = asyncio.create_task(sample_rss(daemon))
+    # What else each message costs on this machine: the scenario's PostgreSQL
+    # backends and the simulator share the two cores with the daemon.
+    postgres = PostgresCpu(stack.database)
+    postgres.start()
+    simulator_before = target.process.cpu_seconds()
     cpu_before, started = daemon.cpu_seconds(), time.time()
     try:
         for campaign_id in ids:
             await api.command(campaign_id, "start")
         finished = await wait_final(api, log, ids, within=max(300.0, recipients / 100))
         cpu = daemon.cpu_seconds() - cpu_before
+        postgres_cpu = postgres.seconds()
+        simulator_cpu = target.process.cpu_seconds() - simulator_before
     finally:
         sampler.cancel()
     seconds = finished - started
@@ -94,6 +102,12 @@ async def throughput(
             "seconds": round(seconds, 2),
             "messages_per_second": round(messages / seconds, 1) if seconds > 0 else 0.0,
             "cpu_seconds_per_1000": round(cpu / messages * 1000, 3) if messages else None,
+            "postgres_cpu_seconds_per_1000": (
+                round(postgres_cpu / messages * 1000, 3) if messages else None
+            ),
+            "simulator_cpu_seconds_per_1000": (
+                round(simulator_cpu / messages * 1000, 3) if messages else None
+            ),
             "peak_rss_mb": _mb(max(daemon.samples, default=rss_after)),
             "send_latency_p50_ms": None if p50 is None else round(p50 * 1000, 1),
             "send_latency_p99_ms": None if p99 is None else round(p99 * 1000, 1),
@@ -193,6 +207,7 @@ async def throughput_with_webhooks(
 
 async def bare(stack: Stack, *, requests: int, concurrency: int) -> dict[str, Any]:
     """`benchmarks.bare` in its own process against the same simulator."""
+    simulator_before = stack.simulator.process.cpu_seconds()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "benchmarks.bare", "--url", stack.api_url,
         "--phone-number-id", "bare", "--requests", str(requests),
@@ -203,6 +218,11 @@ async def bare(stack: Stack, *, requests: int, concurrency: int) -> dict[str, An
     if process.returncode != 0:
         raise RuntimeError(f"benchmarks.bare exited with {process.returncode}")
     result: dict[str, Any] = json.loads(out)
+    simulator_cpu = stack.simulator.process.cpu_seconds() - simulator_before
+    if result.get("messages"):
+        result["simulator_cpu_seconds_per_1000"] = round(
+            simulator_cpu / result["messages"] * 1000, 3
+        )
     result["process"] = "separate (python -m benchmarks.bare); CPU is that process's"
     return result
 
