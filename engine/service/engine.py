@@ -109,7 +109,7 @@ class Engine:
             throttle_slowdown_seconds=settings.sender.throttle_slowdown_seconds,
         )
         # Short links of campaigns with trackLinks (GET /l/<code>).
-        self.links = Links(db, clock)
+        self.links = Links(db, clock, broadcaster)
         self.monitoring = Monitoring(db, clock, self.statistics)
 
     # --- control commands (docs/http-api.md) --------------------------------------------
@@ -292,19 +292,22 @@ async def open_engine(
             broadcaster,
             instance_id,
         )
+        engine = Engine(
+            db,
+            clock,
+            broadcaster,
+            sender_pool,
+            supervisor,
+            webhooks,
+            references,
+            settings=settings,
+            gateway=gateway,
+            budgets=budgets,
+        )
+        # Clicks' counts reach campaign:stats (engine/service/links.py).
+        nursery.start_soon(engine.links.announce_clicks)
         try:
-            yield Engine(
-                db,
-                clock,
-                broadcaster,
-                sender_pool,
-                supervisor,
-                webhooks,
-                references,
-                settings=settings,
-                gateway=gateway,
-                budgets=budgets,
-            )
+            yield engine
         finally:
             with trio.move_on_after(settings.server.shutdown_grace_seconds + 5) as scope:
                 scope.shield = True
