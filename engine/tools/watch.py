@@ -57,7 +57,7 @@ class CampaignWatch:
         completed = round(float(c["progress"]) / 100 * total)
         status = (
             f"{c['status']}  sent {stats['sent']}  delivered {stats['delivered']}"
-            f"  failed {stats['failed']}{waiting_note(c)}"
+            f"  failed {stats['failed']}{clicks_note(c)}{waiting_note(c)}"
         )
         self.progress.update(self.task, total=total, completed=completed, status=status)
 
@@ -107,6 +107,16 @@ class CampaignWatch:
         self.replace(c)
 
 
+def clicks_note(campaign: dict[str, Any]) -> str:
+    """A campaign with tracked links: its recipients who clicked, over those delivered
+    (a first click emits `campaign:stats`, so this stays live)."""
+    if not campaign.get("track_links"):
+        return ""
+    clicked = campaign["stats"].get("clicked", 0)
+    rate = float(campaign.get("metrics", {}).get("click_rate", 0.0))
+    return f"  clicked {clicked} (click rate {rate:.2f}%)"
+
+
 def waiting_note(campaign: dict[str, Any]) -> str:
     """What a running campaign waits for: the messaging limit, its send window."""
     if campaign.get("status") != "running":
@@ -138,6 +148,9 @@ def summary_table(campaign: dict[str, Any]) -> Table:
         ("started", str(campaign.get("started_at") or "-")),
         ("finished", str(campaign.get("completed_at") or "-")),
     ]
+    if campaign.get("track_links"):
+        rows.append(("clicked", str(stats.get("clicked", 0))))
+        rows.append(("click rate", f"{metrics.get('click_rate', 0.0):.2f}%"))
     if campaign.get("error"):
         rows.append(("error", str(campaign["error"])))
     rows += _variant_rows(campaign)
