@@ -48,9 +48,7 @@ def _line(watch: CampaignWatch) -> str:
 
 def test_a_first_click_shows_in_the_line_and_the_table() -> None:
     watch = CampaignWatch(_campaign(), Progress(TextColumn("{task.fields[status]}")))
-    assert _line(watch) == (
-        "running  sent 4  delivered 4  failed 0  clicked 0 (click rate 0.00%)"
-    )
+    assert _line(watch) == "running  sent 4  delivered 4  failed 0  clicked 0 (click rate 0.00%)"
     # What the daemon emits after a recipient's first click.
     watch.apply(
         "campaign:stats",
@@ -60,9 +58,7 @@ def test_a_first_click_shows_in_the_line_and_the_table() -> None:
             "metrics": METRICS | {"click_rate": 25.0},
         },
     )
-    assert _line(watch) == (
-        "running  sent 4  delivered 4  failed 0  clicked 1 (click rate 25.00%)"
-    )
+    assert _line(watch) == "running  sent 4  delivered 4  failed 0  clicked 1 (click rate 25.00%)"
     rows = dict(zip(*(c.cells for c in summary_table(watch.campaign).columns), strict=True))
     assert rows["clicked"] == "1" and rows["click rate"] == "25.00%"
 
