@@ -7,6 +7,7 @@ moves (engine/store/portfolio_reach.py, docs/delivery-guarantees.md).
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import trio
@@ -14,13 +15,13 @@ import trio.testing
 
 from engine.core.campaign_view import campaign_object
 from engine.messages import CampaignEvent
-from engine.store import campaigns, portfolio_reach
+from engine.store import accounts, campaigns, portfolio_reach
 from engine.store.contacts import ContactInput, upsert_contacts
 from engine.store.database import Database
 from tests.engine_helpers import EventLog, engine_settings, running_engine
 from tests.fake_gateway import ScriptedGateway
 from tests.store_helpers import OWNER, make_account, make_campaign, phone
-from tests.virtual_time import virtual_time_db
+from tests.virtual_time import VirtualTimeDatabase, virtual_time_db
 
 __all__ = ["virtual_time_db"]  # the virtual-time database replaces conftest's `db` here
 
@@ -40,6 +41,20 @@ def most_users_in_a_day(gateway: ScriptedGateway) -> int:
     return max(
         len({to for at, to in sends if start <= at < start + DAY - 1e-6}) for start, _ in sends
     )
+
+
+async def heard_within(db: VirtualTimeDatabase, payload: str, *, seconds: float) -> None:
+    """`db.heard(payload)`, bounded in real time: the virtual clock stands still while
+    the test holds it, so a NOTIFY that never comes must not hang the test."""
+    async with trio.open_nursery() as nursery:
+
+        async def bound() -> None:
+            await trio.to_thread.run_sync(time.sleep, seconds, abandon_on_cancel=True)
+            raise AssertionError(f"{payload!r} was not heard within {seconds} s")
+
+        nursery.start_soon(bound)
+        await db.heard(payload)
+        nursery.cancel_scope.cancel()
 
 
 async def deferred_or_completed(log: EventLog, campaign_id: str) -> CampaignEvent:
@@ -160,3 +175,29 @@ async def test_an_account_without_a_limit_is_not_held_back(
     assert len(gateway.sends) == 300
     assert not log.of(campaign, "campaign:deferred")
     assert await db.fetchval("SELECT count(*) FROM portfolio_reach") == 0
+
+
+async def test_a_raised_limit_sends_the_waiting_recipients_at_once(
+    db: VirtualTimeDatabase, autojump_clock: trio.testing.MockClock
+) -> None:
+    account = await make_account(db, messaging_limit=50)
+    await tagged_contacts(db, range(100), "all")
+    gateway = ScriptedGateway()
+    log = EventLog()
+    with trio.fail_after(3 * DAY):
+        async with trio.open_nursery() as nursery:
+            async with running_engine(db, gateway, SETTINGS) as engine:
+                await nursery.start(log.collect, engine)
+                campaign = await make_campaign(db, account)
+                event = await log.wait_for("campaign:deferred", campaign)
+                assert event.payload["count"] == 50 and len(gateway.sends) == 50
+                deferred_at = engine.clock.now()
+                # The clock stands still until the campaign's owner heard of it.
+                with db.hold.held():
+                    await accounts.update_account(db, OWNER, account, {"messaging_limit": 200})
+                    await heard_within(db, f"recheck:{campaign}", seconds=10)
+                await log.wait_for("campaign:completed", campaign)
+                finished = engine.clock.now()
+            nursery.cancel_scope.cancel()
+    assert len(gateway.sends) == 100
+    assert finished - deferred_at < timedelta(minutes=1)  # not a day later

@@ -16,7 +16,7 @@ import trio.testing
 from engine.clock import WallClock
 from engine.core.campaign_view import campaign_object
 from engine.service.engine import open_engine
-from engine.store import campaigns
+from engine.store import campaigns, recipients
 from engine.store.contacts import ContactInput, upsert_contacts
 from engine.store.database import Database
 from tests.engine_helpers import EventLog, engine_settings
@@ -107,3 +107,22 @@ async def test_recipients_wait_for_their_local_window_and_go_at_the_campaign_pac
     for i, start in enumerate(moments):
         within = [m for m in moments[i:] if m < start + 1.0]
         assert len(within) <= PER_SECOND + 1
+
+
+async def test_a_new_window_times_the_waiting_recipients_again(
+    db: Database, autojump_clock: trio.testing.MockClock
+) -> None:
+    account = await make_account(db)
+    await contacts_in(db, range(3), None)
+    campaign = await make_campaign(db, account, schedule_type="manual")
+    await recipients.materialise_recipients(db, campaign)
+    ids = [r["id"] for r in await db.fetch("SELECT id FROM campaign_recipients")]
+    await recipients.defer(db, ids, [NEW_YORK_OPENS] * 3, reason="send_window")
+    await campaigns.update_campaign(
+        db, OWNER, campaign, lambda _row: {"send_window": {"start": "08:00", "end": "09:00"}}
+    )
+    waiting = await db.fetchval(
+        "SELECT count(*) FROM campaign_recipients WHERE not_before IS NOT NULL"
+        " OR deferred_reason IS NOT NULL"
+    )
+    assert waiting == 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.messages import CommandKind
+from engine.store import campaign_runs
 from engine.store.database import Connection, Database, Record
 from engine.store.errors import InUse, set_clause
 
@@ -74,13 +76,48 @@ async def update_account(
 ) -> Record | None:
     if not changes:
         return await get_account(db, owner_id, account_id)
-    return await db.fetchrow(
+    return await db.transaction(_update_account, owner_id, account_id, changes)
+
+
+async def _update_account(
+    conn: Connection, owner_id: str, account_id: str, changes: dict[str, Any]
+) -> Record | None:
+    limit_changed = bool({"portfolio_id", "messaging_limit"} & changes.keys())
+    if limit_changed:
+        await _release_for_limit(conn, account_id)  # the portfolio it leaves
+    row = await conn.fetchrow(
         f"""UPDATE accounts SET {set_clause(changes, _ACCOUNT_COLUMNS, 3)}, updated_at = now()
             WHERE id = $1 AND owner_id = $2 RETURNING *""",
         account_id,
         owner_id,
         *changes.values(),
     )
+    if row is not None and limit_changed:
+        await _release_for_limit(conn, account_id)  # the portfolio it is in now
+    return row
+
+
+async def _release_for_limit(conn: Connection, account_id: str) -> None:
+    """Recipients of the account's portfolio waiting for the messaging limit are
+    looked at again now (they reserve again: with a new limit they may pass, or
+    wait until the right moment), and their campaigns' actors told so."""
+    rows = await conn.fetch(
+        """WITH portfolio AS (
+               SELECT b.id FROM accounts a JOIN accounts b ON b.owner_id = a.owner_id
+                  AND (b.id = a.id OR b.portfolio_id = a.portfolio_id)
+               WHERE a.id = $1
+           ), released AS (
+               UPDATE campaign_recipients r SET not_before = NULL, deferred_reason = NULL
+               FROM campaigns c
+               WHERE c.id = r.campaign_id AND c.account_id IN (SELECT id FROM portfolio)
+                 AND r.status = 'pending' AND r.deferred_reason = 'messaging_limit'
+               RETURNING r.campaign_id
+           )
+           SELECT DISTINCT campaign_id FROM released""",
+        account_id,
+    )
+    for row in rows:
+        await campaign_runs.notify_in(conn, CommandKind.RECHECK, row["campaign_id"])
 
 
 async def _delete_account(conn: Connection, owner_id: str, account_id: str) -> bool:

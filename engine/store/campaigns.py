@@ -390,6 +390,13 @@ async def _update_campaign(
             campaign_id,
             *changes.values(),
         )
+    if "send_window" in changes:
+        # Waits timed by the old window: the next run times them by the new one.
+        await conn.execute(
+            """UPDATE campaign_recipients SET not_before = NULL, deferred_reason = NULL
+               WHERE campaign_id = $1 AND status = 'pending' AND deferred_reason = 'send_window'""",
+            campaign_id,
+        )
     return await _campaign_with_counters(conn, campaign_id)
 
 

@@ -127,6 +127,7 @@ class Dispatcher:
         # Deferred since the last announcement: reason -> (count, earliest moment).
         self._deferred: dict[str, tuple[int, datetime]] = {}
         self._reach_limited = False  # as the last reservation found the portfolio
+        self._wakes = 0  # how often it was told to look again
 
     @property
     def in_flight(self) -> int:
@@ -262,6 +263,7 @@ class Dispatcher:
         flight, retries, requeue times, in-doubt resolution) and returns False."""
         while self._in_flight or self._marking:
             await self._in_flight_changed.wait()
+        wakes = self._wakes  # a wake from here on must not be lost in the reads below
         if self._retries:
             await self._wait(self._retries[0][0])
             return False
@@ -281,7 +283,9 @@ class Dispatcher:
             self._announce_deferred()
             requeued_at = await self._retrying(recipients.next_requeued_at, self._db, self.plan.id)
             now = self._clock.now()
-            if requeued_at is not None and requeued_at > now:
+            if self._wakes != wakes:
+                pass  # told to look again while it read (a limit raised, say): look now
+            elif requeued_at is not None and requeued_at > now:
                 await self._wait(self._clock.trio_time_at(requeued_at))
             else:
                 await self._wait(trio.current_time() + _IDLE_RECHECK_SECONDS)
@@ -489,6 +493,7 @@ class Dispatcher:
         self._signal_in_flight()
 
     def wake(self) -> None:
+        self._wakes += 1
         if self._wait_scope is not None:
             self._wait_scope.cancel()
 
