@@ -83,3 +83,29 @@ async def test_an_account_shows_its_portfolio_and_the_window_use(api: Harness) -
         plain = await api.make_account()
         window = assert_ok(await api.request("GET", f"/api/v1/accounts/{plain}"))
         assert window["messaging_window"] == {"limit": None, "used": 0, "resets_at": None}
+
+
+async def test_recipients_beyond_the_limit_wait_with_a_reason_and_an_eta(api: Harness) -> None:
+    with trio.fail_after(30):
+        key = await api.make_account(messagingLimit=2)
+        await api.make_contacts(3)
+        campaign = (await api.make_campaign(key))["id"]
+        async with api.engine.broadcaster.subscribe() as events:
+            assert_ok(await api.request("POST", f"/api/v1/campaigns/{campaign}/start"))
+            event = await _next_event(events, "campaign:deferred", campaign)
+        assert event.payload["reason"] == "messaging_limit" and event.payload["count"] == 1
+        shown = assert_ok(await api.request("GET", f"/api/v1/campaigns/{campaign}"))
+        assert shown["status"] == "running"
+        assert shown["deferred_count"] == 1
+        assert shown["deferred_until"] == event.payload["deferredUntil"]
+        assert "messaging limit" in shown["deferred_reason"]
+        waiting = assert_ok(
+            await api.request("GET", f"/api/v1/campaigns/{campaign}/recipients?status=pending")
+        )
+        assert [(r["deferred_reason"], r["deferred_until"]) for r in waiting] == [
+            ("messaging_limit", event.payload["deferredUntil"])
+        ]
+        window = assert_ok(await api.request("GET", f"/api/v1/accounts/{key}"))["messaging_window"]
+        assert (window["limit"], window["used"]) == (2, 2)
+        # Counted from the sends, a few ms after the reservation that set the ETA.
+        assert window["resets_at"] >= event.payload["deferredUntil"]

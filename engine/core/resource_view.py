@@ -75,6 +75,9 @@ def recipient_object(row: Any) -> dict[str, Any]:
         # Its A/B variant: an index into the campaign's `variants` (null without them,
         # or for an A/B test's rest until the winner is chosen).
         "variant": row["variant"],
+        # Why a pending recipient waits (`messaging_limit`, `send_window`) and until when.
+        "deferred_reason": row["deferred_reason"],
+        "deferred_until": iso(row["not_before"]) if row["deferred_reason"] else None,
     }
 
 
