@@ -257,9 +257,9 @@
 
   // --- tracked links (docs/http-api.md, "Tracked links") -------------------------------------
 
-  // A click sends no event of its own: it shows in the campaign's next `campaign:stats`
-  // (docs/socketio-events.md), which may never come once every status webhook is in. So
-  // the newest campaigns that track links and have sent are read again now and then.
+  // A first click emits `campaign:stats` with the campaign's counts (docs/socketio-events.md),
+  // but the per-variant click counts only come with the detail: the newest campaigns that
+  // track links and have sent are read again now and then.
   const CLICK_CAMPAIGNS = 10;
 
   function refreshClicks() {
