@@ -13,7 +13,7 @@ from datetime import timedelta
 import trio
 import trio.testing
 
-from engine.core.campaign_view import campaign_object
+from engine.core.campaign_view import campaign_object, iso
 from engine.messages import CampaignEvent
 from engine.store import accounts, campaigns, portfolio_reach
 from engine.store.contacts import ContactInput, upsert_contacts
@@ -201,3 +201,35 @@ async def test_a_raised_limit_sends_the_waiting_recipients_at_once(
             nursery.cancel_scope.cancel()
     assert len(gateway.sends) == 100
     assert finished - deferred_at < timedelta(minutes=1)  # not a day later
+
+
+async def test_recipients_wait_for_the_expiry_that_makes_room_for_them(
+    db: Database, autojump_clock: trio.testing.MockClock
+) -> None:
+    account = await make_account(db, messaging_limit=250)
+    await tagged_contacts(db, range(600), "all")
+    gateway = ScriptedGateway()
+    log = EventLog()
+    with trio.fail_after(4 * DAY):
+        async with trio.open_nursery() as nursery:
+            async with running_engine(db, gateway, SETTINGS) as engine:
+                await nursery.start(log.collect, engine)
+                campaign = await make_campaign(db, account)
+                event = await log.wait_for("campaign:deferred", campaign)
+                assert event.payload["count"] == 350
+                waits = [
+                    r["not_before"]
+                    for r in await db.fetch(
+                        "SELECT not_before FROM campaign_recipients"
+                        " WHERE deferred_reason = 'messaging_limit' ORDER BY id"
+                    )
+                ]
+                # Staggered by the reaches' expiries in send order, not all at the first.
+                assert waits == sorted(waits) and len(set(waits)) > 2
+                assert iso(waits[0]) == event.payload["deferredUntil"]
+                await log.wait_for("campaign:completed", campaign)
+            nursery.cancel_scope.cancel()
+    assert len(gateway.sends) == 600
+    assert most_users_in_a_day(gateway) <= 250
+    moments = sorted(s.at for s in gateway.sends)
+    assert moments[-1] - moments[0] >= 2 * DAY  # three windows: 250, 250, 100

@@ -53,6 +53,32 @@ async def reserve(
     return Deferred(frozenset(row["ids"] or ()), row["until"], row["messaging_limit"] is not None)
 
 
+class Expiry(msgspec.Struct, frozen=True):
+    """When one reach leaves the window; (at, phone) orders them."""
+
+    at: datetime
+    phone: str
+
+
+async def expiries(
+    db: Database, account_id: str, *, after: Expiry | None, count: int
+) -> list[Expiry]:
+    """The next `count` moments a reach of the account's portfolio expires, after
+    `after` (None: from the oldest), oldest first."""
+    rows = await db.fetch(
+        """SELECT r.reached_at + interval '24 hours' AS at, r.phone
+           FROM portfolio_of($1) p JOIN portfolio_reach r ON r.portfolio = p.key
+           WHERE $2::timestamptz IS NULL
+              OR (r.reached_at, r.phone) > ($2::timestamptz - interval '24 hours', $3::text)
+           ORDER BY r.reached_at, r.phone LIMIT $4""",
+        account_id,
+        after.at if after else None,
+        after.phone if after else None,
+        count,
+    )
+    return [Expiry(r["at"], r["phone"]) for r in rows]
+
+
 async def touch(db: Database, account_id: str, phones: Sequence[str], *, at: datetime) -> None:
     """The users were reached at `at` (their send's turn, a little after the
     reservation): the window counts them from then."""

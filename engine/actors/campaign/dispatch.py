@@ -128,6 +128,7 @@ class Dispatcher:
         self._deferred: dict[str, tuple[int, datetime]] = {}
         self._reach_limited = False  # as the last reservation found the portfolio
         self._wakes = 0  # how often it was told to look again
+        self._expiry_cursor: portfolio_reach.Expiry | None = None  # last one staggered by
 
     @property
     def in_flight(self) -> int:
@@ -218,9 +219,30 @@ class Dispatcher:
         )
         self._reach_limited = deferred.limited
         if deferred.ids and deferred.until is not None:
-            self._note_deferred("messaging_limit", len(deferred.ids), deferred.until)
+            waiting = [r.id for r in batch if r.id in deferred.ids]
+            until = await self._stagger(waiting, deferred.until)
+            self._note_deferred("messaging_limit", len(waiting), until)
             batch = [r for r in batch if r.id not in deferred.ids]
         return batch
+
+    async def _stagger(self, waiting: list[int], until: datetime) -> datetime:
+        """Room comes back one user at a time, as each reach expires: the n-th
+        recipient left waiting in this pass waits for the n-th expiry (those past
+        the last one for the last), so each moment wakes only the rows it has room
+        for, not all of them. Returns the earliest."""
+        moments = await self._retrying(
+            portfolio_reach.expiries,
+            self._db,
+            self.plan.account_id,
+            after=self._expiry_cursor,
+            count=len(waiting),
+        )
+        if not moments:
+            return until  # none left to stagger by: all wait for the last expiry
+        self._expiry_cursor = moments[-1]
+        times = [m.at for m in moments] + [moments[-1].at] * (len(waiting) - len(moments))
+        await self._retrying(recipients.defer, self._db, waiting, times, reason="messaging_limit")
+        return times[0]
 
     def _opening(
         self, window: SendWindow, recipient: PendingRecipient, now: datetime
@@ -248,6 +270,7 @@ class Dispatcher:
                 )
                 self._broadcaster.publish(CampaignEvent(self.plan.owner_id, event))
         self._deferred.clear()
+        self._expiry_cursor = None  # a new pass staggers from the window's oldest reach
 
     async def _save_cursor(self, cursor: int) -> None:
         # `greatest` in the statement: saves finishing out of order never go back.
