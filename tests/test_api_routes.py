@@ -547,6 +547,8 @@ async def test_campaign_lifecycle_over_http(api: Harness) -> None:
             "replied_at",
             "pricing",  # WhatsApp's pricing of the message, from its status webhooks
             "variant",  # its A/B variant's index (none here)
+            "deferred_reason",  # why it waits, when the messaging limit or its window holds it
+            "deferred_until",
         }
         assert recipients[0]["sent_at"].endswith("Z")
         assert_error(
