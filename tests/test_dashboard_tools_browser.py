@@ -19,10 +19,11 @@ import trio
 from tests.test_dashboard_browser import (
     ARTIFACTS,
     CHROMIUM,
-    CHROMIUM_ARGS,
     ROOT,
     STEP_MS,
     VENDOR_JS,
+    chromium,
+    signed_in,
 )
 
 pytestmark = [
@@ -35,67 +36,55 @@ pytestmark = [
 
 
 def drive_tools(url: str, token: str, screenshot: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+    with chromium() as browser:
+        page = signed_in(browser, url, token, height=1300)
+        expect(page.locator("#account option")).to_have_count(1)
+
+        page.fill("#name", "Browser tools")
+        page.fill("#message", "Hello {{firstName}} from the browser")
+        page.fill("#rate", "6000")
+        page.check('input[name="schedule"][value="manual"]')
+        page.click("#create")
+        named = page.locator(".campaign", has=page.locator(".name", has_text="Browser tools"))
+        expect(named).to_have_attribute("data-status", "draft", timeout=STEP_MS)
+        card = page.locator(f'.campaign[data-id="{named.get_attribute("data-id")}"]')
+        tools = card.locator(".tools")
+        tools.locator("summary").click()
+        expect(tools.locator(".retarget-row")).to_be_hidden()  # a draft sent nothing
+
+        # The preview is the Cloud API body, rendered for a contact.
+        tools.locator("button.preview").click()
+        body = tools.locator(".preview-body")
+        expect(body).to_contain_text('"messaging_product": "whatsapp"', timeout=STEP_MS)
+        expect(body).to_contain_text("from the browser")
+        expect(body).not_to_contain_text("{{")
+
+        # A test send answers with the WhatsApp message id; a bad number is named.
+        tools.locator(".test-phone").fill("+15550001111")
+        tools.locator("button.send-test").click()
+        expect(tools.locator(".tool-result")).to_contain_text(
+            "Test message sent · wamid.", timeout=STEP_MS
         )
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 1300})
-            page.goto(url + "/")
-            page.fill("#token-input", token)
-            page.click("#token-form button[type=submit]")
-            expect(page.locator("#connection")).to_have_text("live", timeout=STEP_MS)
-            expect(page.locator("#account option")).to_have_count(1)
+        tools.locator(".test-phone").fill("12345")
+        tools.locator("button.send-test").click()
+        expect(tools.locator(".tool-result")).to_contain_text("phone:", timeout=STEP_MS)
+        expect(card.locator(".bar-label")).to_contain_text("0 recipients")
 
-            page.fill("#name", "Browser tools")
-            page.fill("#message", "Hello {{firstName}} from the browser")
-            page.fill("#rate", "6000")
-            page.check('input[name="schedule"][value="manual"]')
-            page.click("#create")
-            named = page.locator(".campaign", has=page.locator(".name", has_text="Browser tools"))
-            expect(named).to_have_attribute("data-status", "draft", timeout=STEP_MS)
-            card = page.locator(f'.campaign[data-id="{named.get_attribute("data-id")}"]')
-            tools = card.locator(".tools")
-            tools.locator("summary").click()
-            expect(tools.locator(".retarget-row")).to_be_hidden()  # a draft sent nothing
-
-            # The preview is the Cloud API body, rendered for a contact.
-            tools.locator("button.preview").click()
-            body = tools.locator(".preview-body")
-            expect(body).to_contain_text('"messaging_product": "whatsapp"', timeout=STEP_MS)
-            expect(body).to_contain_text("from the browser")
-            expect(body).not_to_contain_text("{{")
-
-            # A test send answers with the WhatsApp message id; a bad number is named.
-            tools.locator(".test-phone").fill("+15550001111")
-            tools.locator("button.send-test").click()
-            expect(tools.locator(".tool-result")).to_contain_text(
-                "Test message sent · wamid.", timeout=STEP_MS
-            )
-            tools.locator(".test-phone").fill("12345")
-            tools.locator("button.send-test").click()
-            expect(tools.locator(".tool-result")).to_contain_text("phone:", timeout=STEP_MS)
-            expect(card.locator(".bar-label")).to_contain_text("0 recipients")
-
-            # Sent (the simulator fails +17770000000), its failed recipient is retargeted.
-            card.locator("button[data-action=start]").click()
-            expect(card).to_have_attribute("data-status", "completed", timeout=STEP_MS)
-            expect(card.locator(".count-failed dd")).to_contain_text("1", timeout=STEP_MS)
-            tools.locator('button.retarget[data-audience="failed"]').click()
-            expect(tools.locator(".tool-result")).to_contain_text(
-                "Draft created: Browser tools (retarget: failed) · 1 recipients", timeout=STEP_MS
-            )
-            draft = page.locator(
-                ".campaign", has=page.locator(".name", has_text="(retarget: failed)")
-            )
-            expect(draft).to_have_attribute("data-status", "draft", timeout=STEP_MS)
-            expect(draft.locator(".bar-label")).to_contain_text("1 recipients")
-            screenshot.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(screenshot), full_page=True)
-        finally:
-            browser.close()
+        # Sent (the simulator fails +17770000000), its failed recipient is retargeted.
+        card.locator("button[data-action=start]").click()
+        expect(card).to_have_attribute("data-status", "completed", timeout=STEP_MS)
+        expect(card.locator(".count-failed dd")).to_contain_text("1", timeout=STEP_MS)
+        tools.locator('button.retarget[data-audience="failed"]').click()
+        expect(tools.locator(".tool-result")).to_contain_text(
+            "Draft created: Browser tools (retarget: failed) · 1 recipients", timeout=STEP_MS
+        )
+        draft = page.locator(".campaign", has=page.locator(".name", has_text="(retarget: failed)"))
+        expect(draft).to_have_attribute("data-status", "draft", timeout=STEP_MS)
+        expect(draft.locator(".bar-label")).to_contain_text("1 recipients")
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(screenshot), full_page=True)
 
 
 async def test_dashboard_previews_sends_a_test_and_retargets(database_url: str) -> None:
