@@ -385,3 +385,29 @@ async def test_a_claimed_batch_stops_at_its_byte_budget(db: Database) -> None:
         db, campaign, after_id=claimed[-1].id, limit=1_000, now=utc_now()
     )
     assert len(claimed) + len(rest) == 60
+
+
+def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(n for child in node.get("Plans", ()) for n in _plan_nodes(child))]
+
+
+async def test_marking_a_few_recipients_reads_only_those_rows_whatever_the_statistics(
+    db: Database,
+) -> None:
+    """The planner once scanned every pending row of the campaign to mark five of them
+    (statistics taken before the recipients existed made that look cheap): the cost of
+    a mark must grow with its group, not with its campaign."""
+    with trio.fail_after(30):
+        campaign, ids = await running_campaign(db, 1000)
+        rows = await db.fetch(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + recipients.MARK_SENDING,
+            campaign,
+            ids[100:105],
+            LEASE_OWNER,
+            utc_now(),
+        )
+    plan = msgspec.json.decode(rows[0][0])[0]["Plan"]
+    # No index walk returns more than the group (a small table may still be read whole).
+    walked = [n["Actual Rows"] for n in _plan_nodes(plan) if n["Node Type"].startswith("Index")]
+    assert max(walked) <= 5
+    assert await recipients.count_by_status(db, campaign) == {"pending": 995, "sending": 5}
