@@ -72,6 +72,10 @@ class SenderPool:
         # More slots than senders: a group is marked a little before its turns
         # (engine/actors/campaign/dispatch.py), so no sender waits for a mark.
         self._slots = concurrency + prefetch
+        # When slots are what limits, a dispatcher waits for this many to be free
+        # rather than marking each freed one alone: one statement marks a group,
+        # and half the prefetch still queues ahead of the senders meanwhile.
+        self._group_floor = max(1, prefetch // 2)
         self._slots_in_use = 0
         self._slot_freed = trio.Event()
         self._busy = 0
@@ -94,8 +98,10 @@ class SenderPool:
         return self._slots
 
     async def acquire_slots(self, wanted: int) -> int:
-        """Wait until a slot is free, then take up to `wanted` free slots."""
-        while self._slots_in_use >= self._slots:
+        """Wait until enough slots are free for a group worth a statement (up to
+        half the prefetch, never more than `wanted`), then take up to `wanted`."""
+        enough = min(max(1, wanted), self._group_floor)
+        while self._slots - self._slots_in_use < enough:
             await self._slot_freed.wait()
         granted = min(wanted, self._slots - self._slots_in_use)
         self._slots_in_use += granted
