@@ -376,17 +376,22 @@ async def test_dashboard_shows_the_account_event_log_and_the_cost(database_url: 
             )
 
 
-async def test_dashboard_creates_a_campaign_with_variants_and_shows_each(
-    database_url: str,
-) -> None:
+async def _drive_with_contacts(database_url: str, mode: str, contacts: int, png: str) -> None:
+    """`mode`'s drive against a daemon with one account and `contacts` contacts."""
     from tests.test_watch import running_daemon
 
     assert VENDOR_JS.exists(), f"{VENDOR_JS} is missing: run `make install` (npm ci + copy)"
     with trio.fail_after(180):
         async with running_daemon(database_url) as daemon:
             await daemon.make_account()
-            await daemon.make_contacts(20)
-            await _drive("variants", daemon.url, daemon.token, ARTIFACTS / "dashboard-ab.png")
+            await daemon.make_contacts(contacts)
+            await _drive(mode, daemon.url, daemon.token, ARTIFACTS / png)
+
+
+async def test_dashboard_creates_a_campaign_with_variants_and_shows_each(
+    database_url: str,
+) -> None:
+    await _drive_with_contacts(database_url, "variants", 20, "dashboard-ab.png")
 
 
 def drive_window(url: str, token: str, screenshot: Path) -> None:
@@ -423,14 +428,7 @@ def drive_window(url: str, token: str, screenshot: Path) -> None:
 async def test_dashboard_creates_a_campaign_with_a_send_window_and_shows_the_wait(
     database_url: str,
 ) -> None:
-    from tests.test_watch import running_daemon
-
-    assert VENDOR_JS.exists(), f"{VENDOR_JS} is missing: run `make install` (npm ci + copy)"
-    with trio.fail_after(180):
-        async with running_daemon(database_url) as daemon:
-            await daemon.make_account()
-            await daemon.make_contacts(5)
-            await _drive("window", daemon.url, daemon.token, ARTIFACTS / "dashboard-window.png")
+    await _drive_with_contacts(database_url, "window", 5, "dashboard-window.png")
 
 
 def drive_links(url: str, token: str, screenshot: Path) -> None:
