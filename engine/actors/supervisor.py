@@ -17,8 +17,8 @@ meanwhile are lost, it then rescans and has every actor re-read its campaign.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 
 import msgspec
 import trio
@@ -58,6 +58,17 @@ _LISTEN_MAX_DELAY_SECONDS = 1.0
 # Shielded clean-ups on the way out (a lease release, the listener's connection)
 # wait this long at most: what they leave undone expires or is reclaimed anyway.
 _CLEANUP_SECONDS = 5.0
+
+
+@contextmanager
+def _cleanup() -> Iterator[None]:
+    """A shielded clean-up on the way out, bounded, that an outage may leave undone."""
+    with (
+        trio.CancelScope(shield=True),
+        trio.move_on_after(_CLEANUP_SECONDS),
+        suppress(DatabaseUnavailable),
+    ):
+        yield
 
 # Commands for the campaign's actor; start and resume only make the loop claim.
 _ROUTED: dict[CommandKind, CampaignCommand] = {
@@ -272,11 +283,7 @@ class Supervisor:
             self._retry_after[plan.id] = trio.current_time() + delay
         finally:
             self._actors.pop(plan.id, None)
-            with (
-                trio.CancelScope(shield=True),
-                trio.move_on_after(_CLEANUP_SECONDS),
-                suppress(DatabaseUnavailable),
-            ):
+            with _cleanup():
                 # Unreleased, it stays ours: we claim it again, or it expires.
                 await leases.release_lease(self._db, plan.id, owner=self.instance_id)
             if not self._actors:
@@ -376,9 +383,5 @@ async def _keep_listening(
             await listener.lost.wait()
             log.warning("the LISTEN connection was lost; NOTIFYs are missed until it is back")
         finally:
-            with (
-                trio.CancelScope(shield=True),
-                trio.move_on_after(_CLEANUP_SECONDS),
-                suppress(DatabaseUnavailable),
-            ):
+            with _cleanup():
                 await listener.stop()

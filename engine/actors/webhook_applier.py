@@ -21,14 +21,8 @@ import trio
 
 from engine.actors.broadcaster import Broadcaster
 from engine.clock import WallClock
-from engine.core.campaign_view import (
-    iso,
-    metrics_payload,
-    processed_count,
-    stats_from_row,
-    stats_payload,
-)
-from engine.events import CampaignPaused, CampaignResumed, CampaignStatsChanged
+from engine.core.campaign_view import iso, processed_count, stats_changed, stats_from_row
+from engine.events import CampaignPaused, CampaignResumed
 from engine.messages import CampaignEvent, CommandKind, StatusUpdate, WebhookFact
 from engine.settings import WebhookSettings
 from engine.store import account_events, campaign_runs, campaigns, statuses
@@ -210,20 +204,8 @@ class WebhookApplier:
     async def _announce(
         self, db: Database, broadcaster: Broadcaster, campaign_ids: list[str]
     ) -> None:
-        rows = await campaigns.campaign_rows(db, campaign_ids)
-        for row in rows:
-            stats = stats_from_row(row)
-            campaign_id = str(row["id"])
-            broadcaster.publish(
-                CampaignEvent(
-                    row["owner_id"],
-                    CampaignStatsChanged(
-                        campaign_id=campaign_id,
-                        stats=stats_payload(stats),
-                        metrics=metrics_payload(stats, int(row["total_recipients"])),
-                    ),
-                )
-            )
+        for row in await campaigns.campaign_rows(db, campaign_ids):
+            broadcaster.publish(CampaignEvent(row["owner_id"], stats_changed(row)))
 
 
 async def run(

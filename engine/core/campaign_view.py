@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.core.metrics import CampaignStats, compute_metrics, progress_percent
+from engine.events import CampaignStatsChanged
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -59,6 +60,16 @@ def metrics_payload(stats: CampaignStats, total: int) -> dict[str, float]:
         "failure_rate": m.failure_rate,
         "click_rate": m.click_rate,
     }
+
+
+def stats_changed(row: Any) -> CampaignStatsChanged:
+    """`campaign:stats` for a campaign row with its counters (campaigns.campaign_rows)."""
+    stats = stats_from_row(row)
+    return CampaignStatsChanged(
+        campaign_id=str(row["id"]),
+        stats=stats_payload(stats),
+        metrics=metrics_payload(stats, int(row["total_recipients"])),
+    )
 
 
 def in_doubt_payload(row: Any, in_doubt_timeout: float | None) -> dict[str, Any]:

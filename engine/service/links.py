@@ -14,9 +14,8 @@ import trio
 
 from engine.actors.broadcaster import Broadcaster
 from engine.clock import WallClock
-from engine.core.campaign_view import metrics_payload, stats_from_row, stats_payload
+from engine.core.campaign_view import stats_changed
 from engine.core.tracked_links import LinkCodes
-from engine.events import CampaignStatsChanged
 from engine.messages import CampaignEvent
 from engine.store import campaigns, links, secrets, statuses
 from engine.store.database import Database
@@ -84,15 +83,5 @@ class Links:
                 await trio.sleep(_RETRY_SECONDS)
                 continue
             for row in rows:
-                stats = stats_from_row(row)
-                self._broadcaster.publish(
-                    CampaignEvent(
-                        row["owner_id"],
-                        CampaignStatsChanged(
-                            campaign_id=str(row["id"]),
-                            stats=stats_payload(stats),
-                            metrics=metrics_payload(stats, int(row["total_recipients"])),
-                        ),
-                    )
-                )
+                self._broadcaster.publish(CampaignEvent(row["owner_id"], stats_changed(row)))
             await trio.sleep(CLICK_STATS_INTERVAL)

@@ -146,22 +146,28 @@ class Database:
         self._pool = pool
         self._operation_timeout = operation_timeout
 
-    async def fetch(self, query: str, *args: Any) -> list[Record]:
+    @contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """What every crossing is wrapped in: errors translated, and its deadline."""
         with _storable(), _reachable(), _answered_within(self._operation_timeout):
+            yield
+
+    async def fetch(self, query: str, *args: Any) -> list[Record]:
+        with self._guarded():
             rows: list[Record] = await trio_asyncio.aio_as_trio(self._pool.fetch)(query, *args)
         return rows
 
     async def fetchrow(self, query: str, *args: Any) -> Record | None:
-        with _storable(), _reachable(), _answered_within(self._operation_timeout):
+        with self._guarded():
             row: Record | None = await trio_asyncio.aio_as_trio(self._pool.fetchrow)(query, *args)
         return row
 
     async def fetchval(self, query: str, *args: Any) -> Any:
-        with _storable(), _reachable(), _answered_within(self._operation_timeout):
+        with self._guarded():
             return await trio_asyncio.aio_as_trio(self._pool.fetchval)(query, *args)
 
     async def execute(self, query: str, *args: Any) -> str:
-        with _storable(), _reachable(), _answered_within(self._operation_timeout):
+        with self._guarded():
             status: str = await trio_asyncio.aio_as_trio(self._pool.execute)(query, *args)
         return status
 
@@ -172,7 +178,7 @@ class Database:
             async with self._pool.acquire() as conn:
                 return await operation(conn, *args)
 
-        with _storable(), _reachable(), _answered_within(self._operation_timeout):
+        with self._guarded():
             result: T = await trio_asyncio.aio_as_trio(on_connection)()
         return result
 
@@ -188,7 +194,7 @@ class Database:
     async def copy_records(
         self, table: str, records: Sequence[tuple[Any, ...]], columns: Sequence[str]
     ) -> None:
-        with _storable(), _reachable(), _answered_within(self._operation_timeout):
+        with self._guarded():
             await trio_asyncio.aio_as_trio(self._pool.copy_records_to_table)(
                 table, records=records, columns=list(columns)
             )

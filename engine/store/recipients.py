@@ -193,7 +193,7 @@ async def defer(
     db: Database, ids: Sequence[int], not_before: Sequence[datetime], *, reason: str
 ) -> None:
     """Leave pending recipients waiting until their own `not_before`, for `reason`
-    (`send_window`): one statement for a batch."""
+    (`send_window`, `messaging_limit`): one statement for a batch."""
     await db.execute(
         """UPDATE campaign_recipients x SET not_before = w.not_before, deferred_reason = $3
            FROM unnest($1::bigint[], $2::timestamptz[]) AS w(id, not_before)

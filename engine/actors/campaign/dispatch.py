@@ -307,8 +307,8 @@ class Dispatcher:
             requeued_at = await self._retrying(recipients.next_requeued_at, self._db, self.plan.id)
             now = self._clock.now()
             if self._wakes != wakes:
-                pass  # told to look again while it read (a limit raised, say): look now
-            elif requeued_at is not None and requeued_at > now:
+                return False  # told to look again while it read (a limit raised, say)
+            if requeued_at is not None and requeued_at > now:
                 await self._wait(self._clock.trio_time_at(requeued_at))
             else:
                 await self._wait(trio.current_time() + _IDLE_RECHECK_SECONDS)
