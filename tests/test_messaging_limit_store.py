@@ -97,3 +97,31 @@ async def test_the_window_moves_and_a_changed_limit_applies_at_once(db: Database
         assert use.used == 1  # only the third, reached at `day`
         await portfolio_reach.reserve(db, account, ids[3:], phones[3:], now=moved)
         assert await db.fetchval("SELECT count(*) FROM portfolio_reach") == 3
+
+
+async def test_another_owners_limit_change_releases_none_of_the_waiting(db: Database) -> None:
+    with trio.fail_after(30):
+        account = await make_account(db, messaging_limit=1)
+        await make_contacts(db, 3)
+        campaign = await make_campaign(db, account, schedule_type="manual")
+        await recipients.materialise_recipients(db, campaign)
+        ids = [i for i, _ in await pending_ids(db, campaign)]
+        later = utc_now() + timedelta(hours=1)
+        await recipients.defer(db, ids, [later] * 3, reason="messaging_limit")
+        # Someone else's PATCH of this account id: not found, and nothing moves.
+        assert await accounts.update_account(db, "intruder", account, {"messaging_limit": 9}) is None
+        assert await accounts.update_account(db, "intruder", account, {"portfolio_id": "x"}) is None
+        waiting = await db.fetchval(
+            "SELECT count(*) FROM campaign_recipients"
+            " WHERE campaign_id = $1 AND deferred_reason = 'messaging_limit'",
+            campaign,
+        )
+        # The owner's own change does release them.
+        await accounts.update_account(db, OWNER, account, {"messaging_limit": 9})
+        released = await db.fetchval(
+            "SELECT count(*) FROM campaign_recipients"
+            " WHERE campaign_id = $1 AND deferred_reason IS NULL AND not_before IS NULL",
+            campaign,
+        )
+    assert waiting == 3
+    assert released == 3

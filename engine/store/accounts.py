@@ -83,8 +83,8 @@ async def _update_account(
     conn: Connection, owner_id: str, account_id: str, changes: dict[str, Any]
 ) -> Record | None:
     limit_changed = bool({"portfolio_id", "messaging_limit"} & changes.keys())
-    if limit_changed:
-        await _release_for_limit(conn, account_id)  # the portfolio it leaves
+    if limit_changed and "portfolio_id" in changes:
+        await _release_for_limit(conn, owner_id, account_id)  # the portfolio it leaves
     row = await conn.fetchrow(
         f"""UPDATE accounts SET {set_clause(changes, _ACCOUNT_COLUMNS, 3)}, updated_at = now()
             WHERE id = $1 AND owner_id = $2 RETURNING *""",
@@ -93,11 +93,11 @@ async def _update_account(
         *changes.values(),
     )
     if row is not None and limit_changed:
-        await _release_for_limit(conn, account_id)  # the portfolio it is in now
+        await _release_for_limit(conn, owner_id, account_id)  # the portfolio it is in now
     return row
 
 
-async def _release_for_limit(conn: Connection, account_id: str) -> None:
+async def _release_for_limit(conn: Connection, owner_id: str, account_id: str) -> None:
     """Recipients of the account's portfolio waiting for the messaging limit are
     looked at again now (they reserve again: with a new limit they may pass, or
     wait until the right moment), and their campaigns' actors told so."""
@@ -105,7 +105,7 @@ async def _release_for_limit(conn: Connection, account_id: str) -> None:
         """WITH portfolio AS (
                SELECT b.id FROM accounts a JOIN accounts b ON b.owner_id = a.owner_id
                   AND (b.id = a.id OR b.portfolio_id = a.portfolio_id)
-               WHERE a.id = $1
+               WHERE a.id = $1 AND a.owner_id = $2
            ), released AS (
                UPDATE campaign_recipients r SET not_before = NULL, deferred_reason = NULL
                FROM campaigns c
@@ -115,6 +115,7 @@ async def _release_for_limit(conn: Connection, account_id: str) -> None:
            )
            SELECT DISTINCT campaign_id FROM released""",
         account_id,
+        owner_id,
     )
     for row in rows:
         await campaign_runs.notify_in(conn, CommandKind.RECHECK, row["campaign_id"])
