@@ -109,7 +109,9 @@ async def test_another_owners_limit_change_releases_none_of_the_waiting(db: Data
         later = utc_now() + timedelta(hours=1)
         await recipients.defer(db, ids, [later] * 3, reason="messaging_limit")
         # Someone else's PATCH of this account id: not found, and nothing moves.
-        assert await accounts.update_account(db, "intruder", account, {"messaging_limit": 9}) is None
+        assert (
+            await accounts.update_account(db, "intruder", account, {"messaging_limit": 9}) is None
+        )
         assert await accounts.update_account(db, "intruder", account, {"portfolio_id": "x"}) is None
         waiting = await db.fetchval(
             "SELECT count(*) FROM campaign_recipients"
