@@ -31,7 +31,7 @@ from engine.messages import (
     Signal,
     TemplateStatusSignal,
 )
-from engine.store.campaign_runs import notify_in
+from engine.store.campaign_runs import notify_all_in
 from engine.store.database import Connection, Database, Record
 
 _MATCH_ACCOUNTS = """
@@ -210,10 +210,11 @@ async def _act(
         case LowerMessagingLimit():
             await conn.execute(_LOWER_LIMIT, account_ids, action.limit, now)
             return []
-    for row in rows:
-        if row["previous"] != "paused":
-            kind = CommandKind.RESUME if isinstance(action, ResumeCampaigns) else CommandKind.PAUSE
-            await notify_in(conn, kind, row["id"])
+    if isinstance(action, ResumeCampaigns):
+        await notify_all_in(conn, CommandKind.RESUME, [row["id"] for row in rows])
+    else:  # a campaign paused already (by another signal) has nothing to stop
+        paused = [row["id"] for row in rows if row["previous"] != "paused"]
+        await notify_all_in(conn, CommandKind.PAUSE, paused)
     return rows
 
 

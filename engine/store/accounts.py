@@ -117,8 +117,9 @@ async def _release_for_limit(conn: Connection, owner_id: str, account_id: str) -
         account_id,
         owner_id,
     )
-    for row in rows:
-        await campaign_runs.notify_in(conn, CommandKind.RECHECK, row["campaign_id"])
+    await campaign_runs.notify_all_in(
+        conn, CommandKind.RECHECK, [row["campaign_id"] for row in rows]
+    )
 
 
 async def _delete_account(conn: Connection, owner_id: str, account_id: str) -> bool:

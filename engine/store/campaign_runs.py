@@ -152,6 +152,17 @@ async def notify_in(conn: Connection, kind: CommandKind, campaign_id: object) ->
     await conn.execute("SELECT pg_notify($1, $2)", COMMAND_CHANNEL, f"{kind}:{campaign_id}")
 
 
+async def notify_all_in(conn: Connection, kind: CommandKind, campaign_ids: list[Any]) -> None:
+    """`notify_in` for several campaigns, in one statement."""
+    if campaign_ids:
+        await conn.execute(
+            "SELECT pg_notify($1, $2 || ':' || id) FROM unnest($3::text[]) AS id",
+            COMMAND_CHANNEL,
+            str(kind),
+            [str(c) for c in campaign_ids],
+        )
+
+
 async def notify(db: Database, kind: CommandKind, campaign_id: str) -> None:
     await db.run(notify_in, kind, campaign_id)
 
@@ -273,8 +284,7 @@ async def _pause_number_campaigns(
         reason,
         now,
     )
-    for row in rows:
-        await notify_in(conn, CommandKind.PAUSE, row["id"])
+    await notify_all_in(conn, CommandKind.PAUSE, [row["id"] for row in rows])
     return [str(row["id"]) for row in rows]
 
 
