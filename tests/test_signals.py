@@ -224,6 +224,7 @@ def account_signal(
             None,
         ),
         (account_signal("ACCOUNT_RESTRICTION"), None),  # no restriction listed: nothing stops
+        (account_signal("ACCOUNT_RESTRICTION", ("",)), None),  # an entry without its type
         (
             account_signal("DISABLED_UPDATE", ban_state="DISABLE"),
             PauseCampaigns("account:DISABLED_UPDATE", "WhatsApp disabled the account"),

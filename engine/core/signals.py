@@ -105,7 +105,8 @@ def _template_action(signal: TemplateStatusSignal) -> SignalAction | None:
 
 def _account_action(signal: AccountSignal) -> SignalAction | None:
     if signal.event == "ACCOUNT_RESTRICTION":
-        blocking = [r for r in signal.restriction_types if r not in HARMLESS_RESTRICTIONS]
+        # An entry without a type names nothing to stop.
+        blocking = [r for r in signal.restriction_types if r and r not in HARMLESS_RESTRICTIONS]
         if not blocking:
             return None
         return PauseCampaigns(
