@@ -4,6 +4,7 @@ sends only to them."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -161,3 +162,20 @@ async def test_a_retarget_message_is_checked_like_a_new_campaign(api: Harness) -
         assert reply.status == 201 and reply.data["total_recipients"] == 1
         campaigns = (await api.request("GET", "/api/v1/campaigns")).data
         assert len(campaigns) == 2  # the source and the one accepted draft
+
+
+async def test_a_retarget_draft_keeps_the_send_window(api: Harness) -> None:
+    now = datetime.now(UTC)
+    window = {
+        "start": (now + timedelta(hours=2)).strftime("%H:%M"),
+        "end": (now + timedelta(hours=3)).strftime("%H:%M"),
+        "timezone": "Europe/Berlin",
+    }
+    with trio.fail_after(30):
+        account = await api.make_account()
+        await api.make_contacts(1)
+        source = await api.make_campaign(account, scheduleType="now", sendWindow=window)
+        path = f"/api/v1/campaigns/{source['id']}/retarget"
+        reply = await api.request("POST", path, {"audience": "not_delivered"})
+    assert reply.status == 201, reply.body
+    assert reply.data["send_window"] == source["send_window"] == window

@@ -515,6 +515,7 @@ async def _retarget_campaign(
             source["tracked_urls"] if wanted.tracked_urls is None else wanted.tracked_urls
         ),
         allow_missing_variables=source["allow_missing_variables"],
+        send_window=source["send_window"],  # the same quiet hours for the same people
     )
     await _check_variables_known(
         conn, owner_id, draft.message_type, draft.message_content, draft.template_variables
