@@ -152,3 +152,14 @@ class LinkRewriter:
             return found
 
         return self._pattern.sub(link, text)
+
+
+def overflow(text: str, base_url: str) -> str | None:
+    """Why `text` cannot track its links within Meta's body limit, or None."""
+    longest = longest_rewritten(text, extract_urls(text), base_url)
+    if longest > MAX_TEXT_BODY:
+        return (
+            f"with tracked links it may reach {longest} characters;"
+            f" expected at most {MAX_TEXT_BODY}"
+        )
+    return None

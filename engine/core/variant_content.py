@@ -29,13 +29,7 @@ def variant_problem(
     if reason is not None:
         return reason
     if track_links and links_base_url and isinstance(content, str):
-        urls = tracked_links.extract_urls(content)
-        longest = tracked_links.longest_rewritten(content, urls, links_base_url)
-        if longest > tracked_links.MAX_TEXT_BODY:
-            return (
-                f"with tracked links it may reach {longest} characters; "
-                f"expected at most {tracked_links.MAX_TEXT_BODY}"
-            )
+        return tracked_links.overflow(content, links_base_url)
     return None
 
 

@@ -352,15 +352,10 @@ def _tracked_urls(
         )
     if message_type != "text" or not isinstance(content, str):
         raise InvalidInput("trackLinks", 'only a messageType "text" can track links')
-    urls = tracked_links.extract_urls(content)
-    longest = tracked_links.longest_rewritten(content, urls, base_url)
-    if longest > tracked_links.MAX_TEXT_BODY:
-        raise InvalidInput(
-            "messageContent",
-            f"with tracked links it may reach {longest} characters; "
-            f"expected at most {tracked_links.MAX_TEXT_BODY}",
-        )
-    return urls
+    too_long = tracked_links.overflow(content, base_url)
+    if too_long is not None:
+        raise InvalidInput("messageContent", too_long)
+    return tracked_links.extract_urls(content)
 
 
 def _check_variants(edited: Mapping[str, Any], links_base_url: str | None) -> None:
