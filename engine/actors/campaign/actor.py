@@ -180,7 +180,7 @@ class _CampaignRun:
         if test is not None and test.winner is None:
             decide_at = test.decide_at
             if decide_at is None:
-                await self._send_sample(test, stats)
+                await self._send_sample(stats)
                 due = self.clock.now() + timedelta(minutes=test.decide_after_minutes)
                 decide_at = await self._retrying(variants.sample_sent, self.db, self.plan.id, due)
                 self.reporter.sample_sent(test.sample_size, decide_at)
@@ -188,12 +188,11 @@ class _CampaignRun:
             await self._choose_winner(test)
         await self.dispatcher.run()
 
-    async def _send_sample(self, test: AbTestPlan, stats: CampaignStats) -> None:
+    async def _send_sample(self, stats: CampaignStats) -> None:
         """Dispatch until no sample recipient is pending (the rest always are)."""
-        held = self.plan.total_recipients - test.sample_size
         self.sample_scope = trio.CancelScope()
         with self.sample_scope:
-            if stats.pending > held:
+            if not self._sample_sent(stats):
                 await self.dispatcher.run()
         self.sample_scope = None
         # Nothing of the sample is in flight; the rest is sent by a new pass from
