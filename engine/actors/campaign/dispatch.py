@@ -306,25 +306,23 @@ class Dispatcher:
             self._announce_deferred()
             requeued_at = await self._retrying(recipients.next_requeued_at, self._db, self.plan.id)
             now = self._clock.now()
-            if self._wakes != wakes:
-                return False  # told to look again while it read (a limit raised, say)
             if requeued_at is not None and requeued_at > now:
-                await self._wait(self._clock.trio_time_at(requeued_at))
+                await self._wait(self._clock.trio_time_at(requeued_at), woken_since=wakes)
             else:
-                await self._wait(trio.current_time() + _IDLE_RECHECK_SECONDS)
+                await self._wait(trio.current_time() + _IDLE_RECHECK_SECONDS, woken_since=wakes)
             return False
         if left.in_doubt:
-            await self._wait_for_in_doubt()
+            await self._wait_for_in_doubt(wakes)
             return False
         return True
 
-    async def _wait_for_in_doubt(self) -> None:
+    async def _wait_for_in_doubt(self, wakes: int) -> None:
         timeout = timedelta(seconds=self._settings.delivery.in_doubt_timeout)
         oldest = await self._retrying(recipients.next_in_doubt_since, self._db, self.plan.id)
         if oldest is not None:
             log.warning("campaign %s: waiting for in-doubt sends to be resolved", self.plan.id)
             # A webhook resolving them sends a Recheck, which ends this wait early.
-            await self._wait(self._clock.trio_time_at(oldest + timeout))
+            await self._wait(self._clock.trio_time_at(oldest + timeout), woken_since=wakes)
         expired = await self._retrying(
             recipients.expire_in_doubt,
             self._db,
@@ -527,9 +525,13 @@ class Dispatcher:
 
     # --- helpers ------------------------------------------------------------------------
 
-    async def _wait(self, deadline: float) -> None:
-        """Sleep until `deadline`, or until something wants the dispatcher to look again."""
+    async def _wait(self, deadline: float, *, woken_since: int | None = None) -> None:
+        """Sleep until `deadline`, or until something wants the dispatcher to look again:
+        also a wake after the `_wakes` count `woken_since` (taken before the reads that
+        decided this wait), so a wake that came during them is not lost."""
         if deadline <= trio.current_time():
+            return
+        if woken_since is not None and self._wakes != woken_since:
             return
         with trio.CancelScope(deadline=deadline) as scope:
             self._wait_scope = scope
