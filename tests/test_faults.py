@@ -191,7 +191,8 @@ async def test_the_daemons_database_sessions_terminated_mid_campaign(
             failed = await assert_exact(s, campaign_ids, may_lose_outcomes=False)
             assert failed == {}
             assert_answered_throughout(s)
-            assert "database unavailable" in s.daemon.log_text()
+            # Whether a statement was on the wire when its session ended (and so was
+            # logged as an outage) is timing: idle pooled sessions are replaced unseen.
 
 
 @pytest.mark.skipif(
