@@ -264,18 +264,8 @@ async def start_campaign(
     return await db.transaction(_start_campaign, campaign_id, owner_id, now)
 
 
-def _deferred_columns(reason: str, name: str) -> str:
-    """How many pending recipients wait for `reason`, and the earliest moment one
-    goes (the recipients_deferred index serves both)."""
-    rows = f"""FROM campaign_recipients r WHERE r.campaign_id = c.id AND r.status = 'pending'
-        AND r.deferred_reason = '{reason}'"""
-    return f"""CASE WHEN k.pending > 0 THEN (SELECT count(*) {rows}) ELSE 0 END
-        AS deferred_{name}_count,
-    CASE WHEN k.pending > 0 THEN (SELECT min(r.not_before) {rows}) END AS deferred_{name}_until"""
-
-
 # Select this next to `c.*` to have everything `campaign_object` needs in one row.
-COUNTER_COLUMNS = f"""coalesce(k.pending, 0) AS stat_pending, coalesce(k.sent, 0) AS stat_sent,
+COUNTER_COLUMNS = """coalesce(k.pending, 0) AS stat_pending, coalesce(k.sent, 0) AS stat_sent,
     coalesce(k.delivered, 0) AS stat_delivered, coalesce(k.read, 0) AS stat_read,
     coalesce(k.replied, 0) AS stat_replied, coalesce(k.failed, 0) AS stat_failed,
     coalesce(k.in_doubt, 0) AS stat_in_doubt, coalesce(k.clicked, 0) AS stat_clicked,
@@ -283,11 +273,27 @@ COUNTER_COLUMNS = f"""coalesce(k.pending, 0) AS stat_pending, coalesce(k.sent, 0
         SELECT max(r.sending_at) FROM campaign_recipients r
         WHERE r.campaign_id = c.id AND r.status = 'in_doubt'
     ) END AS in_doubt_last_sending_at,
-    {_deferred_columns("messaging_limit", "limit")},
-    {_deferred_columns("send_window", "window")}"""
+    coalesce(d.limit_count, 0) AS deferred_limit_count, d.limit_until AS deferred_limit_until,
+    coalesce(d.window_count, 0) AS deferred_window_count, d.window_until AS deferred_window_until"""
+
+# How many pending recipients wait for the messaging limit or their send window, and
+# the earliest moment one goes: one pass over the recipients_deferred index, and
+# none at all for a campaign with nothing pending.
+_DEFERRED = """LEFT JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE r.deferred_reason = 'messaging_limit') AS limit_count,
+               min(r.not_before) FILTER (WHERE r.deferred_reason = 'messaging_limit')
+                   AS limit_until,
+               count(*) FILTER (WHERE r.deferred_reason = 'send_window') AS window_count,
+               min(r.not_before) FILTER (WHERE r.deferred_reason = 'send_window')
+                   AS window_until
+        FROM campaign_recipients r
+        WHERE k.pending > 0 AND r.campaign_id = c.id AND r.status = 'pending'
+          AND r.deferred_reason IN ('messaging_limit', 'send_window')
+    ) d ON true"""
 
 CAMPAIGN_WITH_COUNTERS = f"""SELECT c.*, {COUNTER_COLUMNS}
-    FROM campaigns c LEFT JOIN campaign_counters k ON k.campaign_id = c.id"""
+    FROM campaigns c LEFT JOIN campaign_counters k ON k.campaign_id = c.id
+    {_DEFERRED}"""
 
 
 async def _campaign_with_counters(conn: Connection, campaign_id: Any) -> Record:
