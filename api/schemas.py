@@ -19,6 +19,8 @@ from msgspec import UNSET, Meta, UnsetType
 from api import nesting
 from api.envelope import ApiError, validation_error
 from engine.core import send_window
+from engine.core.ab_winner import WinnerMetric
+from engine.core.retarget import Audience as RetargetAudience
 from engine.core.variant_content import variant_problem
 
 T = TypeVar("T")
@@ -53,7 +55,6 @@ MessagingLimit = (
 MessageType = Literal["text", "template", "image", "document"]
 AudienceType = Literal["all", "segment", "tags", "contacts"]
 ScheduleType = Literal["now", "scheduled", "manual"]
-WinnerMetric = Literal["read_rate", "reply_rate", "click_rate"]
 AccountStatus = Literal["connected", "disconnected"]
 
 MAX_CONTACTS_PER_REQUEST = 10_000
@@ -313,9 +314,6 @@ class CampaignTestSend(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     phone: Phone
     contactId: uuid.UUID | None = None
     variables: PreviewVariables | None = None
-
-
-RetargetAudience = Literal["not_delivered", "not_read", "not_replied", "failed"]
 
 
 class CampaignRetarget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -19,6 +19,7 @@ from engine.core.campaign_view import campaign_object
 from engine.core.error_classes import ErrorClass, classify
 from engine.core.rendering import contact_variables, render_payload, request_body
 from engine.core.resource_view import recipient_object
+from engine.core.retarget import AUDIENCES, Audience
 from engine.core.retry import describe, error_code_of
 from engine.core.variant_content import variant_problem, with_variant_urls
 from engine.gateway import AccountEndpoint, Gateway, OutgoingMessage, SendResult
@@ -27,7 +28,6 @@ from engine.service.page import Page
 from engine.store import campaigns, contacts
 from engine.store.campaigns import CampaignInput, RetargetInput
 from engine.store.database import Database, Record
-from engine.store.retarget import AUDIENCES, Audience
 
 # A campaign's stored settings (column -> value) -> the columns to change. It runs
 # under the campaign's row lock and may raise to refuse the edit (nothing is written).

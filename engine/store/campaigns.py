@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from engine.core import lifecycle, variables
+from engine.core.retarget import Audience
 from engine.core.variant_content import with_variant_urls
 from engine.messages import CommandKind
 from engine.store import retarget
@@ -483,7 +484,7 @@ async def duplicate_campaign(
 
 
 class RetargetInput(msgspec.Struct, frozen=True):
-    audience: retarget.Audience
+    audience: Audience
     name: str | None = None
     message_content: Any = None  # None: the source's
     tracked_urls: list[str] | None = None  # with message_content: its tracked URLs

@@ -17,12 +17,10 @@ draft starts.
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any
 
+from engine.core.retarget import Audience
 from engine.store.database import Connection
-
-Audience = Literal["not_delivered", "not_read", "not_replied", "failed"]
-AUDIENCES: tuple[Audience, ...] = get_args(Audience)
 
 _STATES: dict[Audience, str] = {
     "not_delivered": "r.status = 'sent'",
