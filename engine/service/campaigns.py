@@ -272,11 +272,11 @@ class Campaigns:
         )
         async with self._gateway.open_session() as session:
             result = await session.send(endpoint, message)
-        if not result.ok and classify(result.http_status, result.error_code) is (
-            ErrorClass.THROTTLED
-        ):
+        error_class = None if result.ok else classify(result.http_status, result.error_code)
+        if error_class is ErrorClass.THROTTLED:
+            # The number's budget slows down as it does for a campaign's 130429.
             await self._budgets.slow_down(number, self._throttle_slowdown)
-        return _test_result(phone, result)
+        return _test_result(phone, result, error_class)
 
     async def _context(self, owner_id: str, campaign_id: str) -> Record:
         context = await campaigns.message_context(self._db, owner_id, campaign_id)
@@ -318,8 +318,8 @@ def _message(context: Record, values: Mapping[str, str], to: str) -> OutgoingMes
     return OutgoingMessage(TEST_SEND_RECIPIENT_ID, to, context["message_type"], payload)
 
 
-def _test_result(phone: str, result: SendResult) -> dict[str, Any]:
-    if result.ok:
+def _test_result(phone: str, result: SendResult, error_class: ErrorClass | None) -> dict[str, Any]:
+    if result.ok or error_class is None:
         return {
             "to": phone,
             "sent": True,
@@ -329,7 +329,7 @@ def _test_result(phone: str, result: SendResult) -> dict[str, Any]:
     kind = (
         "in_doubt"  # it may have arrived: never sent again blindly
         if result.may_have_arrived
-        else classify(result.http_status, result.error_code).value
+        else error_class.value
     )
     return {
         "to": phone,
