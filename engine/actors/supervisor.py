@@ -27,6 +27,7 @@ from engine.actors import campaign as campaign_actor
 from engine.actors.account_budget import AccountBudget
 from engine.actors.broadcaster import Broadcaster
 from engine.actors.campaign import CampaignActorStatistics, CampaignHandle
+from engine.actors.marker import Marker
 from engine.actors.sender_pool import SenderPool
 from engine.clock import WallClock
 from engine.messages import (
@@ -70,6 +71,7 @@ def _cleanup() -> Iterator[None]:
     ):
         yield
 
+
 # Commands for the campaign's actor; start and resume only make the loop claim.
 _ROUTED: dict[CommandKind, CampaignCommand] = {
     CommandKind.PAUSE: StopRequested(),
@@ -98,8 +100,11 @@ class Supervisor:
         broadcaster: Broadcaster,
         instance_id: str,
         inbox: trio.MemorySendChannel[SupervisorMessage],
+        marker: Marker | None = None,
     ) -> None:
         self._db = db
+        # One per daemon: the groups of all its campaigns, marked together.
+        self._marker = marker or Marker(db, lease_owner=instance_id)
         self._settings = settings
         self._clock = clock
         self._pool = pool
@@ -272,6 +277,7 @@ class Supervisor:
                 budgets=self._budgets,
                 broadcaster=self._broadcaster,
                 lease_owner=self.instance_id,
+                marker=self._marker,
                 task_status=task_status,
             )
         except Exception as error:

@@ -252,6 +252,79 @@ async def mark_sending(
     return [r["id"] for r in rows]
 
 
+class MarkGroup(msgspec.Struct, frozen=True):
+    """One campaign's group for `mark_sending_groups`."""
+
+    campaign_id: str
+    recipient_ids: list[int]
+    now: datetime  # its `sending_at`
+
+
+# `mark_sending` for the groups of many campaigns: the same checks, per campaign.
+MARK_SENDING_GROUPS = """WITH live AS MATERIALIZED (
+        -- Each campaign row FOR SHARE, in id order (two such statements never
+        -- deadlock): a pause, cancel or lease loss committed before this
+        -- statement leaves its campaign's rows unmarked, one committed after
+        -- it waits for it. The join below reads every row of this CTE.
+        SELECT c.id FROM campaigns c
+        JOIN campaign_leases l ON l.campaign_id = c.id AND l.owner = $4
+        WHERE c.id = ANY($5::uuid[]) AND c.status = 'running'
+        ORDER BY c.id
+        FOR SHARE OF c
+    ), wanted AS MATERIALIZED (
+        SELECT w.campaign_id, w.id, w.at
+        FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[]) AS w(campaign_id, id, at)
+        JOIN live ON live.id = w.campaign_id
+    ), taken AS (
+        -- As in MARK_SENDING: one primary-key lookup per wanted id, in id order,
+        -- skipping rows another marker holds.
+        SELECT x.id, wanted.at
+        FROM (SELECT * FROM wanted ORDER BY id) AS wanted
+        CROSS JOIN LATERAL (
+            SELECT r.id FROM campaign_recipients r
+            WHERE r.id = wanted.id AND r.campaign_id = wanted.campaign_id
+              AND r.status = 'pending'
+            FOR UPDATE OF r SKIP LOCKED
+        ) AS x
+    )
+    UPDATE campaign_recipients r SET status = 'sending', sending_at = taken.at,
+           deferred_reason = NULL
+    FROM taken WHERE r.id = taken.id
+    RETURNING r.id"""
+
+
+async def mark_sending_groups(
+    db: Database, groups: Sequence[MarkGroup], *, lease_owner: str
+) -> list[list[int]]:
+    """`mark_sending` for several campaigns' groups in one statement: for each
+    group (in order), the ids marked. A group of a campaign that is not running
+    or not `lease_owner`'s marks nothing; the others are marked all the same."""
+    if len(groups) == 1:
+        only = groups[0]
+        return [
+            await mark_sending(
+                db, only.campaign_id, only.recipient_ids, lease_owner=lease_owner, now=only.now
+            )
+        ]
+    campaign_ids: list[str] = []
+    ids: list[int] = []
+    moments: list[datetime] = []
+    for group in groups:
+        campaign_ids.extend([group.campaign_id] * len(group.recipient_ids))
+        ids.extend(group.recipient_ids)
+        moments.extend([group.now] * len(group.recipient_ids))
+    rows = await db.fetch(
+        MARK_SENDING_GROUPS,
+        campaign_ids,
+        ids,
+        moments,
+        lease_owner,
+        list({g.campaign_id for g in groups}),
+    )
+    marked = {r["id"] for r in rows}
+    return [[i for i in g.recipient_ids if i in marked] for g in groups]
+
+
 class StoredOutcomes(msgspec.Struct, frozen=True):
     changed: int  # rows the batch changed
     # Each touched campaign's counts just after this batch, read in the same

@@ -33,6 +33,7 @@ from engine.actors.account_budget import AccountBudget
 from engine.actors.broadcaster import Broadcaster
 from engine.actors.campaign.dispatch import Dispatcher, NotRunningHere
 from engine.actors.campaign.reporting import Reporter
+from engine.actors.marker import Marker
 from engine.actors.sender_pool import SenderPool
 from engine.clock import WallClock
 from engine.core.ab_winner import WinnerMetric, choose_winner
@@ -104,6 +105,7 @@ class _CampaignRun:
         broadcaster: Broadcaster,
         lease_owner: str,
         recorded: trio.MemorySendChannel[Recorded],
+        marker: Marker | None = None,
     ) -> None:
         self.plan = plan
         self.db = db
@@ -119,6 +121,7 @@ class _CampaignRun:
             lease_owner=lease_owner,
             recorded=recorded,
             broadcaster=broadcaster,
+            marker=marker,
         )
         self.dispatcher = self._new_dispatcher(plan)
         self.reporter = Reporter(
@@ -373,6 +376,7 @@ async def run(
     budgets: AccountBudget,
     broadcaster: Broadcaster,
     lease_owner: str,
+    marker: Marker | None = None,
     task_status: trio.TaskStatus[CampaignHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one campaign (already `running`, lease held) until it ends or stops."""
@@ -390,6 +394,7 @@ async def run(
         broadcaster=broadcaster,
         lease_owner=lease_owner,
         recorded=recorded_send,
+        marker=marker,
     )
     async with commands_send, commands, recorded_send, recorded:
         task_status.started(CampaignHandle(plan.id, commands_send, campaign))

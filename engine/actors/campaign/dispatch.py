@@ -37,6 +37,7 @@ import trio
 
 from engine.actors.account_budget import AccountBudget
 from engine.actors.broadcaster import Broadcaster
+from engine.actors.marker import Marker
 from engine.actors.sender_pool import SenderPool
 from engine.clock import WallClock
 from engine.core.campaign_view import iso
@@ -85,8 +86,12 @@ class Dispatcher:
         lease_owner: str,
         recorded: trio.MemorySendChannel[Recorded],
         broadcaster: Broadcaster | None = None,
+        marker: Marker | None = None,
     ) -> None:
         self.plan = plan
+        # Shared by the daemon's campaigns: one statement marks many groups.
+        assert marker is None or marker.lease_owner == lease_owner
+        self._marker = marker
         self._broadcaster = broadcaster
         self._db = db
         self._settings = settings
@@ -389,15 +394,7 @@ class Dispatcher:
         # Shielded: rows marked must be handed over, or they would sit `sending`.
         with trio.CancelScope(shield=True):
             try:
-                marked = set(
-                    await recipients.mark_sending(
-                        self._db,
-                        self.plan.id,
-                        [r.id for r in group],
-                        lease_owner=self._lease_owner,
-                        now=self._clock.now(),
-                    )
-                )
+                marked = set(await self._mark_statement([r.id for r in group]))
             except DatabaseUnavailable:
                 marked = set()  # nothing was marked; the rows are still pending
             self._pool.release_slots(len(group) - len(marked))
@@ -413,6 +410,13 @@ class Dispatcher:
             phones = [r.phone for r in group if r.id in marked]
             self._background().start_soon(self._touch_reach, phones, last_turn)
         return marked
+
+    async def _mark_statement(self, ids: list[int]) -> list[int]:
+        if self._marker is not None:
+            return await self._marker.mark(self.plan.id, ids, now=self._clock.now())
+        return await recipients.mark_sending(
+            self._db, self.plan.id, ids, lease_owner=self._lease_owner, now=self._clock.now()
+        )
 
     async def _touch_reach(self, phones: list[str], at: datetime) -> None:
         # Shielded (the run's end cancels its background tasks) but bounded: a
@@ -476,6 +480,7 @@ class Dispatcher:
     def on_recorded(self, outcomes: Iterable[Outcome]) -> None:
         """Outcomes of its sends are stored: rows to send again go on the schedule."""
         now_wall, now = self._clock.now(), trio.current_time()
+        scheduled = False
         for outcome in outcomes:
             recipient = self._in_flight.pop(outcome.recipient_id, None)
             if recipient is None or outcome.status != "pending" or outcome.pause_reason:
@@ -493,8 +498,12 @@ class Dispatcher:
                 variant=recipient.variant,
             )
             heapq.heappush(self._retries, (now + max(0.0, delay), recipient.id, again))
+            scheduled = True
         self._signal_in_flight()
-        self.wake()
+        if scheduled:
+            # Only a retry changes what the loop waits for; waking it for every
+            # outcome cost each campaign a pass of its loop per message.
+            self.wake()
 
     def _signal_in_flight(self) -> None:
         self._in_flight_changed.set()

@@ -1,0 +1,133 @@
+"""The marker: marks the due groups of every campaign of this daemon, one statement at a time.
+
+A campaign sending 30 a minute has a group of one row every two seconds; a
+thousand of them marking alone made a thousand statements and crossings a
+second, queued on the pool ahead of everything else. Instead each dispatcher
+hands its group to the marker and waits: what arrives while a statement runs
+is marked by the next one, for all campaigns together
+(`recipients.mark_sending_groups`), and each group gets back its own rows.
+The campaign checks stay per campaign, in that statement: a group of a
+campaign paused, cancelled or no longer ours marks nothing, and the others'
+rows are marked all the same (docs/delivery-guarantees.md).
+
+No task of its own: the first caller that finds no statement on the wire runs
+the next one for everything queued, the others wait for theirs. A call, once
+made, is not cancellable (rows marked must be handed over); it waits at most
+for the statement on the wire and its own, each bounded by the database's
+operation timeout.
+
+A statement that fails for another reason than an outage is not the fault of
+every campaign in it: each group is then marked alone, so each gets its own
+rows or its own error.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+import trio
+
+from engine.store import recipients
+from engine.store.database import Database
+from engine.store.errors import DatabaseUnavailable
+from engine.store.recipients import MarkGroup
+
+log = logging.getLogger(__name__)
+
+
+class _Request:
+    def __init__(self, group: MarkGroup) -> None:
+        self.group = group
+        self.marked: list[int] | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class Marker:
+    """Shared by every dispatcher of one daemon (one lease owner)."""
+
+    def __init__(self, db: Database, *, lease_owner: str) -> None:
+        self._db = db
+        self.lease_owner = lease_owner
+        self._queue: list[_Request] = []
+        self._busy = False
+        self._idle = trio.Event()
+        self.statements = 0  # for monitoring and tests
+        self.groups = 0
+
+    async def mark(self, campaign_id: str, ids: list[int], *, now: datetime) -> list[int]:
+        """Mark the group `sending` (see `recipients.mark_sending`); only the ids
+        returned may be sent. Raises DatabaseUnavailable when nothing was marked
+        because the database could not be reached, or the group's own error."""
+        request = _Request(MarkGroup(campaign_id, ids, now))
+        self._queue.append(request)
+        with trio.CancelScope(shield=True):
+            while not request.done:
+                if self._busy:
+                    await self._idle.wait()
+                else:
+                    await self._lead()
+        if request.error is not None:
+            raise request.error
+        assert request.marked is not None
+        return request.marked
+
+    async def _lead(self) -> None:
+        """Run one statement for everything queued."""
+        batch, self._queue = self._queue, []
+        self._busy = True
+        try:
+            await self._run(batch)
+        except BaseException as error:
+            for request in batch:
+                if not request.done:  # never left waiting for ever
+                    request.error, request.done = error, True
+            raise
+        finally:
+            self._busy = False
+            self._idle.set()
+            self._idle = trio.Event()
+
+    async def _run(self, batch: list[_Request]) -> None:
+        self.statements += 1
+        self.groups += len(batch)
+        try:
+            marked = await recipients.mark_sending_groups(
+                self._db, [r.group for r in batch], lease_owner=self.lease_owner
+            )
+        except DatabaseUnavailable as error:
+            # Nothing was marked: every group's rows are still pending.
+            for request in batch:
+                request.error, request.done = DatabaseUnavailable(str(error)), True
+            return
+        except Exception as error:
+            if len(batch) == 1:
+                batch[0].error, batch[0].done = error, True
+                return
+            log.warning(
+                "marking %d groups in one statement failed (%s: %s); marking each alone",
+                len(batch),
+                type(error).__name__,
+                error,
+            )
+            await self._run_alone(batch)
+            return
+        for request, ids in zip(batch, marked, strict=True):
+            request.marked, request.done = ids, True
+
+    async def _run_alone(self, batch: list[_Request]) -> None:
+        for request in batch:
+            self.statements += 1
+            group = request.group
+            try:
+                request.marked = await recipients.mark_sending(
+                    self._db,
+                    group.campaign_id,
+                    group.recipient_ids,
+                    lease_owner=self.lease_owner,
+                    now=group.now,
+                )
+            except Exception as error:
+                request.error = error
+            request.done = True
