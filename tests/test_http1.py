@@ -1,4 +1,5 @@
-"""engine.transport.http1 against a tiny trio + h11 server written here, over loopback."""
+"""engine.transport.http1 against tiny trio servers written here, over loopback: h11
+servers, and scripted ones that answer with exact bytes."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from engine.transport.http1 import (
     ConnectionsByOrigin,
     HTTPConnection,
     HTTPConnectionError,
+    HTTPError,
     HTTPResponseTooLarge,
     HTTPTimeout,
     Origin,
+    Response,
     split_url,
 )
 
@@ -311,3 +314,376 @@ async def test_the_gateway_fails_a_send_whose_answer_is_too_large() -> None:
             nursery.cancel_scope.cancel()
     assert (result.ok, result.http_status, result.may_have_arrived) == (False, 200, False)
     assert "larger than" in (result.error_message or "")
+
+
+# --- scripted answers: exact bytes, however the server chooses to send them
+
+Script = Callable[[trio.SocketStream, int], Awaitable[None]]
+
+
+class _RawServer:
+    """Reads each request (with h11) and answers with `script(stream, index)`: raw bytes.
+
+    `index` counts requests across connections; `per_connection` lists each
+    connection's request bodies.
+    """
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.requests: list[bytes] = []
+        self.per_connection: list[list[bytes]] = []
+        self.heads: list[h11.Request] = []
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        mine: list[bytes] = []
+        self.per_connection.append(mine)
+        conn = h11.Connection(h11.SERVER)
+        async with stream:
+            try:
+                while True:
+                    body = b""
+                    while True:
+                        event = conn.next_event()
+                        if event is h11.NEED_DATA:
+                            conn.receive_data(await stream.receive_some(65536))
+                        elif isinstance(event, h11.Request):
+                            self.heads.append(event)
+                        elif isinstance(event, h11.Data):
+                            body += event.data
+                        elif isinstance(event, h11.EndOfMessage):
+                            break
+                        elif isinstance(event, h11.ConnectionClosed):
+                            return
+                    mine.append(body)
+                    self.requests.append(body)
+                    await self.script(stream, len(self.requests) - 1)
+                    # The answer was raw bytes: h11 did not see it, so start it afresh.
+                    conn = h11.Connection(h11.SERVER)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
+                pass
+
+    async def start(self, nursery: trio.Nursery) -> Origin:
+        listeners = await nursery.start(trio.serve_tcp, self._handle, 0)
+        return Origin("http", "127.0.0.1", listeners[0].socket.getsockname()[1])
+
+
+def _answers(*answers: bytes, byte_by_byte: bool = False) -> Script:
+    """The `index`-th request gets `answers[index]` (the last one repeated)."""
+
+    async def script(stream: trio.SocketStream, index: int) -> None:
+        answer = answers[min(index, len(answers) - 1)]
+        if not byte_by_byte:
+            await stream.send_all(answer)
+            return
+        for i in range(len(answer)):
+            await stream.send_all(answer[i : i + 1])
+            await trio.lowlevel.checkpoint()
+
+    return script
+
+
+async def _exchange(
+    script: Script, bodies: list[bytes], *, method: str = "POST", max_response_bytes: int = 1 << 20
+) -> tuple[list[Response | HTTPError], _RawServer, HTTPConnection]:
+    """Send `bodies` one after the other on one HTTPConnection; each one's response or error."""
+    server = _RawServer(script)
+    results: list[Response | HTTPError] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            origin = await server.start(nursery)
+            connection = HTTPConnection(origin, max_response_bytes=max_response_bytes)
+            for body in bodies:
+                try:
+                    results.append(await connection.request(method, "/m", [], body))
+                except HTTPError as exc:
+                    results.append(exc)
+            await connection.aclose()
+            nursery.cancel_scope.cancel()
+    return results, server, connection
+
+
+def _invalid(result: Response | HTTPError) -> bool:
+    return (
+        isinstance(result, HTTPConnectionError)
+        and result.request_sent
+        and "invalid or truncated response" in str(result)
+    )
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def test_an_answer_sent_one_byte_at_a_time_is_read_whole() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2;ext=1\r\nab\r\n3\r\ncde\r\n0\r\nX-Trailer: t\r\n\r\n"
+    )
+    results, server, connection = await _exchange(
+        _answers(OK, chunked, byte_by_byte=True), [b"1", b"2", b"3"]
+    )
+    assert [r.body for r in results if isinstance(r, Response)] == [b"ok", b"abcde", b"abcde"]
+    assert connection.connections_opened == 1 and server.per_connection == [[b"1", b"2", b"3"]]
+
+
+async def test_a_chunked_answer_with_extensions_and_trailers_keeps_the_connection() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"5 ; a=b;c\r\nhello\r\n1\r\n!\r\n0\r\nExpires: x\r\nDigest: y\r\n\r\n"
+    )
+    results, _, connection = await _exchange(_answers(chunked), [b"1", b"2"])
+    assert [r.body for r in results if isinstance(r, Response)] == [b"hello!", b"hello!"]
+    assert connection.connections_opened == 1
+
+
+async def test_an_answer_without_length_is_read_to_the_close_and_not_reused() -> None:
+    async def close_delimited(stream: trio.SocketStream, index: int) -> None:
+        await stream.send_all(b"HTTP/1.1 200 OK\r\n\r\nuntil ")
+        await stream.send_all(b"close %d" % index)
+        await stream.aclose()
+
+    results, server, connection = await _exchange(close_delimited, [b"1", b"2"])
+    assert [r.body for r in results if isinstance(r, Response)] == [
+        b"until close 0",
+        b"until close 1",
+    ]
+    assert connection.connections_opened == 2 and server.per_connection == [[b"1"], [b"2"]]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"Content-Length: 2\r\nContent-Length: 3\r\n",
+        b"Content-Length: 2, 3\r\n",
+        b"Content-Length: -2\r\n",
+        b"Content-Length: two\r\n",
+        b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: gzip\r\n",
+        b"X-Folded: a\r\n b\r\nContent-Length: 2\r\n",
+    ],
+)
+async def test_an_ambiguous_or_malformed_answer_fails_as_sent_and_drops_the_connection(
+    head: bytes,
+) -> None:
+    answer = b"HTTP/1.1 200 OK\r\n" + head + b"\r\nok"
+    results, server, connection = await _exchange(_answers(answer, OK), [b"1", b"2"])
+    assert _invalid(results[0])
+    assert isinstance(results[1], Response) and results[1].body == b"ok"
+    # The failed request was not sent again; the next one went on a new connection.
+    assert server.per_connection == [[b"1"], [b"2"]] and connection.connections_opened == 2
+
+
+async def test_identical_duplicate_content_lengths_are_accepted() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\nok"
+    results, _, connection = await _exchange(_answers(answer), [b"1", b"2"])
+    assert [r.body for r in results if isinstance(r, Response)] == [b"ok", b"ok"]
+    assert connection.connections_opened == 1
+
+
+async def test_a_head_larger_than_64_kib_is_refused() -> None:
+    huge = b"HTTP/1.1 200 OK\r\n" + b"X-Filler: " + b"a" * (70 * 1024) + b"\r\n"
+    results, _, _ = await _exchange(_answers(huge + b"Content-Length: 2\r\n\r\nok"), [b"1"])
+    assert _invalid(results[0]) and "head larger than 65536" in str(results[0])
+
+
+async def test_a_chunked_body_above_the_limit_is_refused() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"400\r\n" + b"x" * 1024
+    results, _, _ = await _exchange(
+        _answers(answer + b"\r\n" + b"1\r\n"), [b"1"], max_response_bytes=1024
+    )
+    assert isinstance(results[0], HTTPResponseTooLarge) and results[0].status == 200
+
+
+async def test_interim_answers_are_skipped_and_the_connection_kept() -> None:
+    answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" + OK
+    results, _, connection = await _exchange(_answers(answer), [b"1", b"2"])
+    assert [(r.status, r.body) for r in results if isinstance(r, Response)] == [(200, b"ok")] * 2
+    assert connection.connections_opened == 1
+
+
+async def test_101_switching_protocols_is_an_invalid_answer() -> None:
+    answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
+    results, _, _ = await _exchange(_answers(answer), [b"1"])
+    assert _invalid(results[0])
+
+
+async def test_an_http_1_0_answer_is_not_reused_unless_keep_alive() -> None:
+    """The server keeps the connection open: only the answer's version says not to reuse it."""
+    plain = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    results, server, connection = await _exchange(_answers(plain), [b"1", b"2"])
+    assert all(isinstance(r, Response) and r.body == b"ok" for r in results)
+    assert connection.connections_opened == 2 and server.per_connection == [[b"1"], [b"2"]]
+
+    kept = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok"
+    results, server, connection = await _exchange(_answers(kept), [b"1", b"2"])
+    assert all(isinstance(r, Response) for r in results) and connection.connections_opened == 1
+
+
+async def test_connection_close_is_honoured_even_if_the_server_keeps_the_socket_open() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+    results, server, connection = await _exchange(_answers(answer), [b"1", b"2"])
+    assert all(isinstance(r, Response) for r in results)
+    assert connection.connections_opened == 2 and server.per_connection == [[b"1"], [b"2"]]
+
+
+async def test_bytes_after_the_answer_mean_the_connection_is_not_reused() -> None:
+    junk = OK + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale"
+    results, server, connection = await _exchange(_answers(junk, OK), [b"1", b"2"])
+    # The second request must not read the stale answer queued behind the first.
+    assert [r.body for r in results if isinstance(r, Response)] == [b"ok", b"ok"]
+    assert connection.connections_opened == 2 and server.per_connection == [[b"1"], [b"2"]]
+
+
+async def test_stray_bytes_on_an_idle_connection_are_seen_before_reuse() -> None:
+    """Rule 1 with junk rather than EOF: the poll before reuse finds it."""
+    junk_sent = trio.Event()
+
+    async def answer_then_junk(stream: trio.SocketStream, index: int) -> None:
+        await stream.send_all(OK)
+        if index == 0:
+            await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+            junk_sent.set()
+
+    server = _RawServer(answer_then_junk)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            connection = HTTPConnection(await server.start(nursery))
+            assert (await connection.request("POST", "/", [], b"1")).body == b"ok"
+            await junk_sent.wait()
+            assert (await connection.request("POST", "/", [], b"2")).body == b"ok"
+            await connection.aclose()
+            nursery.cancel_scope.cancel()
+    assert connection.connections_opened == 2 and server.per_connection == [[b"1"], [b"2"]]
+
+
+async def test_answers_to_head_and_204_have_no_body_and_keep_the_connection() -> None:
+    head_answer = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+    results, _, connection = await _exchange(_answers(head_answer), [b"", b""], method="HEAD")
+    assert [(r.status, r.body) for r in results if isinstance(r, Response)] == [(200, b"")] * 2
+    assert connection.connections_opened == 1
+    no_content = b"HTTP/1.1 204 No Content\r\n\r\n"
+    results, _, connection = await _exchange(_answers(no_content), [b"1", b"2"])
+    assert [(r.status, r.body) for r in results if isinstance(r, Response)] == [(204, b"")] * 2
+    assert connection.connections_opened == 1
+
+
+async def test_a_truncated_answer_fails_as_sent() -> None:
+    async def truncated(stream: trio.SocketStream, index: int) -> None:
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+        await stream.aclose()
+
+    results, server, _ = await _exchange(truncated, [b"once"])
+    assert _invalid(results[0]) and server.requests == [b"once"]
+
+
+async def test_a_server_that_hangs_up_on_a_reused_connection_gets_the_request_once() -> None:
+    """Once written whole, a request is never written again, even on a reused connection."""
+
+    async def answer_first_only(stream: trio.SocketStream, index: int) -> None:
+        if index == 0:
+            await stream.send_all(OK)
+        else:
+            await stream.aclose()
+
+    results, server, connection = await _exchange(answer_first_only, [b"1", b"2"])
+    assert isinstance(results[0], Response)
+    failed = results[1]
+    assert isinstance(failed, HTTPConnectionError) and failed.request_sent
+    assert "closed the connection before answering" in str(failed)
+    assert server.requests == [b"1", b"2"] and connection.connections_opened == 1
+
+
+def _shut_for_writing(stream: trio.abc.Stream) -> None:
+    """Our side of the socket refuses writes (EPIPE) while looking idle to a poll."""
+    assert isinstance(stream, trio.SocketStream)
+    stream.socket.shutdown(trio.socket.SHUT_WR)
+
+
+async def test_a_write_that_fails_on_a_reused_connection_is_retried_once_on_a_new_one() -> None:
+    """Rule 2: the server never saw the request, so it is written once more, once only."""
+    server = _RawServer(_answers(OK))
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            connection = HTTPConnection(await server.start(nursery))
+            assert (await connection.request("POST", "/", [], b"1")).body == b"ok"
+            assert connection._stream is not None
+            # No checkpoint before the request: the server cannot see our FIN and
+            # hang up first, so the idle poll passes and the write itself fails.
+            _shut_for_writing(connection._stream)
+            assert (await connection.request("POST", "/", [], b"2")).body == b"ok"
+            await connection.aclose()
+            nursery.cancel_scope.cancel()
+    assert server.per_connection == [[b"1"], [b"2"]] and connection.connections_opened == 2
+
+
+async def test_a_write_retried_on_a_new_connection_is_not_retried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = _RawServer(_answers(OK))
+    real_open = trio.open_tcp_stream
+
+    async def unwritable_open(host: str, port: int) -> trio.SocketStream:
+        stream = await real_open(host, port)
+        _shut_for_writing(stream)
+        return stream
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            connection = HTTPConnection(await server.start(nursery))
+            assert (await connection.request("POST", "/", [], b"1")).body == b"ok"
+            assert connection._stream is not None
+            _shut_for_writing(connection._stream)
+            monkeypatch.setattr(trio, "open_tcp_stream", unwritable_open)
+            with pytest.raises(HTTPConnectionError) as caught:
+                await connection.request("POST", "/", [], b"2")
+            nursery.cancel_scope.cancel()
+    assert caught.value.request_sent is False and "writing" in str(caught.value)
+    assert connection.connections_opened == 2 and server.requests == [b"1"]
+
+
+async def test_a_write_that_fails_on_a_new_connection_is_not_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = _RawServer(_answers(OK))
+    real_open = trio.open_tcp_stream
+
+    async def unwritable_open(host: str, port: int) -> trio.SocketStream:
+        stream = await real_open(host, port)
+        _shut_for_writing(stream)
+        return stream
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            connection = HTTPConnection(await server.start(nursery))
+            monkeypatch.setattr(trio, "open_tcp_stream", unwritable_open)
+            with pytest.raises(HTTPConnectionError) as caught:
+                await connection.request("POST", "/", [], b"1")
+            nursery.cancel_scope.cancel()
+    assert caught.value.request_sent is False and "writing" in str(caught.value)
+    assert connection.connections_opened == 1 and server.requests == []
+
+
+async def test_the_request_bytes_carry_host_length_and_the_callers_headers() -> None:
+    received = bytearray()
+
+    async def record(stream: trio.SocketStream) -> None:
+        async with stream:
+            while data := await stream.receive_some(65536):
+                received.extend(data)
+                if received.endswith(b'{"a":1}'):
+                    await stream.send_all(OK)
+                    return
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(trio.serve_tcp, record, 0)
+            port = listeners[0].socket.getsockname()[1]
+            connection = HTTPConnection(Origin("http", "127.0.0.1", port))
+            headers = [(b"authorization", b"Bearer t")]
+            response = await connection.request("POST", "/v1/PN/messages", headers, b'{"a":1}')
+            await connection.aclose()
+            nursery.cancel_scope.cancel()
+    assert response.body == b"ok"
+    assert bytes(received) == (
+        b"POST /v1/PN/messages HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nauthorization: Bearer t\r\n"
+        b'Content-Length: 7\r\n\r\n{"a":1}' % port
+    )

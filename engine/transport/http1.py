@@ -1,4 +1,4 @@
-"""A minimal HTTP/1.1 client: one keep-alive connection per origin, h11 over trio streams.
+"""A minimal HTTP/1.1 client: one keep-alive connection per origin over trio streams.
 
 Each sender task owns its connections (`ConnectionsByOrigin`), so nothing here
 locks or pools: a shared pool costs more CPU than the request itself
@@ -23,6 +23,7 @@ carry `request_sent=False`.
 
 from __future__ import annotations
 
+import os
 import select
 import ssl
 from functools import lru_cache
@@ -30,11 +31,12 @@ from types import TracebackType
 from typing import Literal
 from urllib.parse import urlsplit
 
-import h11
 import msgspec
 import trio
 
-Header = tuple[bytes, bytes]
+from engine.core.http1_codec import BodyTooLarge, ProtocolError, RequestHead, ResponseReader
+
+Header = tuple[bytes, bytes]  # as in engine.core.http1_codec
 
 
 class Origin(msgspec.Struct, frozen=True):
@@ -45,7 +47,7 @@ class Origin(msgspec.Struct, frozen=True):
 
 class Response(msgspec.Struct, frozen=True):
     status: int
-    headers: list[Header]  # names lowercased, as h11 gives them
+    headers: list[Header]  # names lowercased, values without surrounding spaces
     body: bytes
 
 
@@ -91,22 +93,8 @@ def split_url(url: str) -> tuple[Origin, str]:
     return origin, target
 
 
-def _socket_is_readable(stream: trio.abc.Stream) -> bool:
-    """True when an idle connection has something to read: EOF, a reset, or junk.
-
-    Either way it must not carry a new request.
-    """
-    if isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if not isinstance(stream, trio.SocketStream):
-        return False
-    poller = select.poll()
-    poller.register(stream.socket.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
-
-
-_CONTENT_LENGTH = b"content-length"
 _CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+_MAX_CACHED_HEADS = 64  # distinct (method, target, headers) per connection; a guard, not a tuning
 
 
 class HTTPConnection:
@@ -133,13 +121,28 @@ class HTTPConnection:
         # Bounds writing the request and reading the complete response.
         self._read_timeout = read_timeout
         self._ssl_context = ssl_context
-        self._receive_size = receive_size
         default_port = 443 if origin.scheme == "https" else 80
         host = origin.host if origin.port == default_port else f"{origin.host}:{origin.port}"
-        self._host_header: Header = (b"host", host.encode("idna"))
+        self._host = host.encode("idna")
+        # Requests of a route differ only in their body: their heads are built once.
+        self._heads: dict[tuple[str, str, tuple[Header, ...]], RequestHead] = {}
+        self._reader = ResponseReader(max_body_bytes=max_response_bytes)
+        # Plain TCP is read into this one buffer (no allocation per read).
+        self._receive_buffer = memoryview(bytearray(receive_size))
+        self._receive_size = receive_size
         self._stream: trio.abc.Stream | None = None
-        self._h11: h11.Connection | None = None
+        self._fd = -1  # plain TCP only: the socket, written and read directly (_write_all)
+        self._poller: select.poll | None = None
         self.connections_opened = 0
+
+    def _head(self, method: str, target: str, headers: list[Header]) -> RequestHead:
+        key = (method, target, tuple(headers))
+        head = self._heads.get(key)
+        if head is None:
+            if len(self._heads) >= _MAX_CACHED_HEADS:
+                self._heads.clear()
+            head = self._heads[key] = RequestHead(method, target, self._host, headers)
+        return head
 
     async def request(
         self, method: str, target: str, headers: list[Header], body: bytes = b""
@@ -148,12 +151,9 @@ class HTTPConnection:
 
         `headers` must not contain Host or Content-Length: both are added here.
         """
-        head = [self._host_header, *headers]
-        if body or method in ("POST", "PUT", "PATCH"):
-            head.append((_CONTENT_LENGTH, b"%d" % len(body)))
-        request = h11.Request(method=method, target=target, headers=head)
+        data = self._head(method, target, headers).encode(body)
 
-        if self._stream is not None and _socket_is_readable(self._stream):
+        if self._poller is not None and self._poller.poll(0):
             await self._discard()  # rule 1: a dead idle connection never carries a request
         reused = self._stream is not None
         if not reused:
@@ -163,13 +163,13 @@ class HTTPConnection:
             # One deadline for writing the request and reading the whole response.
             with trio.fail_after(self._read_timeout):
                 try:
-                    await self._send(request, body)
+                    await self._send(data)
                 except HTTPConnectionError:
                     if not reused:
                         raise
                     await self._connect()  # rule 2: the server never saw the whole request
-                    await self._send(request, body)
-                response = await self._receive_response()
+                    await self._send(data)
+                response = await self._receive_response(head_request=method == "HEAD")
             completed = True
             return response
         except trio.TooSlowError:
@@ -178,7 +178,7 @@ class HTTPConnection:
                 f"no complete response within {self._read_timeout} s", request_sent=True
             ) from None
         finally:
-            if not completed:  # failed or cancelled mid-exchange: the h11 state is unusable
+            if not completed:  # failed or cancelled mid-exchange: the framing is lost
                 await self._discard()
 
     async def _connect(self) -> None:
@@ -214,81 +214,113 @@ class HTTPConnection:
                 ) from exc
             raise
         self._stream = stream
-        self._h11 = h11.Connection(h11.CLIENT)
+        self._fd = tcp.socket.fileno() if stream is tcp and _DIRECT_IO else -1
+        # Registered once per connection: the idle check before each reuse is one poll(2).
+        self._poller = select.poll()
+        self._poller.register(tcp.socket.fileno(), select.POLLIN)
         self.connections_opened += 1
 
-    async def _send(self, request: h11.Request, body: bytes) -> None:
-        assert self._stream is not None and self._h11 is not None
-        conn = self._h11
-        data = conn.send(request)
-        assert data is not None
-        if body:
-            data += conn.send(h11.Data(data=body)) or b""
-        data += conn.send(h11.EndOfMessage()) or b""
+    async def _send(self, data: bytes) -> None:
+        assert self._stream is not None
         try:
-            await self._stream.send_all(data)
+            if self._fd >= 0:
+                await _write_all(self._fd, data)
+            else:
+                await self._stream.send_all(data)  # head and body in one write
         except _CONNECTION_ERRORS as exc:
             await self._discard()
             raise HTTPConnectionError(
                 f"connection broke while writing: {exc!r}", request_sent=False
             ) from exc
 
-    async def _receive_response(self) -> Response:
-        assert self._stream is not None and self._h11 is not None
-        stream, conn = self._stream, self._h11
-        status = 0
-        headers: list[Header] = []
-        chunks: list[bytes] = []
-        received = 0
+    async def _receive_some(self) -> bytes | bytearray | memoryview:
+        if self._fd >= 0:
+            return await _read_into(self._fd, self._receive_buffer)
+        assert self._stream is not None
+        return await self._stream.receive_some(self._receive_size)
+
+    async def _receive_response(self, *, head_request: bool) -> Response:
+        reader = self._reader
+        reader.start(head_request=head_request)
         try:
             while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    data = await stream.receive_some(self._receive_size)
-                    conn.receive_data(data)  # type: ignore[arg-type]  # h11 takes bytearray
-                elif type(event) is h11.Response:
-                    status = event.status_code
-                    headers = list(event.headers)
-                elif type(event) is h11.Data:
-                    received += len(event.data)
-                    if received > self._max_response_bytes:
-                        raise HTTPResponseTooLarge(status, self._max_response_bytes)
-                    chunks.append(event.data)
-                elif type(event) is h11.EndOfMessage:
-                    break
-                elif type(event) is h11.ConnectionClosed:
+                data = await self._receive_some()
+                if data:
+                    if reader.feed(data):
+                        break
+                elif not reader.received_any:
                     raise HTTPConnectionError(
                         "server closed the connection before answering", request_sent=True
                     )
-                # InformationalResponse (1xx): keep reading.
-        except h11.RemoteProtocolError as exc:
+                else:
+                    reader.feed_eof()
+                    break
+        except ProtocolError as exc:
             raise HTTPConnectionError(
                 f"invalid or truncated response: {exc}", request_sent=True
             ) from exc
+        except BodyTooLarge as exc:
+            raise HTTPResponseTooLarge(exc.status, self._max_response_bytes) from None
         except _CONNECTION_ERRORS as exc:
             raise HTTPConnectionError(
                 f"connection broke while reading: {exc!r}", request_sent=True
             ) from exc
-
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()
-        else:  # Connection: close, HTTP/1.0, or a response before our body was read
+        response = Response(reader.status, reader.headers, reader.body)
+        if not reader.reusable:  # Connection: close, HTTP/1.0, read to EOF, or stray bytes
             await self.aclose()
-        return Response(status, headers, b"".join(chunks))
+        return response
+
+    def _forget(self) -> trio.abc.Stream | None:
+        stream, self._stream, self._poller, self._fd = self._stream, None, None, -1
+        return stream
 
     async def _discard(self) -> None:
-        stream, self._stream, self._h11 = self._stream, None, None
+        stream = self._forget()
         if stream is not None:
             await trio.aclose_forcefully(stream)
 
     async def aclose(self) -> None:
-        stream, self._stream, self._h11 = self._stream, None, None
+        stream = self._forget()
         if stream is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 try:
                     await stream.aclose()
                 except _CONNECTION_ERRORS:
                     pass
+
+
+# Plain TCP bypasses trio's socket wrappers, which cost a scheduler round trip per send
+# and a failed recv (EAGAIN) before every wait: here a request is one write(2), one
+# wait for the answer (the checkpoint) and one readv(2). trio still owns the socket:
+# it closes it, and its I/O manager does the waiting (trio.lowlevel.wait_*).
+_DIRECT_IO = hasattr(os, "readv")
+
+
+async def _write_all(fd: int, data: bytes) -> None:
+    """Write all of `data`; an OSError means the kernel did not take all of it."""
+    try:
+        sent = os.write(fd, data)
+    except BlockingIOError:
+        sent = 0
+    if sent == len(data):
+        return
+    view = memoryview(data)
+    while sent < len(view):
+        await trio.lowlevel.wait_writable(fd)
+        try:
+            sent += os.write(fd, view[sent:])
+        except BlockingIOError:
+            pass
+
+
+async def _read_into(fd: int, buffer: memoryview) -> memoryview:
+    """The next bytes received (empty at EOF), in `buffer`: valid until the next read."""
+    while True:
+        await trio.lowlevel.wait_readable(fd)  # also the request's checkpoint
+        try:
+            return buffer[: os.readv(fd, (buffer,))]
+        except BlockingIOError:
+            pass  # woken without data: wait again
 
 
 @lru_cache(maxsize=1)
