@@ -75,15 +75,18 @@ class Marker:
 
     async def _lead(self) -> None:
         """Run one statement for everything queued."""
-        batch, self._queue = self._queue, []
         self._busy = True
         try:
-            await self._run(batch)
-        except BaseException as error:
-            for request in batch:
-                if not request.done:  # never left waiting for ever
-                    request.error, request.done = error, True
-            raise
+            # Groups of the campaigns woken at this same moment join this statement.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            batch, self._queue = self._queue, []
+            try:
+                await self._run(batch)
+            except BaseException as error:
+                for request in batch:
+                    if not request.done:  # never left waiting for ever
+                        request.error, request.done = error, True
+                raise
         finally:
             self._busy = False
             self._idle.set()

@@ -1,0 +1,73 @@
+"""The engine's campaigns share one marker (engine/actors/marker.py): groups due at
+the same moment are marked by one statement, and each campaign keeps its own pace."""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from typing import Any
+
+import trio
+import trio.testing
+
+from engine.store import recipients
+from engine.store.database import Record
+from tests.engine_helpers import EventLog, engine_settings, running_engine
+from tests.fake_gateway import ScriptedGateway
+from tests.store_helpers import make_account, make_campaign, make_contacts
+from tests.virtual_time import VirtualTimeDatabase, virtual_time_db
+
+__all__ = ["virtual_time_db"]  # the virtual-time database replaces conftest's `db` here
+
+RATES = [60.0, 60.0, 60.0, 120.0, 30.0]  # per minute
+RECIPIENTS = 6
+
+
+class CountingMarks(VirtualTimeDatabase):
+    """Counts the mark statements and the groups' rows they carry."""
+
+    def __init__(self, db: VirtualTimeDatabase) -> None:
+        super().__init__(db._inner, db.hold)
+        self.statements = 0
+        self.rows = 0
+
+    async def fetch(self, query: str, *args: Any) -> list[Record]:
+        if query in (recipients.MARK_SENDING, recipients.MARK_SENDING_GROUPS):
+            self.statements += 1
+            self.rows += len(args[1])
+        return await super().fetch(query, *args)
+
+
+async def test_campaigns_due_together_share_mark_statements_and_keep_their_pace(
+    db: VirtualTimeDatabase, autojump_clock: trio.testing.MockClock
+) -> None:
+    counting = CountingMarks(db)
+    # A number fast enough that turns due together are not spread by its spacing.
+    account = await make_account(counting, messages_per_second=100_000)
+    await make_contacts(counting, RECIPIENTS)
+    campaigns = [await make_campaign(counting, account, messages_per_minute=rate) for rate in RATES]
+    gateway = ScriptedGateway(latency=0.02)
+    log = EventLog()
+    with trio.fail_after(3_600):
+        async with trio.open_nursery() as nursery:
+            async with running_engine(counting, gateway, engine_settings()) as engine:
+                await nursery.start(log.collect, engine)
+                for campaign in campaigns:
+                    await log.wait_for("campaign:completed", campaign)
+            nursery.cancel_scope.cancel()
+
+    rows = await counting.fetch("SELECT id, campaign_id FROM campaign_recipients")
+    campaign_of = {r["id"]: str(r["campaign_id"]) for r in rows}
+    sent_at: defaultdict[str, list[float]] = defaultdict(list)
+    for send in gateway.sends:
+        sent_at[campaign_of[send.message.recipient_id]].append(send.at)
+    # Each recipient once; each campaign at its own rate.
+    assert sorted(s.message.recipient_id for s in gateway.sends) == sorted(campaign_of)
+    for campaign, rate in zip(campaigns, RATES, strict=True):
+        times = sent_at[campaign]
+        assert len(times) == RECIPIENTS
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert all(abs(gap - 60 / rate) < 1e-3 for gap in gaps), (rate, gaps)
+    # One row per group at these rates: alone, each would be its own statement.
+    assert counting.rows == len(RATES) * RECIPIENTS
+    assert counting.statements <= counting.rows / 2, (counting.statements, counting.rows)
