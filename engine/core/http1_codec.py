@@ -60,6 +60,7 @@ _CHUNK_EXT_RE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _OWS = b" \t"
 _TARGET_RE = re.compile(rb"[\x21-\x7e]+")
 
+_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 # Headers the writer adds itself: a caller's copy would frame the request twice.
 _RESERVED_REQUEST_HEADERS = frozenset({b"host", b"content-length", b"transfer-encoding"})
 
@@ -241,22 +242,25 @@ class ResponseReader:
             if status == 101:
                 raise ProtocolError("101 Switching Protocols, which was never asked for")
             return True  # an interim response: the real one follows (state stays _HEAD)
-        lines = head.split(b"\r\n")
         headers = []
-        for line in lines[1:-1]:
+        framing = []  # the few headers that decide framing and reuse, seen once more below
+        for line in head.split(b"\r\n")[1:-1]:
             name, _, value = line.partition(b":")
-            headers.append((name.lower(), value.strip(_OWS)))
+            header = (name.lower(), value.strip(_OWS))
+            headers.append(header)
+            if header[0] in _FRAMING_HEADERS:
+                framing.append(header)
         self.status = status
         self.headers = headers
-        self._frame(http_10=match[1] == b"0")
+        self._frame(framing, http_10=match[1] == b"0")
         return True
 
-    def _frame(self, *, http_10: bool) -> None:
+    def _frame(self, framing: list[Header], *, http_10: bool) -> None:
         """Choose how the body ends, and whether the connection may be reused."""
         lengths: list[bytes] = []
         codings: list[bytes] = []
         connection: list[bytes] = []
-        for name, value in self.headers:
+        for name, value in framing:
             if name == b"content-length":
                 # Every element counts, empty ones too: "Content-Length:" is invalid.
                 lengths.extend(item.strip(_OWS) for item in value.split(b","))

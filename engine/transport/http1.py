@@ -2,7 +2,14 @@
 
 Each sender task owns its connections (`ConnectionsByOrigin`), so nothing here
 locks or pools: a shared pool costs more CPU than the request itself
-(measured: ~3.4 ms of CPU per request for a shared 50-connection pool, 0.17 ms here).
+(measured: ~3.4 ms of CPU per request for a shared 50-connection pool).
+
+The bytes are engine/core/http1_codec.py's: a route's request head is built once,
+a request is that head, its Content-Length and its body in one write, and the
+answer is parsed strictly as it arrives (an answer comes from a tenant's apiUrl:
+anything ambiguous is an error, and a connection whose framing is in any doubt is
+not reused). h11 did the same at ~0.14 ms of CPU per request, the codec at ~0.01 ms;
+over plain TCP the socket is also read and written directly (see `_DIRECT_IO`).
 
 Retry rule (at-most-once). A request is written to the network at most once,
 except in the two cases where the server cannot have processed it:
