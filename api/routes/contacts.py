@@ -3,6 +3,12 @@
 A batch is checked item by item: invalid items are reported in `rejected` and
 the valid ones are stored, applied in order: a phone that appears twice is
 created by its first entry and updated by the later ones.
+
+An import's body (up to `server.max_body_bytes`, ~1 MB per 10,000 contacts) is
+released from the request as soon as it is read: the request object itself can
+outlive its answer by minutes (asyncpg schedules asyncio timers, up to 300 s,
+while serving it, and each timer keeps the context it was made in, which holds
+Quart's request context), so a body left on it is memory held per request.
 """
 
 from __future__ import annotations
@@ -57,16 +63,27 @@ def _batch(items: list[Any]) -> tuple[list[ContactInput], list[dict[str, Any]]]:
     return entries, rejected
 
 
-@blueprint.post("/contacts")
-async def upsert_contacts() -> Response:
-    payload = decode_any(await context.body())
+def _entries(body: bytes) -> tuple[list[ContactInput], list[dict[str, Any]]]:
+    """The body's valid entries and its rejected ones; the decoded JSON is gone once
+    this returns, before the upsert waits on the database."""
+    payload = decode_any(body)
     if isinstance(payload, dict) and "contacts" in payload:
         items = convert(payload, ContactBatch, "", parts_checked_later=True).contacts
-        entries, rejected = _batch(items)
-    elif isinstance(payload, dict):
-        entries, rejected = [_contact_input(convert(payload, ContactBody, ""))], []
-    else:
-        raise validation_error("", 'expected a contact object or {"contacts": [...]}')
+        return _batch(items)
+    if isinstance(payload, dict):
+        return [_contact_input(convert(payload, ContactBody, ""))], []
+    raise validation_error("", 'expected a contact object or {"contacts": [...]}')
+
+
+async def _body_released() -> bytes:
+    """The raw body, cleared from the request (see the module docstring). Read after
+    the idempotency hook's fingerprint (api/idempotency.py), its last reader."""
+    return await request.get_data(cache=False, as_text=False, parse_form_data=False)
+
+
+@blueprint.post("/contacts")
+async def upsert_contacts() -> Response:
+    entries, rejected = _entries(await _body_released())
     saved = await context.engine().contacts.upsert(context.user_id(), entries)
     return success(
         {"created": saved.created, "updated": saved.updated, "rejected": rejected},
