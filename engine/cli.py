@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(issue_token(settings.auth.jwt_secret, args.user, ttl if expires else None))
         return 0
 
-    from engine.daemon import configure_logging, migrate, serve
+    from engine.daemon import configure_allocator, configure_logging, migrate, serve
 
     configure_logging(settings.logging.level)
     if args.command == "migrate":
@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= port <= 65535:
         print(f"--port: expected an integer from 0 to 65535, got {port}", file=sys.stderr)
         return 2
+    configure_allocator()  # a long-running process: give freed memory back (engine/daemon.py)
     with _database_url(settings) as dsn:
         trio.run(lambda: serve(settings, dsn, host=host, port=port))
     return 0
