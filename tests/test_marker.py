@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import pytest
 import trio
 import trio.testing
+import trio_asyncio
 
 from engine.actors.marker import Marker
 from engine.store import campaign_runs, recipients
@@ -201,7 +202,52 @@ async def test_store_marks_each_group_its_own_rows(db: Database, size: int) -> N
     made = await campaigns_with_rows(db, size, 3)
     groups = [recipients.MarkGroup(c, ids[:2], utc_now()) for c, ids in made]
     marked = await recipients.mark_sending_groups(db, groups, lease_owner=LEASE_OWNER)
-    assert marked == [ids[:2] for _c, ids in made]
+    assert marked.marked == [ids[:2] for _c, ids in made] and not marked.busy
     # Marked already: nothing the second time.
     again = await recipients.mark_sending_groups(db, groups, lease_owner=LEASE_OWNER)
-    assert again == [[] for _ in made]
+    assert again.marked == [[] for _ in made]
+
+
+@pytest.mark.parametrize("then", ["commit a pause", "roll back"])
+async def test_a_campaign_held_by_a_transaction_holds_up_only_its_own_group(
+    db: Database, then: str
+) -> None:
+    """A pause being committed holds its campaign row: the others are marked at
+    once; its group waits for it, and marks nothing if the pause commits."""
+    made = await campaigns_with_rows(db, 3, 2)
+    held, held_ids = made[1]
+    marker = Marker(db, lease_owner=LEASE_OWNER)
+    conn = await trio_asyncio.aio_as_trio(db._pool.acquire)()
+    transaction = conn.transaction()
+    await trio_asyncio.aio_as_trio(transaction.start)()
+    await trio_asyncio.aio_as_trio(conn.execute)(
+        "UPDATE campaigns SET status = 'paused' WHERE id = $1", held
+    )
+    answers: dict[str, list[int]] = {}
+    others_done = trio.Event()
+
+    async def mark(campaign: str, ids: list[int]) -> None:
+        answers[campaign] = await marker.mark(campaign, ids, now=utc_now())
+        if all(c in answers for c, _ in made if c != held):
+            others_done.set()
+
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for campaign, ids in made:
+                    nursery.start_soon(mark, campaign, ids)
+                await others_done.wait()
+                assert held not in answers  # it waits for the transaction
+                assert marker.statements == 2  # all three, then the held one alone
+                finish = transaction.commit if then == "commit a pause" else transaction.rollback
+                await trio_asyncio.aio_as_trio(finish)()
+    finally:
+        await trio_asyncio.aio_as_trio(db._pool.release)(conn)
+
+    for campaign, ids in (made[0], made[2]):
+        assert answers[campaign] == ids
+    if then == "commit a pause":
+        assert answers[held] == []
+        assert await statuses(db, held) == {"pending": 2}
+    else:
+        assert answers[held] == held_ids

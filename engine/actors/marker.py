@@ -13,12 +13,15 @@ rows are marked all the same (docs/delivery-guarantees.md).
 No task of its own: the first caller that finds no statement on the wire runs
 the next one for everything queued, the others wait for theirs. A call, once
 made, is not cancellable (rows marked must be handed over); it waits at most
-for the statement on the wire and its own, each bounded by the database's
-operation timeout.
+for the statement on the wire and its own (and its group's own statement, see
+below), each bounded by the database's operation timeout.
 
-A statement that fails for another reason than an outage is not the fault of
-every campaign in it: each group is then marked alone, so each gets its own
-rows or its own error.
+A campaign row held by another transaction (a pause being committed, an edit)
+is not waited for in that statement: its group is then marked alone by its
+caller, which waits for that transaction as a single campaign's mark always
+did, while the other campaigns go on. Likewise a statement that fails for
+another reason than an outage is not the fault of every campaign in it: each
+group is then marked alone, so each gets its own rows or its own error.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class _Request:
         self.group = group
         self.marked: list[int] | None = None
         self.error: BaseException | None = None
+        self.alone = False  # to be marked by its own statement, by its caller
         self.done = False
 
 
@@ -68,6 +72,12 @@ class Marker:
                     await self._idle.wait()
                 else:
                     await self._lead()
+            if request.alone:
+                # Waits for whatever holds its campaign, without holding up the others.
+                self.statements += 1
+                return await recipients.mark_sending(
+                    self._db, campaign_id, ids, lease_owner=self.lease_owner, now=now
+                )
         if request.error is not None:
             raise request.error
         assert request.marked is not None
@@ -96,7 +106,7 @@ class Marker:
         self.statements += 1
         self.groups += len(batch)
         try:
-            marked = await recipients.mark_sending_groups(
+            result = await recipients.mark_sending_groups(
                 self._db, [r.group for r in batch], lease_owner=self.lease_owner
             )
         except DatabaseUnavailable as error:
@@ -108,29 +118,16 @@ class Marker:
             if len(batch) == 1:
                 batch[0].error, batch[0].done = error, True
                 return
+            # Nothing was marked; each group alone gets its own rows or its own error.
             log.warning(
                 "marking %d groups in one statement failed (%s: %s); marking each alone",
                 len(batch),
                 type(error).__name__,
                 error,
             )
-            await self._run_alone(batch)
+            for request in batch:
+                request.alone, request.done = True, True
             return
-        for request, ids in zip(batch, marked, strict=True):
+        for request, ids in zip(batch, result.marked, strict=True):
+            request.alone = request.group.campaign_id in result.busy
             request.marked, request.done = ids, True
-
-    async def _run_alone(self, batch: list[_Request]) -> None:
-        for request in batch:
-            self.statements += 1
-            group = request.group
-            try:
-                request.marked = await recipients.mark_sending(
-                    self._db,
-                    group.campaign_id,
-                    group.recipient_ids,
-                    lease_owner=self.lease_owner,
-                    now=group.now,
-                )
-            except Exception as error:
-                request.error = error
-            request.done = True

@@ -262,15 +262,16 @@ class MarkGroup(msgspec.Struct, frozen=True):
 
 # `mark_sending` for the groups of many campaigns: the same checks, per campaign.
 MARK_SENDING_GROUPS = """WITH live AS MATERIALIZED (
-        -- Each campaign row FOR SHARE, in id order (two such statements never
-        -- deadlock): a pause, cancel or lease loss committed before this
-        -- statement leaves its campaign's rows unmarked, one committed after
-        -- it waits for it. The join below reads every row of this CTE.
+        -- Each campaign row FOR SHARE, as in MARK_SENDING, but one that another
+        -- transaction holds (a pause, an edit under way) is skipped rather than
+        -- waited for: it is answered as busy, and only its group waits for it
+        -- (marked alone), never the other campaigns' (and no lock order between
+        -- campaigns can deadlock this statement). The anti-join below reads
+        -- every row of this CTE.
         SELECT c.id FROM campaigns c
         JOIN campaign_leases l ON l.campaign_id = c.id AND l.owner = $4
         WHERE c.id = ANY($5::uuid[]) AND c.status = 'running'
-        ORDER BY c.id
-        FOR SHARE OF c
+        FOR SHARE OF c SKIP LOCKED
     ), wanted AS MATERIALIZED (
         SELECT w.campaign_id, w.id, w.at
         FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[]) AS w(campaign_id, id, at)
@@ -286,26 +287,34 @@ MARK_SENDING_GROUPS = """WITH live AS MATERIALIZED (
               AND r.status = 'pending'
             FOR UPDATE OF r SKIP LOCKED
         ) AS x
+    ), marked AS (
+        UPDATE campaign_recipients r SET status = 'sending', sending_at = taken.at,
+               deferred_reason = NULL
+        FROM taken WHERE r.id = taken.id
+        RETURNING r.id
     )
-    UPDATE campaign_recipients r SET status = 'sending', sending_at = taken.at,
-           deferred_reason = NULL
-    FROM taken WHERE r.id = taken.id
-    RETURNING r.id"""
+    SELECT id, NULL::uuid AS busy FROM marked
+    UNION ALL
+    -- Running and ours as this statement saw them, yet not locked: held by another.
+    SELECT NULL, c.id FROM campaigns c
+    JOIN campaign_leases l ON l.campaign_id = c.id AND l.owner = $4
+    WHERE c.id = ANY($5::uuid[]) AND c.status = 'running'
+      AND c.id NOT IN (SELECT id FROM live)"""
+
+
+class MarkedGroups(msgspec.Struct, frozen=True):
+    marked: list[list[int]]  # for each group, in order, the ids marked
+    # Campaigns whose row another transaction held: their groups marked nothing,
+    # and must be marked alone (`mark_sending` waits for that transaction).
+    busy: frozenset[str]
 
 
 async def mark_sending_groups(
     db: Database, groups: Sequence[MarkGroup], *, lease_owner: str
-) -> list[list[int]]:
-    """`mark_sending` for several campaigns' groups in one statement: for each
-    group (in order), the ids marked. A group of a campaign that is not running
-    or not `lease_owner`'s marks nothing; the others are marked all the same."""
-    if len(groups) == 1:
-        only = groups[0]
-        return [
-            await mark_sending(
-                db, only.campaign_id, only.recipient_ids, lease_owner=lease_owner, now=only.now
-            )
-        ]
+) -> MarkedGroups:
+    """`mark_sending` for several campaigns' groups in one statement. A group of a
+    campaign that is not running or not `lease_owner`'s marks nothing; the others
+    are marked all the same."""
     campaign_ids: list[str] = []
     ids: list[int] = []
     moments: list[datetime] = []
@@ -321,8 +330,11 @@ async def mark_sending_groups(
         lease_owner,
         list({g.campaign_id for g in groups}),
     )
-    marked = {r["id"] for r in rows}
-    return [[i for i in g.recipient_ids if i in marked] for g in groups]
+    marked = {r["id"] for r in rows if r["id"] is not None}
+    return MarkedGroups(
+        marked=[[i for i in g.recipient_ids if i in marked] for g in groups],
+        busy=frozenset(str(r["busy"]) for r in rows if r["busy"] is not None),
+    )
 
 
 class StoredOutcomes(msgspec.Struct, frozen=True):
