@@ -16,6 +16,7 @@ from engine.transport.http1 import (
     HTTPConnection,
     HTTPConnectionError,
     HTTPError,
+    HTTPInvalidRequest,
     HTTPResponseTooLarge,
     HTTPTimeout,
     Origin,
@@ -687,3 +688,25 @@ async def test_the_request_bytes_carry_host_length_and_the_callers_headers() -> 
         b"POST /v1/PN/messages HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nauthorization: Bearer t\r\n"
         b'Content-Length: 7\r\n\r\n{"a":1}' % port
     )
+
+
+async def test_a_header_that_cannot_be_written_fails_the_send_unsent() -> None:
+    """A tenant's access token with a line break must neither inject a header nor raise
+    out of the gateway: the send fails as not sent, and nothing reaches the server."""
+    server = _RawServer(_answers(OK))
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            origin = await server.start(nursery)
+            connection = HTTPConnection(origin)
+            with pytest.raises(HTTPInvalidRequest) as refused:
+                await connection.request("POST", "/", [(b"authorization", b"a\r\nX-Evil: 1")])
+            assert refused.value.request_sent is False
+            gateway = CloudApiGateway()
+            url = f"http://127.0.0.1:{origin.port}/v21.0"
+            endpoint = AccountEndpoint("acct", url, "PN", "token\r\nX-Evil: 1")
+            async with gateway.open_session() as session:
+                result = await session.send(endpoint, OutgoingMessage(1, "+1555", "text", {}))
+            nursery.cancel_scope.cancel()
+    assert (result.ok, result.may_have_arrived) == (False, False)
+    assert "invalid request" in (result.error_message or "")
+    assert server.requests == [] and connection.connections_opened == 0

@@ -123,7 +123,7 @@ def test_transfer_encoding_is_case_insensitive() -> None:
 
 def test_a_body_without_length_ends_with_the_connection_which_is_not_reused() -> None:
     reader = read(OK_HEAD + b"\r\nsome ", b"bytes", eof=True)
-    assert (reader.body, reader.reusable) == (b"some bytes", False)
+    assert (reader.body, reader.reusable, reader.complete) == (b"some bytes", False, True)
 
 
 @pytest.mark.parametrize(
@@ -417,3 +417,40 @@ def test_any_split_of_a_response_parses_like_the_whole(
     else:
         assert done
     assert (reader.status, reader.body, reader.reusable) == (status, body, not until_close)
+
+
+_VALID = [
+    OK_HEAD + b"Content-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
+    OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 204 No Content\r\n\r\n",
+    OK_HEAD + b"\r\nuntil close",
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from(_VALID),
+    st.lists(st.tuples(st.integers(0, 200), st.binary(min_size=0, max_size=3)), max_size=4),
+    st.lists(st.integers(1, 40), max_size=6),
+)
+def test_corrupted_responses_fail_only_with_protocol_errors(
+    valid: bytes, edits: list[tuple[int, bytes]], splits: list[int]
+) -> None:
+    """Whatever the bytes, the reader completes, waits, or raises ProtocolError/BodyTooLarge."""
+    data = bytearray(valid)
+    for position, replacement in edits:
+        position = min(position, len(data))
+        data[position : position + len(replacement)] = replacement
+    reader = ResponseReader(max_body_bytes=64, max_head_bytes=256)
+    reader.start()
+    offset = 0
+    try:
+        for size in [*splits, len(data)]:
+            piece, offset = bytes(data[offset : offset + size]), offset + size
+            if reader.feed(piece):
+                break
+        else:
+            reader.feed_eof()
+    except (ProtocolError, BodyTooLarge):
+        return
+    assert reader.complete and 100 <= reader.status <= 999 and len(reader.body) <= 64

@@ -181,6 +181,7 @@ class ResponseReader:
         """The peer closed the connection; True if that completed the response."""
         if self._state == _UNTIL_CLOSE:
             self._finish_body(b"".join(self._chunks))
+            self._state = _DONE
             self.reusable = False
             return True
         if self._state == _DONE:

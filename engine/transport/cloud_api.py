@@ -1,4 +1,4 @@
-"""The WhatsApp Cloud API gateway: `POST {api_url}/{phone_number_id}/messages` over h11.
+"""The WhatsApp Cloud API gateway: `POST {api_url}/{phone_number_id}/messages` over http1.py.
 
 A session belongs to one sender task and owns that task's keep-alive
 connections. `send` never raises for an API answer or a network failure.
@@ -61,7 +61,7 @@ def _route_for(endpoint: AccountEndpoint) -> _Route:
     origin, base = split_url(endpoint.api_url)
     target = f"{base.rstrip('/')}/{endpoint.phone_number_id}/messages"
     headers = [
-        # stripped: h11 refuses a value ending in a space (an empty token)
+        # stripped: the request head refuses a value ending in a space (an empty token)
         (b"authorization", f"Bearer {endpoint.access_token}".strip().encode()),
         (b"content-type", b"application/json"),
     ]

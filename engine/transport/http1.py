@@ -85,6 +85,12 @@ class HTTPConnectionError(HTTPError):
     """Refused, reset, closed by the server, or an invalid HTTP answer."""
 
 
+class HTTPInvalidRequest(HTTPConnectionError):
+    """The request cannot be written (e.g. a header value with a line break, from a
+    tenant's access token): nothing was sent. A connection error for callers that
+    only tell sent from unsent."""
+
+
 @lru_cache(maxsize=256)
 def split_url(url: str) -> tuple[Origin, str]:
     """`https://host:port/a/b?q` → (Origin, "/a/b?q"). Cached: callers parse per request."""
@@ -146,9 +152,13 @@ class HTTPConnection:
         key = (method, target, tuple(headers))
         head = self._heads.get(key)
         if head is None:
+            try:
+                head = RequestHead(method, target, self._host, headers)
+            except ValueError as exc:
+                raise HTTPInvalidRequest(f"invalid request: {exc}", request_sent=False) from None
             if len(self._heads) >= _MAX_CACHED_HEADS:
                 self._heads.clear()
-            head = self._heads[key] = RequestHead(method, target, self._host, headers)
+            self._heads[key] = head
         return head
 
     async def request(
