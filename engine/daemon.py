@@ -20,11 +20,11 @@ from functools import partial
 
 import msgspec
 import trio
-import trio_asyncio
 
 from api.server import serve_api
 from api.webhook_listener import serve_webhook_listener
 from api.webhooks.receive import door_for
+from engine import asyncio_loop
 from engine.core.callback_reference import CallbackReferences
 from engine.gateway import Gateway
 from engine.service.engine import Engine, open_engine
@@ -105,7 +105,7 @@ async def serve(
 ) -> None:
     """Run the daemon until SIGINT/SIGTERM (or cancellation)."""
     instance_id = instance_id or new_instance_id()
-    async with trio_asyncio.open_loop(), open_migrated_database(dsn, settings) as db:
+    async with asyncio_loop.open_loop(), open_migrated_database(dsn, settings) as db:
         # Issued by the gateway, verified by the webhook doors: one key per database.
         references = CallbackReferences(await secrets.callback_key(db))
         gateway = gateway or CloudApiGateway(
@@ -164,5 +164,5 @@ async def _serve_doors(
 
 
 async def migrate(settings: Settings, dsn: str) -> list[str]:
-    async with trio_asyncio.open_loop(), open_database(dsn, min_size=1, max_size=1) as db:
+    async with asyncio_loop.open_loop(), open_database(dsn, min_size=1, max_size=1) as db:
         return await apply_migrations(db)

@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 import trio_asyncio
 
+from engine import asyncio_loop
 from engine.store.database import Database, apply_migrations, open_database
 
 pytest_plugins = ["tests.hang_report"]
@@ -75,7 +76,7 @@ def empty_database_url() -> Iterator[str]:
 
 @pytest.fixture
 async def aio_loop() -> AsyncIterator[object]:
-    async with trio_asyncio.open_loop() as loop:
+    async with asyncio_loop.open_loop() as loop:  # the daemon's loop
         yield loop
 
 

@@ -280,6 +280,12 @@ async def open_database(
         # planner must see: a generic plan of a prepared statement scans a whole
         # campaign's recipients where a custom one does primary-key lookups.
         server_settings={"plan_cache_mode": "force_custom_plan"},
+        # No inactivity timer: asyncpg arms one at every release and cancels it at
+        # the next acquire, thousands a second (engine/asyncio_loop.py says what
+        # cancelled timers cost under trio-asyncio). Idle connections stay open.
+        max_inactive_connection_lifetime=0,
+        # Likewise a prepared statement's expiry timer; the cache stays bounded by size.
+        max_cached_statement_lifetime=0,
     )
     try:
         yield Database(pool, operation_timeout=operation_timeout)

@@ -1,0 +1,70 @@
+"""The daemon's asyncio loop drops cancelled timers (engine/asyncio_loop.py):
+trio-asyncio alone keeps each one, and what it holds, until its moment."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+import weakref
+
+import trio
+import trio.testing
+import trio_asyncio
+
+from engine.asyncio_loop import timer_purge
+from engine.store.database import Database
+
+HOUR = 3600.0
+
+
+class Body:
+    """Stands for what a request's context holds (its body)."""
+
+
+request_body: contextvars.ContextVar[Body] = contextvars.ContextVar("request_body")
+
+
+async def test_cancelled_timers_and_what_they_hold_are_let_go(aio_loop: object) -> None:
+    loop = asyncio.get_event_loop()
+    bodies = weakref.WeakSet[Body]()
+    fired = trio.Event()
+
+    def arm() -> asyncio.TimerHandle:
+        body = Body()
+        bodies.add(body)
+        request_body.set(body)  # the context a timer is armed in holds the body
+        return loop.call_later(HOUR, lambda: None)
+
+    timers = [contextvars.copy_context().run(arm) for _ in range(10_000)]
+    loop.call_later(0.0, fired.set)  # a live timer among them
+    await trio.testing.wait_all_tasks_blocked()  # the loop took them into its heap
+    assert len(aio_loop._timers) >= len(timers)  # type: ignore[attr-defined]
+    for timer in timers:
+        timer.cancel()
+    del timers, timer
+    with trio.fail_after(10):
+        await fired.wait()  # the live timer still fires
+    gc.collect()
+    # What is left is below the purge's threshold, whatever the number cancelled.
+    assert len(aio_loop._timers) <= 2 * 100  # type: ignore[attr-defined]
+    assert len(bodies) <= 2 * 100
+    purge = timer_purge(aio_loop)
+    assert purge is not None and purge.purges > 0
+
+
+async def test_trio_asyncio_alone_keeps_them() -> None:
+    # Why the purge exists: without it every cancelled timer stays in the heap.
+    async with trio_asyncio.open_loop() as loop:
+        for _ in range(1_000):
+            loop.call_later(HOUR, lambda: None).cancel()
+        await trio.testing.wait_all_tasks_blocked()  # the loop took them into its heap
+        assert len(loop._timers) == 1_000
+
+
+async def test_pool_traffic_arms_no_timers(db: Database, aio_loop: object) -> None:
+    # asyncpg's pool would arm (and cancel) an inactivity timer at every release.
+    for _ in range(200):
+        assert await db.fetchval("SELECT 1") == 1
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(aio_loop._timers) < 20  # type: ignore[attr-defined]
