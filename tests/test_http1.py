@@ -710,3 +710,32 @@ async def test_a_header_that_cannot_be_written_fails_the_send_unsent() -> None:
     assert (result.ok, result.may_have_arrived) == (False, False)
     assert "invalid request" in (result.error_message or "")
     assert server.requests == [] and connection.connections_opened == 0
+
+
+async def test_the_read_deadline_covers_the_whole_answer_on_a_mock_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A server that trickles its answer forever is cut off at read_timeout (virtual 30 s),
+    as sent, and the next request goes on a new connection."""
+
+    async def trickle(stream: trio.SocketStream, index: int) -> None:
+        if index:
+            await stream.send_all(OK)
+            return
+        await stream.send_all(b"HTTP/1.1 200 OK\r\n")
+        while True:  # a header byte every virtual second: never a complete head
+            await trio.sleep(1)
+            await stream.send_all(b"X-Slow: 1\r\n")
+
+    server = _RawServer(trickle)
+    async with trio.open_nursery() as nursery:
+        connection = HTTPConnection(await server.start(nursery), read_timeout=30.0)
+        started = trio.current_time()
+        with pytest.raises(HTTPTimeout) as caught:
+            await connection.request("POST", "/", [], b"1")
+        assert trio.current_time() - started == pytest.approx(30.0)
+        assert caught.value.request_sent
+        assert (await connection.request("POST", "/", [], b"2")).body == b"ok"
+        await connection.aclose()
+        nursery.cancel_scope.cancel()
+    assert server.per_connection == [[b"1"], [b"2"]] and connection.connections_opened == 2
