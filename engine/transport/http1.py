@@ -166,7 +166,8 @@ class HTTPConnection:
     ) -> Response:
         """Send one request, return the complete response.
 
-        `headers` must not contain Host or Content-Length: both are added here.
+        `headers` must not contain Host, Content-Length or Transfer-Encoding: the first
+        two are added here. A head that cannot be written raises HTTPInvalidRequest.
         """
         data = self._head(method, target, headers).encode(body)
 
@@ -178,7 +179,7 @@ class HTTPConnection:
         completed = False
         try:
             # One deadline for writing the request and reading the whole response (a bare
-            # CancelScope: trio.fail_after's generator costs more than the rest of this).
+            # CancelScope: trio.fail_after's context-manager generator adds a few µs).
             with trio.CancelScope(deadline=trio.current_time() + self._read_timeout):
                 try:
                     await self._send(data)
