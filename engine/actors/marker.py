@@ -10,8 +10,11 @@ The campaign checks stay per campaign, in that statement: a group of a
 campaign paused, cancelled or no longer ours marks nothing, and the others'
 rows are marked all the same (docs/delivery-guarantees.md).
 
-No task of its own: the first caller that finds no statement on the wire runs
-the next one for everything queued, the others wait for theirs. A call, once
+No task of its own: a caller that finds fewer than `_IN_FLIGHT` statements on
+the wire runs the next one for everything queued, the others wait for theirs.
+So a lone group is marked at once, as it was when each campaign marked its
+own (a mark is a durable commit: up to three overlapped), and a thousand
+campaigns' groups queue behind a few statements and share them. A call, once
 made, is not cancellable (rows marked must be handed over); it waits at most
 for the statement on the wire and its own (and its group's own statement, see
 below), each bounded by the database's operation timeout.
@@ -38,6 +41,9 @@ from engine.store.recipients import MarkGroup
 
 log = logging.getLogger(__name__)
 
+# Statements on the wire at once (each on its own connection of the pool).
+_IN_FLIGHT = 3
+
 
 class _Request:
     def __init__(self, group: MarkGroup) -> None:
@@ -55,8 +61,8 @@ class Marker:
         self._db = db
         self.lease_owner = lease_owner
         self._queue: list[_Request] = []
-        self._busy = False
-        self._idle = trio.Event()
+        self._in_flight = 0
+        self._changed = trio.Event()  # a statement ended
         self.statements = 0  # for monitoring and tests
         self.groups = 0
 
@@ -68,10 +74,10 @@ class Marker:
         self._queue.append(request)
         with trio.CancelScope(shield=True):
             while not request.done:
-                if self._busy:
-                    await self._idle.wait()
-                else:
+                if self._in_flight < _IN_FLIGHT and self._queue:
                     await self._lead()
+                else:
+                    await self._changed.wait()
             if request.alone:
                 # Waits for whatever holds its campaign, without holding up the others.
                 self.statements += 1
@@ -84,12 +90,15 @@ class Marker:
         return request.marked
 
     async def _lead(self) -> None:
-        """Run one statement for everything queued."""
-        self._busy = True
+        """Run one statement for everything queued (nothing if another leader
+        took it meanwhile)."""
+        self._in_flight += 1
         try:
             # Groups of the campaigns woken at this same moment join this statement.
             await trio.lowlevel.cancel_shielded_checkpoint()
             batch, self._queue = self._queue, []
+            if not batch:
+                return
             try:
                 await self._run(batch)
             except BaseException as error:
@@ -98,9 +107,9 @@ class Marker:
                         request.error, request.done = error, True
                 raise
         finally:
-            self._busy = False
-            self._idle.set()
-            self._idle = trio.Event()
+            self._in_flight -= 1
+            self._changed.set()
+            self._changed = trio.Event()
 
     async def _run(self, batch: list[_Request]) -> None:
         self.statements += 1

@@ -24,7 +24,10 @@ from engine.messages import Outcome
 from engine.store.database import Connection, Database
 
 
-class PendingRecipient(msgspec.Struct, frozen=True):
+class PendingRecipient(msgspec.Struct, frozen=True, gc=False):
+    # gc=False: a daemon holds a batch or two of these per running campaign (200,000
+    # at 1,000 campaigns), and the cyclic collector walked every one of them on each
+    # full pass. They hold no reference back to anything, so they are never in a cycle.
     id: int
     phone: str
     variables: dict[str, str]
@@ -315,6 +318,14 @@ async def mark_sending_groups(
     """`mark_sending` for several campaigns' groups in one statement. A group of a
     campaign that is not running or not `lease_owner`'s marks nothing; the others
     are marked all the same."""
+    if len(groups) == 1:
+        # One campaign: the plain statement (planned in a fraction of the time),
+        # which waits for a transaction holding its row; one row cannot deadlock.
+        only = groups[0]
+        alone = await mark_sending(
+            db, only.campaign_id, only.recipient_ids, lease_owner=lease_owner, now=only.now
+        )
+        return MarkedGroups(marked=[alone], busy=frozenset())
     campaign_ids: list[str] = []
     ids: list[int] = []
     moments: list[datetime] = []
