@@ -31,6 +31,11 @@ URL_PATTERN = r"^https?://[^\s/$.?#][^\s]*$"
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Phone = Annotated[str, Meta(pattern=E164_PATTERN, description="E.164, e.g. +14155550123")]
 HttpUrl = Annotated[str, Meta(pattern=URL_PATTERN, max_length=2048)]
+# Both go into every Cloud API request: the id into its path, the token into a header.
+PHONE_NUMBER_ID_PATTERN = r"^[0-9A-Za-z_-]+$"
+ACCESS_TOKEN_PATTERN = r"^[!-~]+$"
+PhoneNumberId = Annotated[str, Meta(min_length=1, max_length=64, pattern=PHONE_NUMBER_ID_PATTERN)]
+AccessToken = Annotated[str, Meta(min_length=1, max_length=4096, pattern=ACCESS_TOKEN_PATTERN)]
 Tag = Annotated[str, Meta(min_length=1, max_length=100)]
 Tags = Annotated[list[Tag], Meta(max_length=100)]
 MessagesPerSecond = Annotated[int, Meta(ge=1, le=1000)]
@@ -101,8 +106,8 @@ Attributes = Annotated[
 
 class AccountCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: Name
-    phoneNumberId: Annotated[str, Meta(min_length=1, max_length=64)]
-    accessToken: Annotated[str, Meta(min_length=1, max_length=4096)]
+    phoneNumberId: PhoneNumberId
+    accessToken: AccessToken
     apiUrl: HttpUrl | None = None
     status: AccountStatus = "connected"
     messagesPerSecond: MessagesPerSecond = 80
@@ -113,8 +118,8 @@ class AccountCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class AccountPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: Name | UnsetType = UNSET
-    phoneNumberId: Annotated[str, Meta(min_length=1, max_length=64)] | UnsetType = UNSET
-    accessToken: Annotated[str, Meta(min_length=1, max_length=4096)] | UnsetType = UNSET
+    phoneNumberId: PhoneNumberId | UnsetType = UNSET
+    accessToken: AccessToken | UnsetType = UNSET
     apiUrl: HttpUrl | UnsetType | None = UNSET
     status: AccountStatus | UnsetType = UNSET
     messagesPerSecond: MessagesPerSecond | UnsetType = UNSET
@@ -683,6 +688,8 @@ _LITERAL_ORDER: dict[frozenset[Any], tuple[Any, ...]] = {
 _PATTERN_RULES = {
     E164_PATTERN: "expected an E.164 phone number such as +14155550123",
     URL_PATTERN: "expected an http or https URL",
+    PHONE_NUMBER_ID_PATTERN: "expected letters, digits, '-' or '_' (WhatsApp's phone number id)",
+    ACCESS_TOKEN_PATTERN: "expected visible ASCII characters only (no spaces or line breaks)",
 }
 
 

@@ -1055,3 +1055,32 @@ async def test_the_engine_refuses_to_store_a_message_it_cannot_render(api: Harne
             )
         stored = assert_ok(await api.request("GET", f"/api/v1/campaigns/{draft['id']}"))
         assert stored["message_content"] == draft["message_content"]
+
+
+async def test_account_ids_and_tokens_that_would_rewrite_a_request_are_refused(
+    api: Harness,
+) -> None:
+    # The phone number id goes into each send's path, the token into a header line.
+    with trio.fail_after(30):
+        base = {"name": "Main", "phoneNumberId": "PN1", "accessToken": "t"}
+        for field, value in (
+            ("phoneNumberId", "../../me"),
+            ("phoneNumberId", "PN1/messages?x="),
+            ("phoneNumberId", "PN 1"),
+            ("accessToken", "token\r\nX-Injected: 1"),
+            ("accessToken", "two words"),
+        ):
+            assert_error(
+                await api.request("POST", "/api/v1/accounts", base | {field: value}),
+                400,
+                "validation_failed",
+                field,
+            )
+        assert assert_ok(await api.request("GET", "/api/v1/accounts")) == []
+        key = assert_ok(await api.request("POST", "/api/v1/accounts", base), 201)["id"]
+        assert_error(
+            await api.request("PATCH", f"/api/v1/accounts/{key}", {"accessToken": "a\nb"}),
+            400,
+            "validation_failed",
+            "accessToken",
+        )

@@ -1,11 +1,12 @@
 """One keep-alive HTTP/1.1 connection that POSTs webhook bodies, bytes written and read
 by hand.
 
-Why not `engine.transport.http1` (h11): its bookkeeping costs ~70 µs per request, a
-quarter of a core at the 3,500 webhook requests per second of one number at full speed,
-taken from the machine the daemon under test runs on. Webhook requests are all alike
-(one JSON body, a signature header) and WhatsApp's webhooks are at-least-once, so every
-failure here simply means "post again". Responses may carry `Content-Length`, a chunked
+Why not `engine.transport.http1`: its at-most-once rules (an idle poll before each
+reuse, the distinction between unsent and maybe-sent) matter for sends, not here, and
+every µs the simulator spends at the 3,500 webhook requests per second of one number at
+full speed is taken from the machine the daemon under test runs on. Webhook requests are
+all alike (one JSON body, a signature header) and WhatsApp's webhooks are at-least-once,
+so every failure here simply means "post again". Responses may carry `Content-Length`, a chunked
 body or neither (read to EOF).
 """
 
