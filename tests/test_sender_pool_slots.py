@@ -62,3 +62,44 @@ async def test_without_prefetch_one_free_slot_is_enough() -> None:
         await trio.testing.wait_all_tasks_blocked()
         slots.release_slots(1)
     assert granted == [1]
+
+
+class _Steps(trio.abc.Instrument):
+    """Counts the steps of the tasks it watches."""
+
+    def __init__(self) -> None:
+        self.watched: set[trio.lowlevel.Task] = set()
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task in self.watched:
+            self.steps += 1
+
+
+async def test_a_freed_slot_wakes_one_waiting_dispatcher_not_all() -> None:
+    slots = pool(concurrency=8, prefetch=8)
+    assert await slots.acquire_slots(16) == 16
+    granted: list[int] = []
+    steps = _Steps()
+
+    async def dispatcher() -> None:
+        steps.watched.add(trio.lowlevel.current_task())
+        granted.append(await slots.acquire_slots(1))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(200):  # slow campaigns, one slot each
+            nursery.start_soon(dispatcher)
+        await trio.testing.wait_all_tasks_blocked()
+        trio.lowlevel.add_instrument(steps)
+        try:
+            steps.steps = 0
+            slots.release_slots(1)
+            await trio.testing.wait_all_tasks_blocked()
+            assert granted == [1]
+            assert steps.steps == 1  # the one that got it (was: all 200 looked)
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        slots.release_slots(16)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(granted) == 17
+        nursery.cancel_scope.cancel()

@@ -77,7 +77,10 @@ class SenderPool:
         # and half the prefetch still queues ahead of the senders meanwhile.
         self._group_floor = max(1, prefetch // 2)
         self._slots_in_use = 0
-        self._slot_freed = trio.Event()
+        # Waiters are woken one per freed slot, never all at once: with a thousand
+        # campaigns waiting, waking each of them for every freed slot cost more
+        # than the sends.
+        self._slot_waiters = trio.lowlevel.ParkingLot()
         self._busy = 0
         self._accounts: defaultdict[str, AccountCounters] = defaultdict(AccountCounters)
         self._latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
@@ -102,7 +105,7 @@ class SenderPool:
         half the prefetch, never more than `wanted`), then take up to `wanted`."""
         enough = min(max(1, wanted), self._group_floor)
         while self._slots - self._slots_in_use < enough:
-            await self._slot_freed.wait()
+            await self._slot_waiters.park()
         granted = min(wanted, self._slots - self._slots_in_use)
         self._slots_in_use += granted
         return granted
@@ -111,8 +114,7 @@ class SenderPool:
         if count <= 0:
             return
         self._slots_in_use -= count
-        self._slot_freed.set()
-        self._slot_freed = trio.Event()
+        self._slot_waiters.unpark(count=count)
 
     def submit(self, job: SendJob) -> None:
         """Hand over a job whose slot the caller holds; never blocks (slots bound the
