@@ -1,9 +1,9 @@
-"""The marker: marks the due groups of every campaign of this daemon, one statement at a time.
+"""The marker: marks the due groups of every campaign of this daemon together.
 
 A campaign sending 30 a minute has a group of one row every two seconds; a
 thousand of them marking alone made a thousand statements and crossings a
 second, queued on the pool ahead of everything else. Instead each dispatcher
-hands its group to the marker and waits: what arrives while a statement runs
+hands its group to the marker and waits: what arrives while statements run
 is marked by the next one, for all campaigns together
 (`recipients.mark_sending_groups`), and each group gets back its own rows.
 The campaign checks stay per campaign, in that statement: a group of a
@@ -16,7 +16,7 @@ So a lone group is marked at once, as it was when each campaign marked its
 own (a mark is a durable commit: up to three overlapped), and a thousand
 campaigns' groups queue behind a few statements and share them. A call, once
 made, is not cancellable (rows marked must be handed over); it waits at most
-for the statement on the wire and its own (and its group's own statement, see
+for the statements on the wire and its own (and its group's own statement, see
 below), each bounded by the database's operation timeout.
 
 A campaign row held by another transaction (a pause being committed, an edit)
