@@ -1,11 +1,14 @@
-"""The Socket.IO stream (docs/socketio-events.md), and the only door to python-socketio.
+"""The Socket.IO stream (docs/socketio-events.md), and the door to python-socketio
+(with api/socketio_fanout.py, its client manager and websocket).
 
 python-socketio is an asyncio library: it runs in the trio-asyncio loop. Each
 socket is authenticated at the handshake and joins its user's room; campaign
 events come from the engine's broadcaster (trio) and cross into asyncio once
-each, already coalesced by the engine. With Redis configured the server's
-client manager publishes through Redis, so a socket connected to any daemon
-receives events produced by any other.
+per batch: the events waiting when the forwarder wakes, `campaign:stats`
+coalesced to the last of each campaign. Each event is encoded once for all the
+sockets of its room (api/socketio_fanout.py). With Redis configured the
+server's client manager publishes through Redis, so a socket connected to any
+daemon receives events produced by any other.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -22,13 +26,43 @@ import trio
 import trio_asyncio
 
 from api.auth import InvalidToken, bearer, verify_token
-from engine.events import encode
-from engine.messages import Lagged
+from api.socketio_fanout import (
+    Fanout,
+    FanoutManager,
+    FanoutRedisManager,
+    OutletWebSocket,
+    cap_polling,
+)
+from engine.events import CampaignStatsChanged, encode
+from engine.messages import CampaignEvent, Lagged
 from engine.service import Broadcaster
 
 log = logging.getLogger(__name__)
 
 SOCKETIO_PATH = "socket.io"
+MAX_BATCH = 1000  # events taken at once by the forwarder
+
+
+def coalesce_stats(events: Sequence[CampaignEvent]) -> list[CampaignEvent]:
+    """`events` without the `campaign:stats` a later one of the same campaign supersedes
+    (docs/socketio-events.md allows it: stats are a view; the last one is kept)."""
+    last: dict[str, int] = {}
+    for index, item in enumerate(events):
+        if isinstance(item.event, CampaignStatsChanged):
+            last[item.event.campaign_id] = index
+    return [
+        item
+        for index, item in enumerate(events)
+        if not isinstance(item.event, CampaignStatsChanged) or last[item.event.campaign_id] == index
+    ]
+
+
+def stats_key(event: str, args: list[Any]) -> str | None:
+    """Within a socket's backlog, a `campaign:stats` is superseded by its campaign's next."""
+    if event == CampaignStatsChanged.NAME and args and isinstance(args[0], dict):
+        campaign = args[0].get("campaignId")
+        return f"stats:{campaign}" if isinstance(campaign, str) else None
+    return None
 
 
 def room_for(user_id: str) -> str:
@@ -52,7 +86,9 @@ class SocketStream:
     def __init__(self, jwt_secret: str | None, redis_url: str | None = None) -> None:
         self._secret = jwt_secret
         self._distributed = redis_url is not None
-        manager = socketio.AsyncRedisManager(redis_url) if redis_url else None
+        self.fanout = Fanout()
+        manager = FanoutRedisManager(redis_url) if redis_url else FanoutManager()
+        manager.use(self.fanout, stats_key)
         self.server = socketio.AsyncServer(
             async_mode="asgi",
             client_manager=manager,
@@ -63,6 +99,9 @@ class SocketStream:
         )
         self.server.on("connect", self._connect)
         self.server.on("disconnect", self._disconnect)
+        eio = self.server.eio
+        eio._async = {**eio._async, "websocket": partial(OutletWebSocket, fanout=self.fanout)}
+        self.fanout.on_overflow = self._overflowed
         self.asgi = socketio.ASGIApp(self.server, socketio_path=SOCKETIO_PATH)
         self._sockets: set[str] = set()
         # A socket lives no longer than its token: closed at `exp`.
@@ -82,6 +121,9 @@ class SocketStream:
         except InvalidToken as error:
             raise socketio.exceptions.ConnectionRefusedError(str(error)) from None
         await self.server.enter_room(sid, room_for(token.user_id))
+        eio_socket = self.server.eio.sockets.get(self.server.manager.eio_sid_from_sid(sid, "/"))
+        if eio_socket is not None:
+            cap_polling(eio_socket)
         self._sockets.add(sid)
         if token.expires_at is not None:
             delay = max(0.0, token.expires_at - time.time())
@@ -92,6 +134,12 @@ class SocketStream:
         task = asyncio.get_running_loop().create_task(self.server.disconnect(sid))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    def _overflowed(self, eio_sid: str) -> None:
+        # Too slow to keep up: cut, so that it reconnects and reloads (as on any reconnect).
+        sid = self.server.manager.sid_from_eio_sid(eio_sid, "/")
+        if sid is not None:
+            self._expire(sid)
 
     async def _disconnect(self, sid: str, *_reason: Any) -> None:
         self._sockets.discard(sid)
@@ -114,17 +162,27 @@ class SocketStream:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Emit every campaign event to its owner's room, until cancelled."""
-        emit = trio_asyncio.aio_as_trio(self.server.emit)
+        emit = trio_asyncio.aio_as_trio(self._emit_all)
         if self._distributed:
             # Listen to the other daemons now, not at the first connection.
             await trio_asyncio.aio_as_trio(self._start_client_manager)()
         async with broadcaster.subscribe(max_queue) as events:
             task_status.started()
-            async for event in events:
-                if isinstance(event, Lagged):
-                    log.warning("socket.io stream fell behind; %d events dropped", event.dropped)
-                    continue
+            async for first in events:
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(events.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                dropped = sum(item.dropped for item in batch if isinstance(item, Lagged))
+                if dropped:
+                    log.warning("socket.io stream fell behind; %d events dropped", dropped)
                 if not self._sockets and not self._distributed:
                     continue  # nobody here to tell, and no other daemon to tell either
-                name, payload = encode(event.event)
-                await emit(name, payload, room=room_for(event.owner_id))
+                await emit(coalesce_stats([i for i in batch if isinstance(i, CampaignEvent)]))
+
+    async def _emit_all(self, events: Sequence[CampaignEvent]) -> None:
+        for item in events:
+            name, payload = encode(item.event)
+            await self.server.emit(name, payload, room=room_for(item.owner_id))

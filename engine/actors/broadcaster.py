@@ -100,3 +100,10 @@ async def run(
         task_status.started(broadcaster)
         async for event in receive:
             broadcaster._deliver(event)
+            # Everything published meanwhile, in the same step: a subscriber that wakes
+            # then takes the whole burst at once (the Socket.IO forwarder batches it).
+            while True:
+                try:
+                    broadcaster._deliver(receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
