@@ -5,16 +5,18 @@ python-socketio is an asyncio library: it runs in the trio-asyncio loop. Each
 socket is authenticated at the handshake and joins its user's room; campaign
 events come from the engine's broadcaster (trio) and cross into asyncio once
 per batch: the events waiting when the forwarder wakes, `campaign:stats`
-coalesced to the last of each campaign. Each event is encoded once for all the
-sockets of its room (api/socketio_fanout.py). With Redis configured the
-server's client manager publishes through Redis, so a socket connected to any
-daemon receives events produced by any other.
+coalesced to the last of each campaign and paced (api/socketio_pacing.py).
+Each event is encoded once for all the sockets of its room
+(api/socketio_fanout.py). With Redis configured the server's client manager
+publishes through Redis, so a socket connected to any daemon receives events
+produced by any other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from functools import partial
@@ -33,6 +35,7 @@ from api.socketio_fanout import (
     OutletWebSocket,
     cap_polling,
 )
+from api.socketio_pacing import StatsPacer, coalesce_stats
 from engine.events import CampaignStatsChanged, encode
 from engine.messages import CampaignEvent, Lagged
 from engine.service import Broadcaster
@@ -41,20 +44,6 @@ log = logging.getLogger(__name__)
 
 SOCKETIO_PATH = "socket.io"
 MAX_BATCH = 1000  # events taken at once by the forwarder
-
-
-def coalesce_stats(events: Sequence[CampaignEvent]) -> list[CampaignEvent]:
-    """`events` without the `campaign:stats` a later one of the same campaign supersedes
-    (docs/socketio-events.md allows it: stats are a view; the last one is kept)."""
-    last: dict[str, int] = {}
-    for index, item in enumerate(events):
-        if isinstance(item.event, CampaignStatsChanged):
-            last[item.event.campaign_id] = index
-    return [
-        item
-        for index, item in enumerate(events)
-        if not isinstance(item.event, CampaignStatsChanged) or last[item.event.campaign_id] == index
-    ]
 
 
 def stats_key(event: str, args: list[Any]) -> str | None:
@@ -166,11 +155,15 @@ class SocketStream:
         if self._distributed:
             # Listen to the other daemons now, not at the first connection.
             await trio_asyncio.aio_as_trio(self._start_client_manager)()
+        pacer = StatsPacer()
         async with broadcaster.subscribe(max_queue) as events:
             task_status.started()
-            async for first in events:
-                batch = [first]
-                while len(batch) < MAX_BATCH:
+            while True:
+                batch: list[CampaignEvent | Lagged] = []
+                due = pacer.due
+                with trio.move_on_at(due if due is not None else math.inf):
+                    batch.append(await events.receive())
+                while batch and len(batch) < MAX_BATCH:
                     try:
                         batch.append(events.receive_nowait())
                     except trio.WouldBlock:
@@ -178,9 +171,11 @@ class SocketStream:
                 dropped = sum(item.dropped for item in batch if isinstance(item, Lagged))
                 if dropped:
                     log.warning("socket.io stream fell behind; %d events dropped", dropped)
-                if not self._sockets and not self._distributed:
+                fresh = coalesce_stats([i for i in batch if isinstance(i, CampaignEvent)])
+                ready = pacer.admit(fresh, trio.current_time())
+                if not ready or (not self._sockets and not self._distributed):
                     continue  # nobody here to tell, and no other daemon to tell either
-                await emit(coalesce_stats([i for i in batch if isinstance(i, CampaignEvent)]))
+                await emit(ready)
 
     async def _emit_all(self, events: Sequence[CampaignEvent]) -> None:
         for item in events:

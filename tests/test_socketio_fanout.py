@@ -23,12 +23,19 @@ from wsproto.extensions import PerMessageDeflate
 
 from api.asgi import dispatcher
 from api.auth import issue_token
+from api.socketio_pacing import StatsPacer
 from api.socketio_server import SocketStream, coalesce_stats
 from api.ws_outlet import MAX_BACKLOG, Outlet
 from api.ws_outlet import Message as OutletMessage
 from engine.actors import broadcaster as broadcaster_actor
 from engine.actors.broadcaster import Broadcaster
-from engine.events import CampaignFailed, CampaignProgress, CampaignStarted, CampaignStatsChanged
+from engine.events import (
+    CampaignCancelled,
+    CampaignFailed,
+    CampaignProgress,
+    CampaignStarted,
+    CampaignStatsChanged,
+)
 from engine.messages import CampaignEvent
 from tests.test_api_socketio import Watcher, disconnect
 
@@ -144,12 +151,12 @@ async def test_every_socket_gets_each_event_once_and_in_order(stack: Stack) -> N
                     expected.append(("campaign:progress", processed))
                 last_stats.append(burst * 100 + 100)
                 await trio.sleep(0.05)
-            stack.publish(USER, CampaignStarted(campaign_id="end", name="n", total_recipients=1,
-                                                started_at=None))  # fmt: skip
+            # A lifecycle event of the campaign ends the stream: a held stats goes before it.
+            stack.publish(USER, CampaignCancelled(campaign_id="c1", cancelled_at=None))
             stack.publish(OTHER, CampaignStarted(campaign_id="own", name="n", total_recipients=1,
                                                  started_at=None))  # fmt: skip
             for watcher in [*websockets, *polling]:
-                while not watcher.received or watcher.received[-1][0] != "campaign:started":
+                while not watcher.received or watcher.received[-1][0] != "campaign:cancelled":
                     watcher.received.append(await watcher.events.receive())
                 seen = [
                     (name, data["processedCount"])
@@ -159,7 +166,7 @@ async def test_every_socket_gets_each_event_once_and_in_order(stack: Stack) -> N
                 assert seen == expected  # each once, in order
                 sent = [data["stats"]["sent"] for name, data in watcher.received
                         if name == "campaign:stats"]  # fmt: skip
-                # Only the last stats of a batch: one per burst at most, the very last kept.
+                # Only the last stats of a batch, paced: one per burst at most, the last kept.
                 assert sent and set(sent) <= set(last_stats) and sent == sorted(sent)
                 assert sent[-1] == last_stats[-1]
                 # Every stats arrives after the progress of its own count.
@@ -270,6 +277,31 @@ def test_coalescing_keeps_the_last_stats_of_each_campaign() -> None:
     ]
     kept = coalesce_stats(items)
     assert kept == [items[1], items[2], items[4], items[5]]
+
+
+def test_stats_are_paced_per_campaign_and_the_last_always_goes() -> None:
+    pacer = StatsPacer(interval=0.25)
+
+    def at(event: Any) -> CampaignEvent:
+        return CampaignEvent(USER, event)
+
+    first, second, third = at(stats("a", 1)), at(stats("a", 2)), at(stats("a", 3))
+    other = at(stats("b", 1))
+    step = at(progress("a", 2))
+    assert pacer.admit([first, other], now=10.0) == [first, other]  # the first at once
+    assert pacer.admit([second, step], now=10.1) == [step]  # progress is never held
+    assert pacer.due == 10.25
+    assert pacer.admit([third], now=10.2) == []  # the last replaces the one held
+    assert pacer.release(now=10.24) == []
+    assert pacer.release(now=10.25) == [third]
+    assert pacer.due is None
+    # A lifecycle event of the campaign sends its held stats first.
+    fourth, done = at(stats("a", 4)), at(CampaignCancelled(campaign_id="a", cancelled_at=None))
+    assert pacer.admit([fourth], now=10.3) == []
+    assert pacer.admit([done], now=10.31) == [fourth, done]
+    # ...and the campaign's next stats goes at once.
+    fifth = at(stats("a", 5))
+    assert pacer.admit([fifth], now=10.32) == [fifth]
 
 
 async def test_a_backlog_sheds_superseded_messages_first() -> None:
