@@ -127,8 +127,8 @@ class Outlet:
         self._backlog = 0  # bytes in _queue and _head
         self._raw: _Raw | None = None
         self._wake = trio.Event()
-        self._drained = trio.Event()
-        self._head_written = trio.Event()
+        self._drained: trio.Event | None = None  # while `aclose` waits
+        self._head_written: trio.Event | None = None  # while `_Gate` waits
         self._hypercorn_waiting = 0
         self._hypercorn_writing = False
         self.accepted = False
@@ -181,6 +181,7 @@ class Outlet:
         `websocket.close`)."""
         with trio.move_on_after(within):
             while (self._queue or self._head is not None) and not self.closed:
+                self._drained = trio.Event()
                 self._wake.set()
                 await self._drained.wait()
         self.end()
@@ -191,8 +192,7 @@ class Outlet:
         self.closed = True
         self._drop()
         self._wake.set()
-        self._drained.set()
-        self._head_written.set()
+        self._signal()
 
     # --- writes (synchronous) ----------------------------------------------------------
 
@@ -270,16 +270,21 @@ class Outlet:
         self._recount()
 
     def _recount(self) -> None:
-        if self._head is None:
-            self._head_written.set()
-        elif self._head_written.is_set():
-            self._head_written = trio.Event()
         self._backlog = (0 if self._head is None else len(self._head)) + sum(
             len(m.payload) + 10 for m in self._queue
         )
-        if not self._queue and self._head is None:
+        if self._head is None:
+            self._signal()
+
+    def _signal(self) -> None:
+        """Wake `aclose` when nothing waits any more, `_Gate` when no frame is half
+        written."""
+        if self._head_written is not None and (self._head is None or self.closed):
+            self._head_written.set()
+            self._head_written = None
+        if self._drained is not None and (self.closed or not self._queue):
             self._drained.set()
-            self._drained = trio.Event()
+            self._drained = None
 
     async def _write_raw(self) -> None:
         assert self._raw is not None
@@ -343,8 +348,9 @@ class Outlet:
         self._hypercorn_waiting += 1
         try:
             while self._head is not None and not self.closed:
+                self._head_written = written = self._head_written or trio.Event()
                 self._wake.set()
-                await self._head_written.wait()
+                await written.wait()
         finally:
             self._hypercorn_waiting -= 1
         self._hypercorn_writing = True
