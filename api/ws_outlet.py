@@ -246,6 +246,11 @@ class Outlet:
         except OSError:
             self.end()
             return False
+        if written == 0 and self._head is None:
+            # Make the first frame the head even so: only a head is waited on (by the
+            # task, for writability), and hypercorn never writes while there is one, so
+            # the two never wait on the socket at once.
+            self._head = memoryview(self._queue.popleft().frame)
         self._consume(written)
         return True
 
