@@ -103,7 +103,12 @@ class Fanout:
     def flush(self) -> None:
         due, self._due = self._due, []
         for outlet in due:
-            outlet.flush()
+            try:
+                outlet.flush()
+            except Exception:  # one broken connection must not stall the others
+                log.exception("socket.io: a websocket write failed; closing it")
+                outlet.scheduled = False
+                outlet.end()
 
     def _overflowed(self, eio_sid: str) -> None:
         log.warning("socket.io client too slow (%s): disconnected, events dropped", eio_sid)
