@@ -11,10 +11,10 @@ from typing import Any
 
 import aiohttp
 import psutil
-import socketio
 
 from benchmarks.client import FINAL, Api, ApiError, EventLog, percentile, simulator_get, wait_final
 from benchmarks.processes import PostgresCpu, Stack, sample_rss
+from benchmarks.socket_swarm import RawSwarm
 
 
 def _quantiles(values: list[float], digits: int = 1) -> dict[str, float | None]:
@@ -117,60 +117,12 @@ async def many_campaigns(
 # -- many sockets ------------------------------------------------------------------------
 
 
-class Swarm:
-    """`size` Socket.IO clients of one user (websocket transport), recording every event
-    with its arrival time and the client that got it."""
-
-    def __init__(self, size: int) -> None:
-        self.clients = [socketio.AsyncClient(reconnection=False) for _ in range(size)]
-        self.events: list[tuple[float, int, str, dict[str, Any]]] = []
-        for index, client in enumerate(self.clients):
-            for name in ("campaign:progress", "campaign:stats", "campaign:completed"):
-                client.on(name, self._handler(index, name))
-
-    def _handler(self, index: int, name: str) -> Any:
-        async def handle(payload: dict[str, Any]) -> None:
-            self.events.append((time.time(), index, name, payload))
-
-        return handle
-
-    async def connect(self, url: str, token: str, at_once: int = 50) -> float:
-        started = time.perf_counter()
-        for start in range(0, len(self.clients), at_once):
-            await asyncio.gather(
-                *(
-                    client.connect(
-                        url, auth={"token": token}, transports=["websocket"], wait_timeout=30
-                    )
-                    for client in self.clients[start : start + at_once]
-                )
-            )
-        return time.perf_counter() - started
-
-    async def close(self) -> None:
-        await asyncio.gather(*(client.disconnect() for client in self.clients))
-
-    def completed(self, campaign_id: str) -> int:
-        return sum(
-            1 for _at, _i, name, p in self.events
-            if name == "campaign:completed" and p.get("campaignId") == campaign_id
-        )  # fmt: skip
-
-
-def _processed(name: str, payload: dict[str, Any]) -> int | None:
-    if name == "campaign:progress":
-        return int(payload["processedCount"])
-    if name == "campaign:stats":
-        return int(payload["stats"]["sent"] + payload["stats"]["failed"])
-    return None
-
-
 async def _sockets_run(
     api: Api, stack: Stack, http: aiohttp.ClientSession, *, clients: int, messages_tag: str,
     latency_ms: float,
 ) -> dict[str, Any]:  # fmt: skip
     phone = f"sockets-{clients}"
-    swarm = Swarm(clients)
+    swarm = RawSwarm(clients)
     connect_seconds = await swarm.connect(stack.daemon_url, api.token)
     driver = psutil.Process()
     try:
@@ -192,18 +144,17 @@ async def _sockets_run(
         await swarm.close()
     timeline = await simulator_get(http, stack.simulator_url, f"timeline?phone_number_id={phone}")
     accepted_at = {int(count): at for count, at in timeline["points"]}
+    last = await simulator_get(http, stack.simulator_url, f"last?phone_number_id={phone}")
+    last_accepted_at = float(last["last_accepted_at"] or started)
     lags: list[float] = []
     arrivals: dict[tuple[str, int], list[float]] = defaultdict(list)
-    for at, _index, name, payload in swarm.events:
-        if payload.get("campaignId") != campaign_id:
+    for event in swarm.arrivals:
+        if event.campaign_id != campaign_id or event.processed is None:
             continue
-        processed = _processed(name, payload)
-        if processed is None:
-            continue
-        arrivals[(name, processed)].append(at)
-        if processed in accepted_at:
+        arrivals[(event.name, event.processed)].append(event.at)
+        if event.processed in accepted_at:
             # From the simulator's answer (its latency after accepting) to the event.
-            lags.append((at - accepted_at[processed]) * 1000 - latency_ms)
+            lags.append((event.at - accepted_at[event.processed]) * 1000 - latency_ms)
     spreads = [(max(v) - min(v)) * 1000 for v in arrivals.values()]
     per_client = len(arrivals)
     received = sum(len(v) for v in arrivals.values())
@@ -211,6 +162,10 @@ async def _sockets_run(
         "clients": clients,
         "connect_seconds": round(connect_seconds, 2),
         "campaign_seconds": round(finished - started, 2),
+        # From the start request to the simulator's last accepted send: how fast the
+        # daemon sent, whatever the clients' own speed at reading.
+        "sending_seconds": round(last_accepted_at - started, 2),
+        "clients_dropped": swarm.dropped,
         # Until every client saw `campaign:completed`: the daemon's fan-out, and the driver
         # (all clients in one process) decoding every copy.
         "daemon_cpu_seconds": round(daemon_cpu, 2),
@@ -237,9 +192,11 @@ async def many_sockets(
                               latency_ms=latency_ms)  # fmt: skip
     p99_one = one["lag_from_send_answer_ms"]["p99"]
     p99_many = many["lag_from_send_answer_ms"]["p99"]
+    sending_one, sending_many = one["sending_seconds"], many["sending_seconds"]
     return {
         "one_client": one,
         "many_clients": many,
+        "sending_speed_many_to_one": round(sending_one / sending_many, 2) if sending_many else None,
         "p99_lag_ratio_many_to_one": round(p99_many / p99_one, 2) if p99_one else None,
     }
 
