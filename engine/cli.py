@@ -125,7 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         print(issue_token(settings.auth.jwt_secret, args.user, ttl if expires else None))
         return 0
 
-    from engine.daemon import configure_allocator, configure_logging, migrate, serve
+    from engine.daemon import (
+        configure_allocator,
+        configure_collector,
+        configure_logging,
+        migrate,
+        serve,
+    )
 
     configure_logging(settings.logging.level)
     if args.command == "migrate":
@@ -144,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--port: expected an integer from 0 to 65535, got {port}", file=sys.stderr)
         return 2
     configure_allocator()  # a long-running process: give freed memory back (engine/daemon.py)
+    configure_collector()
     with _database_url(settings) as dsn:
         trio.run(lambda: serve(settings, dsn, host=host, port=port))
     return 0
