@@ -1,6 +1,6 @@
 """A local stand-in for the WhatsApp Cloud API: the send endpoint, Meta-shaped signed
 webhooks, WhatsApp's limits and signals on demand, and a record of what it accepted.
-trio + h11, cheap per request so it is never the bottleneck of a benchmark.
+trio, cheap per request so it is never the bottleneck of a benchmark.
 
 - `config`: `SimulatorConfig`, and per phone number id a `NumberBehaviour`.
 - `cloud_api`: the send endpoint's answers; `limits`: throughput and messaging limit;
@@ -8,7 +8,8 @@ trio + h11, cheap per request so it is never the bottleneck of a benchmark.
 - `webhooks`: statuses posted one per request, in order per message;
   `notifications`: the webhook bodies in Meta's shapes.
 - `control`: the `/simulator/...` endpoints; `record`: what it accepted and rejected.
-- `server`: `serve_simulator`; `cli`: `campaign-engine simulator ...`.
+- `server`: `serve_simulator`; `http_head`: the plain request heads read without h11
+  (h11 reads the others); `cli`: `campaign-engine simulator ...`.
 
 In process: `handle = await nursery.start(serve_simulator, config)`, then read
 `handle.state`. As a program: `main(argv)`.
