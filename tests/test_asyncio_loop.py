@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 import gc
 import weakref
+from collections.abc import AsyncIterator
 
 import trio
 import trio.testing
@@ -68,3 +69,28 @@ async def test_pool_traffic_arms_no_timers(db: Database, aio_loop: object) -> No
         assert await db.fetchval("SELECT 1") == 1
     await trio.testing.wait_all_tasks_blocked()
     assert len(aio_loop._timers) < 20  # type: ignore[attr-defined]
+
+
+async def test_an_abandoned_async_generator_is_finalized_at_a_safe_point(
+    aio_loop: object,
+) -> None:
+    # asyncio finalizes it by scheduling its aclose(); here that scheduling waits for
+    # one of trio's safe points instead of entering the loop's queue from wherever the
+    # collector dropped the generator.
+    closed = trio.Event()
+
+    async def stream() -> AsyncIterator[int]:
+        try:
+            yield 1
+            yield 2
+        finally:
+            closed.set()
+
+    async def take_one() -> None:
+        agen = stream()
+        assert await agen.__anext__() == 1  # started, then abandoned
+
+    await trio_asyncio.aio_as_trio(take_one)()
+    gc.collect()
+    with trio.fail_after(10):
+        await closed.wait()
