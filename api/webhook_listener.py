@@ -31,7 +31,6 @@ connections close then).
 from __future__ import annotations
 
 import logging
-import os
 from functools import partial
 from http import HTTPStatus
 from typing import NamedTuple
@@ -42,6 +41,7 @@ import trio
 
 from api.webhooks.receive import Answer, WebhookDoor, failure
 from api.webhooks.request_head import RequestHead, from_h11, parse_simple
+from engine.socket_wire import SocketWire
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,6 @@ MAX_HEAD_BYTES = 16 * 1024
 # A connection closes when no complete request came for TIMEOUT/2 to TIMEOUT seconds: longer
 # than common proxies keep idle upstream connections (60 s), so they close first.
 TIMEOUT = 150.0
-_RECEIVE_BYTES = 65536
 
 _PATH = b"/webhooks/whatsapp"
 _HEALTHY = Answer(200, b'{"status":"ok"}')
@@ -77,32 +76,8 @@ async def serve_webhook_listener(
         task_status.started(bound)
 
 
-class _Wire:
-    """A connection's socket, read and written through its (non-blocking) descriptor."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self._fd = stream.socket.fileno()
-
-    async def receive(self) -> bytes:
-        """Some bytes, b"" at end of stream. Always waits first: a checkpoint."""
-        while True:
-            await trio.lowlevel.wait_readable(self._fd)
-            try:
-                return os.read(self._fd, _RECEIVE_BYTES)
-            except BlockingIOError:
-                continue
-
-    async def send_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(self._fd, view) :]
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(self._fd)
-
-
 async def _serve_connection(door: WebhookDoor, stream: trio.SocketStream) -> None:
-    wire = _Wire(stream)
+    wire = SocketWire(stream)
     received, closed = b"", False  # bytes read beyond the previous request, and EOF
     with trio.CancelScope(deadline=trio.current_time() + TIMEOUT) as deadline:
         try:
@@ -137,7 +112,7 @@ async def _serve_connection(door: WebhookDoor, stream: trio.SocketStream) -> Non
 
 
 async def _next_head(
-    wire: _Wire, received: bytes, closed: bool
+    wire: SocketWire, received: bytes, closed: bool
 ) -> tuple[RequestHead | None, h11.Connection | None, bytes, bool]:
     """The next request's head, the h11 connection that read it (None when
     `parse_simple` did), and what was received beyond it; None at end of stream."""
@@ -169,7 +144,7 @@ async def _next_head(
     return from_h11(request), conn, unread, closed
 
 
-async def _next_event(conn: h11.Connection, wire: _Wire) -> object:
+async def _next_event(conn: h11.Connection, wire: SocketWire) -> object:
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
@@ -186,7 +161,7 @@ class _Served(NamedTuple):
 
 
 async def _serve_request(
-    wire: _Wire,
+    wire: SocketWire,
     door: WebhookDoor,
     head: RequestHead,
     conn: h11.Connection | None,
@@ -231,7 +206,7 @@ def _route(door: WebhookDoor, head: RequestHead, body: bytes) -> Answer:
     return failure(404, "not_found", f"No route for {method} {path.decode('ascii', 'replace')}")
 
 
-async def _read_chunked(conn: h11.Connection, wire: _Wire, limit: int) -> bytes | None:
+async def _read_chunked(conn: h11.Connection, wire: SocketWire, limit: int) -> bytes | None:
     """A chunked body, through h11; None once it exceeds `limit`."""
     chunks: list[bytes] = []
     size = 0
@@ -267,7 +242,7 @@ def _render(answer: Answer, *, close: bool) -> bytes:
     )
 
 
-async def _send_quietly(wire: _Wire, data: bytes) -> None:
+async def _send_quietly(wire: SocketWire, data: bytes) -> None:
     try:
         await wire.send_all(data)
     except _BROKEN:

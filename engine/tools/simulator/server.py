@@ -15,13 +15,13 @@ extra pass through the scheduler per call.
 from __future__ import annotations
 
 import logging
-import os
 from http import HTTPStatus
 
 import h11
 import msgspec
 import trio
 
+from engine.socket_wire import SocketWire
 from engine.tools.simulator.cloud_api import CloudApi
 from engine.tools.simulator.config import SimulatorConfig
 from engine.tools.simulator.control import Control
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 16 * 1024  # h11's own default bound
 MAX_BODY_BYTES = 16 * 1024 * 1024  # far above any send; a larger one is refused (413)
-_RECEIVE_BYTES = 65536
 _NOT_FOUND = msgspec.json.encode(
     {"error": {"message": "Unknown path", "code": 100, "type": "GraphMethodException"}}
 )
@@ -91,30 +90,6 @@ class _Router:
         return 404, _NOT_FOUND
 
 
-class _Wire:
-    """A connection's socket, read and written through its (non-blocking) descriptor."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self._fd = stream.socket.fileno()
-
-    async def receive(self) -> bytes:
-        """Some bytes, b"" at end of stream. Always waits first: a checkpoint."""
-        while True:
-            await trio.lowlevel.wait_readable(self._fd)
-            try:
-                return os.read(self._fd, _RECEIVE_BYTES)
-            except BlockingIOError:
-                continue
-
-    async def send_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(self._fd, view) :]
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(self._fd)
-
-
 _STATUS_LINES: dict[int, bytes] = {}
 
 
@@ -144,7 +119,7 @@ class _Refused(Exception):
 
 
 async def _serve_connection(stream: trio.SocketStream, router: _Router) -> None:
-    wire = _Wire(stream)
+    wire = SocketWire(stream)
     received, closed = b"", False  # bytes read beyond the previous request, and EOF
     try:
         while True:
@@ -170,7 +145,7 @@ async def _serve_connection(stream: trio.SocketStream, router: _Router) -> None:
 
 
 async def _next_request(
-    wire: _Wire, received: bytes, closed: bool
+    wire: SocketWire, received: bytes, closed: bool
 ) -> tuple[RequestHead, bytes, bytes, bool] | None:
     """The next request's head and body, and what was received beyond them and whether
     the client closed after; None at a clean end of stream."""
@@ -202,7 +177,7 @@ async def _next_request(
 
 
 async def _next_request_h11(
-    wire: _Wire, received: bytes, closed: bool
+    wire: SocketWire, received: bytes, closed: bool
 ) -> tuple[RequestHead, bytes, bytes, bool] | None:
     """The same through h11, the reference parser, for every head not of the plain shape."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
@@ -231,7 +206,7 @@ async def _next_request_h11(
     return from_h11(request), b"".join(chunks), received, closed
 
 
-async def _next_event(conn: h11.Connection, wire: _Wire) -> object:
+async def _next_event(conn: h11.Connection, wire: SocketWire) -> object:
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
@@ -240,7 +215,7 @@ async def _next_event(conn: h11.Connection, wire: _Wire) -> object:
         conn.receive_data(await wire.receive())
 
 
-async def _send_quietly(wire: _Wire, status: int, message: str) -> None:
+async def _send_quietly(wire: SocketWire, status: int, message: str) -> None:
     try:
         await wire.send_all(_render(status, _error(message), close=True))
     except _BROKEN:
