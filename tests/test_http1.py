@@ -616,10 +616,8 @@ async def test_a_write_that_fails_on_a_reused_connection_is_retried_once_on_a_ne
     assert server.per_connection == [[b"1"], [b"2"]] and connection.connections_opened == 2
 
 
-async def test_a_write_retried_on_a_new_connection_is_not_retried_again(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    server = _RawServer(_answers(OK))
+def _open_unwritable_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on, every new connection refuses writes."""
     real_open = trio.open_tcp_stream
 
     async def unwritable_open(host: str, port: int) -> trio.SocketStream:
@@ -627,13 +625,20 @@ async def test_a_write_retried_on_a_new_connection_is_not_retried_again(
         _shut_for_writing(stream)
         return stream
 
+    monkeypatch.setattr(trio, "open_tcp_stream", unwritable_open)
+
+
+async def test_a_write_retried_on_a_new_connection_is_not_retried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = _RawServer(_answers(OK))
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             connection = HTTPConnection(await server.start(nursery))
             assert (await connection.request("POST", "/", [], b"1")).body == b"ok"
             assert connection._stream is not None
             _shut_for_writing(connection._stream)
-            monkeypatch.setattr(trio, "open_tcp_stream", unwritable_open)
+            _open_unwritable_connections(monkeypatch)
             with pytest.raises(HTTPConnectionError) as caught:
                 await connection.request("POST", "/", [], b"2")
             nursery.cancel_scope.cancel()
@@ -645,17 +650,10 @@ async def test_a_write_that_fails_on_a_new_connection_is_not_retried(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     server = _RawServer(_answers(OK))
-    real_open = trio.open_tcp_stream
-
-    async def unwritable_open(host: str, port: int) -> trio.SocketStream:
-        stream = await real_open(host, port)
-        _shut_for_writing(stream)
-        return stream
-
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             connection = HTTPConnection(await server.start(nursery))
-            monkeypatch.setattr(trio, "open_tcp_stream", unwritable_open)
+            _open_unwritable_connections(monkeypatch)
             with pytest.raises(HTTPConnectionError) as caught:
                 await connection.request("POST", "/", [], b"1")
             nursery.cancel_scope.cancel()
