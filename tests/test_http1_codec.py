@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -34,8 +35,42 @@ def read(
     return reader
 
 
+def whole(data: bytes) -> list[bytes]:
+    return [data]
+
+
 def bytewise(data: bytes) -> list[bytes]:
     return [data[i : i + 1] for i in range(len(data))]
+
+
+# The same response must parse the same whether it arrives in one read or a byte per read.
+WHOLE_OR_BYTEWISE = pytest.mark.parametrize(
+    "split", [pytest.param(whole, id="whole"), pytest.param(bytewise, id="byte-by-byte")]
+)
+
+
+def refused(
+    *pieces: bytes,
+    error: type[Exception] = ProtocolError,
+    match: str | None = None,
+    max_body_bytes: int = 1 << 20,
+    max_head_bytes: int = 64 * 1024,
+) -> pytest.ExceptionInfo[Exception]:
+    """Feed `pieces` to a fresh reader: all but the last are taken (incomplete), the last
+    raises `error`."""
+    reader = ResponseReader(max_body_bytes=max_body_bytes, max_head_bytes=max_head_bytes)
+    reader.start()
+    *accepted, last = pieces
+    for piece in accepted:
+        assert not reader.feed(piece)
+    with pytest.raises(error, match=match) as raised:
+        reader.feed(last)
+    return raised
+
+
+def content_lengths(lengths: list[bytes]) -> bytes:
+    """One Content-Length header line per value."""
+    return b"".join(b"Content-Length: %s\r\n" % length for length in lengths)
 
 
 # --- requests
@@ -61,19 +96,19 @@ def test_a_get_without_body_has_no_content_length() -> None:
 @pytest.mark.parametrize(
     ("method", "target", "headers"),
     [
-        ("PO ST", "/", []),
-        ("POST", "/a b", []),
-        ("POST", "/\u00e9", []),
-        ("POST", "", []),
-        ("POST", "/", [(b"x", b"a\r\nInjected: 1")]),
-        ("POST", "/", [(b"x", b"a\nb")]),
-        ("POST", "/", [(b"x", b"a\x00")]),
-        ("POST", "/", [(b"x", b"trailing ")]),
-        ("POST", "/", [(b"bad name", b"v")]),
-        ("POST", "/", [(b"", b"v")]),
-        ("POST", "/", [(b"Content-Length", b"1")]),
-        ("POST", "/", [(b"host", b"other")]),
-        ("POST", "/", [(b"transfer-encoding", b"chunked")]),
+        pytest.param("PO ST", "/", [], id="space in method"),
+        pytest.param("POST", "/a b", [], id="space in target"),
+        pytest.param("POST", "/\u00e9", [], id="non-ASCII target"),
+        pytest.param("POST", "", [], id="empty target"),
+        pytest.param("POST", "/", [(b"x", b"a\r\nInjected: 1")], id="CRLF in value"),
+        pytest.param("POST", "/", [(b"x", b"a\nb")], id="LF in value"),
+        pytest.param("POST", "/", [(b"x", b"a\x00")], id="NUL in value"),
+        pytest.param("POST", "/", [(b"x", b"trailing ")], id="trailing space in value"),
+        pytest.param("POST", "/", [(b"bad name", b"v")], id="space in name"),
+        pytest.param("POST", "/", [(b"", b"v")], id="empty name"),
+        pytest.param("POST", "/", [(b"Content-Length", b"1")], id="own Content-Length"),
+        pytest.param("POST", "/", [(b"host", b"other")], id="own Host"),
+        pytest.param("POST", "/", [(b"transfer-encoding", b"chunked")], id="own Transfer-Encoding"),
     ],
 )
 def test_a_request_head_that_would_be_invalid_or_framed_twice_is_refused(
@@ -86,12 +121,12 @@ def test_a_request_head_that_would_be_invalid_or_framed_twice_is_refused(
 # --- responses: framing
 
 
-def test_content_length_body_whole_and_byte_by_byte() -> None:
+@WHOLE_OR_BYTEWISE
+def test_content_length_body(split: Callable[[bytes], list[bytes]]) -> None:
     data = OK_HEAD + b"Content-Type: application/json\r\nContent-Length: 5\r\n\r\nhello"
-    for pieces in ([data], bytewise(data)):
-        reader = read(*pieces)
-        assert (reader.status, reader.body, reader.reusable) == (200, b"hello", True)
-        assert reader.headers == [(b"content-type", b"application/json"), (b"content-length", b"5")]
+    reader = read(*split(data))
+    assert (reader.status, reader.body, reader.reusable) == (200, b"hello", True)
+    assert reader.headers == [(b"content-type", b"application/json"), (b"content-length", b"5")]
 
 
 def test_header_names_are_case_insensitive_and_values_trimmed() -> None:
@@ -104,16 +139,16 @@ def test_a_status_line_without_reason_is_accepted() -> None:
     assert read(b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n").status == 200
 
 
-def test_chunked_body_with_extensions_and_trailers_byte_by_byte() -> None:
+@WHOLE_OR_BYTEWISE
+def test_chunked_body_with_extensions_and_trailers(split: Callable[[bytes], list[bytes]]) -> None:
     data = (
         OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
         b"3;name=value\r\nabc\r\n"
         b'A ; quoted="x;y"\r\n0123456789\r\n'
         b"0\r\nExpires: never\r\nX-Checksum: 1\r\n\r\n"
     )
-    for pieces in ([data], bytewise(data)):
-        reader = read(*pieces)
-        assert (reader.body, reader.reusable) == (b"abc0123456789", True)
+    reader = read(*split(data))
+    assert (reader.body, reader.reusable) == (b"abc0123456789", True)
 
 
 def test_transfer_encoding_is_case_insensitive() -> None:
@@ -127,36 +162,34 @@ def test_a_body_without_length_ends_with_the_connection_which_is_not_reused() ->
 
 
 @pytest.mark.parametrize(
-    "value",
-    [b"5, 5", b"5,5"],
+    "lengths",
+    [
+        pytest.param([b"5, 5"], id="one header, 5, 5"),
+        pytest.param([b"5,5"], id="one header, 5,5"),
+        pytest.param([b"5", b"5"], id="two headers"),
+    ],
 )
-def test_identical_repeated_content_lengths_are_one(value: bytes) -> None:
-    assert read(OK_HEAD + b"Content-Length: " + value + b"\r\n\r\nhello").body == b"hello"
-    repeated = OK_HEAD + b"Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello"
-    assert read(repeated).body == b"hello"
+def test_identical_repeated_content_lengths_are_one(lengths: list[bytes]) -> None:
+    assert read(OK_HEAD + content_lengths(lengths) + b"\r\nhello").body == b"hello"
 
 
 @pytest.mark.parametrize(
     "lengths",
     [
-        [b"5", b"6"],
-        [b"5, 6"],
-        [b"-1"],
-        [b"+5"],
-        [b"0x10"],
-        [b"1.0"],
-        [b""],
-        [b"5,"],
-        [b"1 2"],
-        [b"9" * 40],
+        pytest.param([b"5", b"6"], id="two headers differ"),
+        pytest.param([b"5, 6"], id="one header, values differ"),
+        pytest.param([b"-1"], id="negative"),
+        pytest.param([b"+5"], id="plus sign"),
+        pytest.param([b"0x10"], id="hex"),
+        pytest.param([b"1.0"], id="decimal point"),
+        pytest.param([b""], id="empty"),
+        pytest.param([b"5,"], id="empty element"),
+        pytest.param([b"1 2"], id="inner space"),
+        pytest.param([b"9" * 40], id="40 digits"),
     ],
 )
 def test_invalid_or_conflicting_content_length_is_an_error(lengths: list[bytes]) -> None:
-    head = OK_HEAD + b"".join(b"Content-Length: %s\r\n" % length for length in lengths)
-    reader = ResponseReader()
-    reader.start()
-    with pytest.raises(ProtocolError):
-        reader.feed(head + b"\r\nhello")
+    refused(OK_HEAD + content_lengths(lengths) + b"\r\nhello")
 
 
 @pytest.mark.parametrize(
@@ -172,58 +205,59 @@ def test_invalid_or_conflicting_content_length_is_an_error(lengths: list[bytes])
 def test_transfer_encoding_with_content_length_or_other_codings_is_an_error(
     headers: bytes,
 ) -> None:
-    reader = ResponseReader()
-    reader.start()
-    with pytest.raises(ProtocolError):
-        reader.feed(OK_HEAD + headers + b"\r\n5\r\nhello\r\n0\r\n\r\n")
+    refused(OK_HEAD + headers + b"\r\n5\r\nhello\r\n0\r\n\r\n")
 
 
 @pytest.mark.parametrize(
     "body",
     [
-        b"zz\r\nab\r\n0\r\n\r\n",  # not hex
-        b"\r\nab\r\n0\r\n\r\n",  # no size
-        b"-2\r\nab\r\n0\r\n\r\n",
-        b"2\r\nabXY0\r\n\r\n",  # data not followed by CRLF
-        b"11111111111111111\r\n",  # 17 hex digits
-        b"2;\x00\r\nab\r\n0\r\n\r\n",  # control character in an extension
-        b"2\r\nab\r\n0\r\nno colon\r\n\r\n",  # malformed trailer
-        b"2" + b" " * 5000 + b"\r\n",  # endless size line
+        pytest.param(b"zz\r\nab\r\n0\r\n\r\n", id="not hex"),
+        pytest.param(b"\r\nab\r\n0\r\n\r\n", id="no size"),
+        pytest.param(b"-2\r\nab\r\n0\r\n\r\n", id="negative size"),
+        pytest.param(b"2\r\nabXY0\r\n\r\n", id="data not followed by CRLF"),
+        pytest.param(b"11111111111111111\r\n", id="17 hex digits"),
+        pytest.param(b"2;\x00\r\nab\r\n0\r\n\r\n", id="control character in an extension"),
+        pytest.param(b"2\r\nab\r\n0\r\nno colon\r\n\r\n", id="malformed trailer"),
+        pytest.param(b"2" + b" " * 5000 + b"\r\n", id="endless size line"),
     ],
 )
 def test_malformed_chunked_bodies_are_errors(body: bytes) -> None:
-    reader = ResponseReader()
-    reader.start()
-    with pytest.raises(ProtocolError):
-        reader.feed(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + body)
+    refused(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + body)
 
 
-def test_interim_responses_are_skipped() -> None:
+@WHOLE_OR_BYTEWISE
+def test_interim_responses_are_skipped(split: Callable[[bytes], list[bytes]]) -> None:
     data = (
         b"HTTP/1.1 100 Continue\r\n\r\n"
         b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n"
         + OK_HEAD
         + b"Content-Length: 2\r\n\r\nok"
     )
-    for pieces in ([data], bytewise(data)):
-        reader = read(*pieces)
-        assert (reader.status, reader.body, reader.reusable) == (200, b"ok", True)
-        assert reader.headers == [(b"content-length", b"2")]
+    reader = read(*split(data))
+    assert (reader.status, reader.body, reader.reusable) == (200, b"ok", True)
+    assert reader.headers == [(b"content-length", b"2")]
 
 
 def test_101_switching_protocols_is_an_error() -> None:
-    reader = ResponseReader()
-    reader.start()
-    with pytest.raises(ProtocolError, match="101"):
-        reader.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n")
+    refused(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n", match="101")
 
 
-def test_a_head_request_and_204_and_304_answers_have_no_body() -> None:
-    reader = read(OK_HEAD + b"Content-Length: 10\r\n\r\n", head_request=True)
+@pytest.mark.parametrize(
+    ("data", "head_request"),
+    [
+        pytest.param(OK_HEAD + b"Content-Length: 10\r\n\r\n", True, id="HEAD request"),
+        pytest.param(b"HTTP/1.1 204 No Content\r\n\r\n", False, id="204"),
+        pytest.param(b"HTTP/1.1 304 Not Modified\r\n\r\n", False, id="304"),
+        pytest.param(
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+            False,
+            id="304 with the length of what it did not send",
+        ),
+    ],
+)
+def test_answers_that_have_no_body(data: bytes, head_request: bool) -> None:
+    reader = read(data, head_request=head_request)
     assert (reader.body, reader.reusable) == (b"", True)
-    for status in (b"204 No Content", b"304 Not Modified"):
-        reader = read(b"HTTP/1.1 " + status + b"\r\n\r\n")
-        assert (reader.body, reader.reusable) == (b"", True)
 
 
 @pytest.mark.parametrize(
@@ -242,13 +276,27 @@ def test_whether_the_connection_may_be_reused(head: bytes, reusable: bool) -> No
     assert (reader.body, reader.reusable) == (b"ok", reusable)
 
 
-def test_bytes_after_a_complete_response_forbid_reuse() -> None:
-    data = OK_HEAD + b"Content-Length: 2\r\n\r\nok"
-    reader = read(data + b"HTTP/1.1 200 OK\r\n")
-    assert (reader.body, reader.reusable) == (b"ok", False)
-    chunked = OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
-    assert read(chunked + b"x").reusable is False
-    assert read(b"HTTP/1.1 204 No Content\r\n\r\nbody").reusable is False
+@pytest.mark.parametrize(
+    ("response", "body"),
+    [
+        pytest.param(OK_HEAD + b"Content-Length: 2\r\n\r\nok", b"ok", id="content-length"),
+        pytest.param(
+            OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            b"ok",
+            id="chunked",
+        ),
+        pytest.param(b"HTTP/1.1 204 No Content\r\n\r\n", b"", id="204"),
+    ],
+)
+@pytest.mark.parametrize(
+    "extra", [pytest.param(OK_HEAD, id="a head"), pytest.param(b"x", id="one byte")]
+)
+def test_bytes_after_a_complete_response_forbid_reuse(
+    response: bytes, body: bytes, extra: bytes
+) -> None:
+    assert read(response).reusable is True  # without the extra bytes
+    reader = read(response + extra)
+    assert (reader.body, reader.reusable) == (body, False)
 
 
 # --- responses: malformed heads and truncation
@@ -276,10 +324,7 @@ def test_bytes_after_a_complete_response_forbid_reuse() -> None:
     ],
 )
 def test_malformed_heads_are_errors(head: bytes) -> None:
-    reader = ResponseReader()
-    reader.start()
-    with pytest.raises(ProtocolError):
-        reader.feed(head + b"Content-Length: 0\r\n\r\n")
+    refused(head + b"Content-Length: 0\r\n\r\n")
 
 
 @pytest.mark.parametrize(
@@ -302,21 +347,21 @@ def test_a_close_before_the_end_of_the_response_is_an_error(data: bytes) -> None
         reader.feed_eof()
 
 
-def test_a_head_larger_than_the_limit_is_an_error_even_unterminated() -> None:
-    reader = ResponseReader(max_head_bytes=1024)
-    reader.start()
-    with pytest.raises(ProtocolError, match="larger than 1024"):
-        for _ in range(100):
-            reader.feed(b"X-Filler: " + b"a" * 50 + b"\r\n" if reader.received_any else OK_HEAD)
-    with pytest.raises(ProtocolError, match="larger than 1024"):
-        read(OK_HEAD + b"X: " + b"a" * 1024 + b"\r\n\r\n", max_head_bytes=1024)
+FILLER = b"X-Filler: " + b"a" * 50 + b"\r\n"
+# Enough filler lines after OK_HEAD that the last one crosses 1024 bytes, not one more.
+FILLERS_TO_CROSS_1024 = (1024 - len(OK_HEAD)) // len(FILLER) + 1
 
 
-def test_interim_heads_count_towards_the_head_limit() -> None:
-    reader = ResponseReader(max_head_bytes=1024)
-    reader.start()
-    with pytest.raises(ProtocolError, match="larger than"):
-        reader.feed(b"HTTP/1.1 100 Continue\r\n\r\n" * 100)
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        pytest.param([OK_HEAD, *[FILLER] * FILLERS_TO_CROSS_1024], id="unterminated, line by line"),
+        pytest.param([OK_HEAD + b"X: " + b"a" * 1024 + b"\r\n\r\n"], id="terminated"),
+        pytest.param([b"HTTP/1.1 100 Continue\r\n\r\n" * 100], id="interim heads count"),
+    ],
+)
+def test_a_head_larger_than_the_limit_is_an_error(pieces: list[bytes]) -> None:
+    refused(*pieces, match="larger than 1024", max_head_bytes=1024)
 
 
 def test_a_head_at_the_limit_is_accepted() -> None:
@@ -325,33 +370,50 @@ def test_a_head_at_the_limit_is_accepted() -> None:
     assert read(OK_HEAD + filler + b"Content-Length: 0\r\n\r\n", max_head_bytes=1024).status == 200
 
 
-def test_a_content_length_above_the_limit_is_refused_before_reading_the_body() -> None:
-    reader = ResponseReader(max_body_bytes=10)
-    reader.start()
-    with pytest.raises(BodyTooLarge) as refused:
-        reader.feed(b"HTTP/1.1 202 Accepted\r\nContent-Length: 11\r\n\r\n")
-    assert refused.value.status == 202
-    assert read(OK_HEAD + b"Content-Length: 10\r\n\r\n" + b"x" * 10, max_body_bytes=10).body
+ACCEPTED_HEAD = b"HTTP/1.1 202 Accepted\r\n"
+CHUNKED_HEAD = ACCEPTED_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
 
 
-def test_chunked_and_close_delimited_bodies_above_the_limit_are_refused() -> None:
-    chunked = ResponseReader(max_body_bytes=10)
-    chunked.start()
-    chunked.feed(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n")
-    with pytest.raises(BodyTooLarge):
-        chunked.feed(b"5\r\n")  # refused on the size line, before its data
-    until_close = ResponseReader(max_body_bytes=10)
-    until_close.start()
-    until_close.feed(OK_HEAD + b"\r\n" + b"x" * 10)
-    with pytest.raises(BodyTooLarge):
-        until_close.feed(b"y")
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        pytest.param(
+            [ACCEPTED_HEAD + b"Content-Length: 11\r\n\r\n"],
+            id="content-length, before reading the body",
+        ),
+        pytest.param(
+            [CHUNKED_HEAD + b"6\r\nabcdef\r\n", b"5\r\n"],
+            id="chunked, on the size line before its data",
+        ),
+        pytest.param([ACCEPTED_HEAD + b"\r\n" + b"x" * 10, b"y"], id="until close"),
+    ],
+)
+def test_a_body_above_the_limit_is_refused(pieces: list[bytes]) -> None:
+    too_large = refused(*pieces, error=BodyTooLarge, max_body_bytes=10)
+    assert too_large.value.status == 202
+
+
+@pytest.mark.parametrize(
+    ("data", "eof"),
+    [
+        pytest.param(
+            ACCEPTED_HEAD + b"Content-Length: 10\r\n\r\n" + b"x" * 10, False, id="content-length"
+        ),
+        pytest.param(CHUNKED_HEAD + b"6\r\nxxxxxx\r\n4\r\nxxxx\r\n0\r\n\r\n", False, id="chunked"),
+        pytest.param(ACCEPTED_HEAD + b"\r\n" + b"x" * 10, True, id="until close"),
+    ],
+)
+def test_a_body_at_the_limit_is_accepted(data: bytes, eof: bool) -> None:
+    assert read(data, eof=eof, max_body_bytes=10).body == b"x" * 10
 
 
 def test_the_reader_serves_successive_responses_after_start() -> None:
     reader = ResponseReader()
     for body in (b"one", b"two"):
         reader.start()
+        assert not reader.received_any
         assert reader.feed(OK_HEAD + b"Content-Length: 3\r\n\r\n" + body)
+        assert reader.received_any
         assert reader.body == body
     with pytest.raises(RuntimeError):
         reader.feed(b"more")
