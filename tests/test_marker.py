@@ -3,7 +3,7 @@ one statement, each campaign's checks its own, each group its own rows and error
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import pytest
@@ -67,10 +67,16 @@ async def campaigns_with_rows(db: Database, count: int, size: int) -> list[tuple
     return made
 
 
+def gated_marker(db: Database) -> tuple[GatedDatabase, Marker]:
+    """A marker on the real database behind a gate (GatedDatabase)."""
+    gated = GatedDatabase(db)
+    return gated, Marker(gated, lease_owner=LEASE_OWNER)
+
+
 async def mark_while_one_is_on_the_wire(
     db: GatedDatabase, marker: Marker, groups: list[tuple[str, list[int]]]
 ) -> dict[str, list[int] | BaseException]:
-    """The first group alone, then the others while its statement is held."""
+    """The first group alone, then the others while its statement is held (30 s at most)."""
     answers: dict[str, list[int] | BaseException] = {}
 
     async def mark(campaign: str, ids: list[int]) -> None:
@@ -81,13 +87,14 @@ async def mark_while_one_is_on_the_wire(
 
     db.gate = trio.Event()
     db.on_wire = trio.Event()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(mark, *groups[0])
-        await db.on_wire.wait()
-        for group in groups[1:]:
-            nursery.start_soon(mark, *group)
-        await trio.testing.wait_all_tasks_blocked()
-        db.gate.set()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(mark, *groups[0])
+            await db.on_wire.wait()
+            for group in groups[1:]:
+                nursery.start_soon(mark, *group)
+            await trio.testing.wait_all_tasks_blocked()
+            db.gate.set()
     return answers
 
 
@@ -95,69 +102,91 @@ async def statuses(db: Database, campaign: str) -> dict[str, int]:
     return await recipients.count_by_status(db, campaign)
 
 
+async def assert_each_answered(
+    db: Database,
+    answers: Mapping[str, object],
+    groups: list[tuple[str, list[int]]],
+    *,
+    marked: bool,
+    rows_after: dict[str, int],
+) -> None:
+    """Each group got its own ids back (`marked`) or none, and its campaign's recipients
+    are then counted as `rows_after`."""
+    for campaign, ids in groups:
+        assert answers[campaign] == (ids if marked else [])
+        assert await statuses(db, campaign) == rows_after
+
+
+async def pause(db: Database, campaign: str) -> None:
+    await campaign_runs.apply_action(db, campaign, OWNER, "pause", now=utc_now())
+
+
+async def lose_the_lease(db: Database, campaign: str) -> None:
+    await db.execute(
+        "UPDATE campaign_leases SET owner = 'another' WHERE campaign_id = $1", campaign
+    )
+
+
 async def test_groups_of_several_campaigns_are_marked_in_one_statement(db: Database) -> None:
     made = await campaigns_with_rows(db, 5, 4)
-    gated = GatedDatabase(db)
-    marker = Marker(gated, lease_owner=LEASE_OWNER)
+    gated, marker = gated_marker(db)
     groups = [(campaign, ids[:2]) for campaign, ids in made]
 
-    with trio.fail_after(30):
-        answers = await mark_while_one_is_on_the_wire(gated, marker, groups)
+    answers = await mark_while_one_is_on_the_wire(gated, marker, groups)
 
     # One statement for the first, one for the four that queued behind it.
     assert gated.statements == 2
-    for campaign, ids in groups:
-        assert answers[campaign] == ids
-        assert await statuses(db, campaign) == {"sending": 2, "pending": 2}
+    await assert_each_answered(
+        db, answers, groups, marked=True, rows_after={"sending": 2, "pending": 2}
+    )
 
 
-async def test_a_paused_campaign_marks_nothing_and_the_others_all_theirs(db: Database) -> None:
+@pytest.mark.parametrize(
+    "take_away",
+    [
+        pytest.param([pause], id="paused"),
+        pytest.param([lose_the_lease], id="lease lost"),
+        pytest.param([pause, lose_the_lease], id="one paused, one lease lost"),
+    ],
+)
+async def test_a_campaign_no_longer_ours_to_send_marks_nothing_and_the_others_all_theirs(
+    db: Database, take_away: list[Callable[[Database, str], Awaitable[None]]]
+) -> None:
     made = await campaigns_with_rows(db, 4, 3)
-    paused, _ids = made[1]
-    await campaign_runs.apply_action(db, paused, OWNER, "pause", now=utc_now())
-    lost, _ids = made[2]
-    await db.execute("UPDATE campaign_leases SET owner = 'another' WHERE campaign_id = $1", lost)
-    gated = GatedDatabase(db)
-    marker = Marker(gated, lease_owner=LEASE_OWNER)
+    # Among the others: after the first, which goes alone, and before the last.
+    held_back = made[1 : 1 + len(take_away)]
+    for change, (campaign, _ids) in zip(take_away, held_back, strict=True):
+        await change(db, campaign)
+    others = [group for group in made if group not in held_back]
+    gated, marker = gated_marker(db)
 
-    with trio.fail_after(30):
-        answers = await mark_while_one_is_on_the_wire(gated, marker, made)
+    answers = await mark_while_one_is_on_the_wire(gated, marker, made)
 
     assert gated.statements == 2
-    assert answers[paused] == [] and answers[lost] == []
-    assert await statuses(db, paused) == {"pending": 3}
-    assert await statuses(db, lost) == {"pending": 3}
-    for campaign, ids in (made[0], made[3]):
-        assert answers[campaign] == ids
-        assert await statuses(db, campaign) == {"sending": 3}
+    await assert_each_answered(db, answers, held_back, marked=False, rows_after={"pending": 3})
+    await assert_each_answered(db, answers, others, marked=True, rows_after={"sending": 3})
 
 
 async def test_a_failing_group_does_not_strand_the_others(db: Database) -> None:
     made = await campaigns_with_rows(db, 3, 2)
-    gated = GatedDatabase(db)
-    marker = Marker(gated, lease_owner=LEASE_OWNER)
+    gated, marker = gated_marker(db)
     # Not a campaign id PostgreSQL can read: the statement for all of them fails.
     broken = ("not-a-uuid", [made[0][1][0]])
     groups = [made[0], broken, made[1], made[2]]
 
-    with trio.fail_after(30):
-        answers = await mark_while_one_is_on_the_wire(gated, marker, groups)
+    answers = await mark_while_one_is_on_the_wire(gated, marker, groups)
 
     assert isinstance(answers["not-a-uuid"], Exception)
     assert not isinstance(answers["not-a-uuid"], DatabaseUnavailable)
-    for campaign, ids in made:
-        assert answers[campaign] == ids
-        assert await statuses(db, campaign) == {"sending": 2}
+    await assert_each_answered(db, answers, made, marked=True, rows_after={"sending": 2})
 
 
 async def test_an_outage_marks_nothing_and_every_group_hears_it(db: Database) -> None:
     made = await campaigns_with_rows(db, 3, 2)
-    gated = GatedDatabase(db)
-    marker = Marker(gated, lease_owner=LEASE_OWNER)
+    gated, marker = gated_marker(db)
     gated.fail = DatabaseUnavailable("no answer from PostgreSQL within 1 s")
 
-    with trio.fail_after(30):
-        answers = await mark_while_one_is_on_the_wire(gated, marker, made)
+    answers = await mark_while_one_is_on_the_wire(gated, marker, made)
 
     assert gated.statements == 2  # no group retried alone: it would fail the same
     for campaign, _ids in made:
@@ -165,10 +194,8 @@ async def test_an_outage_marks_nothing_and_every_group_hears_it(db: Database) ->
         assert await statuses(db, campaign) == {"pending": 2}
     # The marker is not stuck: the next groups are marked.
     gated.fail = None
-    with trio.fail_after(30):
-        answers = await mark_while_one_is_on_the_wire(gated, marker, made)
-    for campaign, ids in made:
-        assert answers[campaign] == ids
+    answers = await mark_while_one_is_on_the_wire(gated, marker, made)
+    await assert_each_answered(db, answers, made, marked=True, rows_after={"sending": 2})
 
 
 async def test_a_group_once_submitted_is_marked_and_answered_even_when_cancelled(
@@ -176,8 +203,7 @@ async def test_a_group_once_submitted_is_marked_and_answered_even_when_cancelled
 ) -> None:
     """Rows marked must reach their caller: a cancellation waits for the answer."""
     [(campaign, ids)] = await campaigns_with_rows(db, 1, 2)
-    gated = GatedDatabase(db)
-    marker = Marker(gated, lease_owner=LEASE_OWNER)
+    gated, marker = gated_marker(db)
     gated.gate = trio.Event()
     answered: list[list[int]] = []
 
@@ -197,9 +223,15 @@ async def test_a_group_once_submitted_is_marked_and_answered_even_when_cancelled
     assert await statuses(db, campaign) == {"sending": 2}
 
 
-@pytest.mark.parametrize("size", [1, 3])
-async def test_store_marks_each_group_its_own_rows(db: Database, size: int) -> None:
-    made = await campaigns_with_rows(db, size, 3)
+@pytest.mark.parametrize(
+    "campaigns",
+    [
+        pytest.param(1, id="one campaign, the plain statement"),
+        pytest.param(3, id="three campaigns in one statement"),
+    ],
+)
+async def test_store_marks_each_group_its_own_rows(db: Database, campaigns: int) -> None:
+    made = await campaigns_with_rows(db, campaigns, 3)
     groups = [recipients.MarkGroup(c, ids[:2], utc_now()) for c, ids in made]
     marked = await recipients.mark_sending_groups(db, groups, lease_owner=LEASE_OWNER)
     assert marked.marked == [ids[:2] for _c, ids in made] and not marked.busy
@@ -208,9 +240,15 @@ async def test_store_marks_each_group_its_own_rows(db: Database, size: int) -> N
     assert again.marked == [[] for _ in made]
 
 
-@pytest.mark.parametrize("then", ["commit a pause", "roll back"])
+@pytest.mark.parametrize(
+    ("finish", "held_marked", "held_rows_after"),
+    [
+        pytest.param("commit", False, {"pending": 2}, id="commit a pause"),
+        pytest.param("rollback", True, {"sending": 2}, id="roll back"),
+    ],
+)
 async def test_a_campaign_held_by_a_transaction_holds_up_only_its_own_group(
-    db: Database, then: str
+    db: Database, finish: str, held_marked: bool, held_rows_after: dict[str, int]
 ) -> None:
     """A pause being committed holds its campaign row: the others are marked at
     once; its group waits for it, and marks nothing if the pause commits."""
@@ -239,15 +277,12 @@ async def test_a_campaign_held_by_a_transaction_holds_up_only_its_own_group(
                 await others_done.wait()
                 assert held not in answers  # it waits for the transaction
                 assert marker.statements == 2  # all three, then the held one alone
-                finish = transaction.commit if then == "commit a pause" else transaction.rollback
-                await trio_asyncio.aio_as_trio(finish)()
+                await trio_asyncio.aio_as_trio(getattr(transaction, finish))()
     finally:
         await trio_asyncio.aio_as_trio(db._pool.release)(conn)
 
-    for campaign, ids in (made[0], made[2]):
-        assert answers[campaign] == ids
-    if then == "commit a pause":
-        assert answers[held] == []
-        assert await statuses(db, held) == {"pending": 2}
-    else:
-        assert answers[held] == held_ids
+    others = [made[0], made[2]]
+    await assert_each_answered(db, answers, others, marked=True, rows_after={"sending": 2})
+    await assert_each_answered(
+        db, answers, [(held, held_ids)], marked=held_marked, rows_after=held_rows_after
+    )
