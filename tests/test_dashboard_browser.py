@@ -4,18 +4,20 @@ stream, then pause, resume and cancel on a slow one. Then `/docs`, the API refer
 Swagger UI renders from `/openapi.json`. Leaves screenshots in tests/artifacts/.
 
 The daemon runs in this trio run. Playwright drives the browser from a child process
-(`python -m tests.test_dashboard_browser dashboard|docs URL TOKEN PNG`): its synchronous API runs
-an asyncio loop of its own, which must not meet the trio-asyncio loop policy of this process.
+(`python -m tests.test_dashboard_browser MODE URL TOKEN PNG`, MODE one of the drivers at the
+end): its synchronous API runs an asyncio loop of its own, which must not meet the trio-asyncio
+loop policy of this process. tests/test_dashboard_tools_browser.py drives the same way, with the
+helpers here.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -40,14 +42,17 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 STEP_MS = 30_000  # Playwright's bound on each wait
+DRIVERS = "tests.test_dashboard_browser"  # this module, run as the driver process
 
-pytestmark = [
+# Every browser test file's marks (tests/test_dashboard_tools_browser.py too).
+BROWSER_MARKS = [
     pytest.mark.browser,
     pytest.mark.skipif(
         not CHROMIUM.exists(),
         reason="Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)",
     ),
 ]
+pytestmark = BROWSER_MARKS
 
 
 @contextmanager
@@ -66,52 +71,75 @@ def chromium() -> Iterator[Browser]:
 
 
 def signed_in(browser: Browser, url: str, token: str, *, height: int) -> Page:
-    """A dashboard page that took the token and is live on the stream."""
+    """A dashboard page that asked for the token, took it and is live on the stream."""
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport={"width": 1100, "height": height})
     page.goto(url + "/")
+    expect(page.locator("#login")).to_be_visible(timeout=STEP_MS)
+    expect(page.locator("#vendor-missing")).to_be_hidden()
     page.fill("#token-input", token)
     page.click("#token-form button[type=submit]")
     expect(page.locator("#connection")).to_have_text("live", timeout=STEP_MS)
     return page
 
 
+def says_what_to_do_without(browser: Browser, page_url: str, vendored: str) -> None:
+    """Without the vendored `vendored` (a path under /static/vendor/) the page at
+    `page_url` says to run `make install`."""
+    from playwright.sync_api import expect
+
+    bare = browser.new_page()
+    bare.route(f"**/static/vendor/{vendored}", lambda route: route.abort())
+    bare.goto(page_url)
+    expect(bare.locator("#vendor-missing")).to_be_visible(timeout=STEP_MS)
+    expect(bare.locator("#vendor-missing")).to_contain_text("make install")
+    bare.close()
+
+
+def create_draft(page: Page, name: str, per_minute: int) -> str:
+    """Create a manual campaign `name` in the form; its id once its draft card shows."""
+    from playwright.sync_api import expect
+
+    page.fill("#name", name)
+    page.fill("#message", "Hello {{firstName}} from the browser")
+    page.fill("#rate", str(per_minute))
+    page.check('input[name="schedule"][value="manual"]')
+    page.click("#create")
+    card = page.locator(".campaign", has=page.locator(".name", has_text=name))
+    expect(card).to_have_attribute("data-status", "draft", timeout=STEP_MS)
+    campaign_id = card.get_attribute("data-id")
+    assert campaign_id
+    return campaign_id
+
+
+def add_variant(page: Page, index: int, name: str, text: str, weight: str | None = None) -> None:
+    """Add row `index` of the form's variants."""
+    page.click("#add-variant")
+    row = page.locator("#variant-rows .variant-row").nth(index)
+    row.locator(".variant-name").fill(name)
+    row.locator(".variant-text").fill(text)
+    if weight is not None:
+        row.locator(".variant-weight").fill(weight)
+
+
+def save_screenshot(page: Page, screenshot: Path) -> None:
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(screenshot), full_page=True)
+
+
 def drive_dashboard(url: str, token: str, screenshot: Path) -> None:
     from playwright.sync_api import expect
 
-    def create(page: Page, name: str, per_minute: int) -> str:
-        page.fill("#name", name)
-        page.fill("#message", "Hello {{firstName}} from the browser")
-        page.fill("#rate", str(per_minute))
-        page.check('input[name="schedule"][value="manual"]')
-        page.click("#create")
-        card = page.locator(".campaign", has=page.locator(".name", has_text=name))
-        expect(card).to_have_attribute("data-status", "draft", timeout=STEP_MS)
-        campaign_id = card.get_attribute("data-id")
-        assert campaign_id
-        return campaign_id
-
     with chromium() as browser:
         # Without the vendored Socket.IO client the page says what to do.
-        bare = browser.new_page()
-        bare.route("**/static/vendor/socket.io.min.js", lambda route: route.abort())
-        bare.goto(url + "/")
-        expect(bare.locator("#vendor-missing")).to_be_visible(timeout=STEP_MS)
-        expect(bare.locator("#vendor-missing")).to_contain_text("make install")
-        bare.close()
+        says_what_to_do_without(browser, url + "/", "socket.io.min.js")
 
-        page = browser.new_page(viewport={"width": 1100, "height": 1100})
-        page.goto(url + "/")
-        expect(page.locator("#login")).to_be_visible(timeout=STEP_MS)
-        expect(page.locator("#vendor-missing")).to_be_hidden()
-        page.fill("#token-input", token)
-        page.click("#token-form button[type=submit]")
-        expect(page.locator("#connection")).to_have_text("live", timeout=STEP_MS)
+        page = signed_in(browser, url, token, height=1100)
         expect(page.locator("#account option")).to_have_count(1)
 
         # A fast campaign: start it from its card, the bar fills to 100%.
-        fast = create(page, "Browser fast", 6000)
+        fast = create_draft(page, "Browser fast", 6000)
         card = page.locator(f'.campaign[data-id="{fast}"]')
         card.locator("button[data-action=start]").click()
         expect(card.locator(".bar")).to_have_attribute("aria-valuenow", "100", timeout=STEP_MS)
@@ -119,7 +147,7 @@ def drive_dashboard(url: str, token: str, screenshot: Path) -> None:
         expect(card.locator(".count-sent dd")).to_contain_text("39")  # +17770000000 fails
 
         # A slow one: pause, resume and cancel with the buttons.
-        slow = create(page, "Browser slow", 30)
+        slow = create_draft(page, "Browser slow", 30)
         card = page.locator(f'.campaign[data-id="{slow}"]')
         card.locator("button[data-action=start]").click()
         expect(card).to_have_attribute("data-status", "running", timeout=STEP_MS)
@@ -136,8 +164,7 @@ def drive_dashboard(url: str, token: str, screenshot: Path) -> None:
         expect(page.locator("#login")).to_be_hidden()
         card = page.locator(f'.campaign[data-id="{slow}"]')
         expect(card).to_have_attribute("data-status", "running", timeout=STEP_MS)
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(screenshot), full_page=True)
+        save_screenshot(page, screenshot)
 
         card.locator("button[data-action=cancel]").click()
         expect(card).to_have_attribute("data-status", "cancelled", timeout=STEP_MS)
@@ -148,12 +175,7 @@ def drive_docs(url: str, token: str, screenshot: Path) -> None:
 
     with chromium() as browser:
         # Without the vendored Swagger UI the page says what to do.
-        bare = browser.new_page()
-        bare.route("**/static/vendor/swagger-ui-bundle.js", lambda route: route.abort())
-        bare.goto(url + "/docs")
-        expect(bare.locator("#vendor-missing")).to_be_visible(timeout=STEP_MS)
-        expect(bare.locator("#vendor-missing")).to_contain_text("make install")
-        bare.close()
+        says_what_to_do_without(browser, url + "/docs", "swagger-ui-bundle.js")
 
         page = browser.new_page(viewport={"width": 1100, "height": 1400})
         page.goto(url + "/docs")
@@ -183,8 +205,7 @@ def drive_docs(url: str, token: str, screenshot: Path) -> None:
         expect(
             listing.locator(".live-responses-table td.response-col_status:not(.col_header)")
         ).to_contain_text("200", timeout=STEP_MS)
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(screenshot), full_page=True)
+        save_screenshot(page, screenshot)
 
 
 def drive_events(url: str, token: str, screenshot: Path, simulator_url: str, name: str) -> None:
@@ -237,21 +258,13 @@ def drive_events(url: str, token: str, screenshot: Path, simulator_url: str, nam
             "4 messages, 4 billable",
             timeout=STEP_MS,  # +17770000000 fails
         )
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(screenshot), full_page=True)
+        save_screenshot(page, screenshot)
 
 
 def drive_variants(url: str, token: str, screenshot: Path) -> None:
     """A campaign with two variants created in the form and sent: its card shows a row per
     variant with its counts; a draft with a sample shows its A/B test's phase."""
     from playwright.sync_api import expect
-
-    def add_variant(page: Page, index: int, name: str, text: str, weight: str) -> None:
-        page.click("#add-variant")
-        row = page.locator("#variant-rows .variant-row").nth(index)
-        row.locator(".variant-name").fill(name)
-        row.locator(".variant-text").fill(text)
-        row.locator(".variant-weight").fill(weight)
 
     with chromium() as browser:
         page = signed_in(browser, url, token, height=1300)
@@ -290,8 +303,7 @@ def drive_variants(url: str, token: str, screenshot: Path) -> None:
         expect(draft).to_have_attribute("data-status", "draft", timeout=STEP_MS)
         expect(draft.locator(".ab-phase")).to_contain_text("not started")
         expect(draft.locator("table.variants tr.variant")).to_have_count(2)
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(screenshot), full_page=True)
+        save_screenshot(page, screenshot)
 
 
 def _operation_count(url: str) -> int:
@@ -303,41 +315,76 @@ def _operation_count(url: str) -> int:
     return sum(len(item) for item in document["paths"].values())
 
 
-async def _drive(mode: str, daemon_url: str, token: str, screenshot: Path, *extra: str) -> None:
+def require_vendored(*paths: Path) -> None:
+    for path in paths:
+        assert path.exists(), f"{path} is missing: run `make install` (npm ci + copy)"
+
+
+async def drive_in_child(
+    module: str, mode: str, daemon_url: str, token: str, screenshot: Path, *extra: str
+) -> None:
+    """Run `module`'s driver `mode` in a child process (see above); it must succeed and
+    leave its screenshot."""
     driver = await trio.run_process(
-        [sys.executable, "-m", "tests.test_dashboard_browser", mode, daemon_url, token,
-         str(screenshot), *extra],
+        [sys.executable, "-m", module, mode, daemon_url, token, str(screenshot), *extra],
         cwd=ROOT, check=False, capture_stdout=True, stderr=subprocess.STDOUT,
     )  # fmt: skip
     assert driver.returncode == 0, driver.stdout.decode(errors="replace")
     assert (await trio.Path(screenshot).stat()).st_size > 10_000
 
 
-async def test_dashboard_creates_starts_pauses_and_resumes_campaigns(database_url: str) -> None:
+async def drive_with_contacts(
+    database_url: str,
+    mode: str,
+    contacts: int,
+    png: str,
+    *,
+    module: str = DRIVERS,
+) -> None:
+    """`module`'s drive `mode` against a daemon with one account and `contacts` contacts."""
     from tests.test_watch import running_daemon  # not in the driver process: see above
 
-    assert VENDOR_JS.exists(), f"{VENDOR_JS} is missing: run `make install` (npm ci + copy)"
+    require_vendored(VENDOR_JS)
     with trio.fail_after(180):
         async with running_daemon(database_url) as daemon:
             await daemon.make_account()
-            await daemon.make_contacts(40)
-            await _drive("dashboard", daemon.url, daemon.token, ARTIFACTS / "dashboard.png")
+            await daemon.make_contacts(contacts)
+            await drive_in_child(module, mode, daemon.url, daemon.token, ARTIFACTS / png)
+
+
+@pytest.mark.parametrize(
+    ("mode", "contacts", "png"),
+    [
+        pytest.param(
+            "dashboard", 40, "dashboard.png", id="creates, starts, pauses, resumes and cancels"
+        ),
+        pytest.param("variants", 20, "dashboard-ab.png", id="with variants, a row for each"),
+        pytest.param(
+            "window", 5, "dashboard-window.png", id="with a closed send window, shows the wait"
+        ),
+    ],
+)
+async def test_dashboard_creates_a_campaign_and_shows_it(
+    database_url: str, mode: str, contacts: int, png: str
+) -> None:
+    """What each drive checks is said in its driver: drive_dashboard, drive_variants,
+    drive_window."""
+    await drive_with_contacts(database_url, mode, contacts, png)
 
 
 async def test_docs_renders_every_operation_of_the_openapi_document(database_url: str) -> None:
     from tests.test_watch import running_daemon
 
-    for path in SWAGGER_UI:
-        assert path.exists(), f"{path} is missing: run `make install` (npm ci + copy)"
+    require_vendored(*SWAGGER_UI)
     with trio.fail_after(120):
         async with running_daemon(database_url) as daemon:
-            await _drive("docs", daemon.url, daemon.token, ARTIFACTS / "docs.png")
+            await drive_in_child(DRIVERS, "docs", daemon.url, daemon.token, ARTIFACTS / "docs.png")
 
 
 async def test_dashboard_shows_the_account_event_log_and_the_cost(database_url: str) -> None:
     from tests.test_watch import running_daemon
 
-    assert VENDOR_JS.exists(), f"{VENDOR_JS} is missing: run `make install` (npm ci + copy)"
+    require_vendored(VENDOR_JS)
     with trio.fail_after(180):
         async with running_daemon(database_url) as daemon:
             account = await daemon.call(
@@ -366,7 +413,8 @@ async def test_dashboard_shows_the_account_event_log_and_the_cost(database_url: 
                     "throttleConfig": {"messagesPerMinute": 6000},
                 },
             )
-            await _drive(
+            await drive_in_child(
+                DRIVERS,
                 "events",
                 daemon.url,
                 daemon.token,
@@ -374,24 +422,6 @@ async def test_dashboard_shows_the_account_event_log_and_the_cost(database_url: 
                 daemon.stack.simulator.url,
                 "Template launch",
             )
-
-
-async def _drive_with_contacts(database_url: str, mode: str, contacts: int, png: str) -> None:
-    """`mode`'s drive against a daemon with one account and `contacts` contacts."""
-    from tests.test_watch import running_daemon
-
-    assert VENDOR_JS.exists(), f"{VENDOR_JS} is missing: run `make install` (npm ci + copy)"
-    with trio.fail_after(180):
-        async with running_daemon(database_url) as daemon:
-            await daemon.make_account()
-            await daemon.make_contacts(contacts)
-            await _drive(mode, daemon.url, daemon.token, ARTIFACTS / png)
-
-
-async def test_dashboard_creates_a_campaign_with_variants_and_shows_each(
-    database_url: str,
-) -> None:
-    await _drive_with_contacts(database_url, "variants", 20, "dashboard-ab.png")
 
 
 def drive_window(url: str, token: str, screenshot: Path) -> None:
@@ -421,14 +451,7 @@ def drive_window(url: str, token: str, screenshot: Path) -> None:
         expect(wait).to_contain_text(f"Send window {start} to {end} UTC", timeout=STEP_MS)
         expect(wait).to_contain_text("Waiting for the send window", timeout=STEP_MS)
         expect(card).to_have_attribute("data-status", "running")
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(screenshot), full_page=True)
-
-
-async def test_dashboard_creates_a_campaign_with_a_send_window_and_shows_the_wait(
-    database_url: str,
-) -> None:
-    await _drive_with_contacts(database_url, "window", 5, "dashboard-window.png")
+        save_screenshot(page, screenshot)
 
 
 def drive_links(url: str, token: str, screenshot: Path) -> None:
@@ -442,12 +465,6 @@ def drive_links(url: str, token: str, screenshot: Path) -> None:
     from zoneinfo import ZoneInfo
 
     from playwright.sync_api import expect
-
-    def add_variant(page: Page, index: int, name: str, text: str) -> None:
-        page.click("#add-variant")
-        row = page.locator("#variant-rows .variant-row").nth(index)
-        row.locator(".variant-name").fill(name)
-        row.locator(".variant-text").fill(text)
 
     local = datetime.now(UTC).astimezone(ZoneInfo("America/New_York"))
     start, end = (
@@ -499,8 +516,7 @@ def drive_links(url: str, token: str, screenshot: Path) -> None:
         clicks = rows.locator("td:nth-child(8)")
         expect(clicks.filter(has_text=re.compile(r"^1 "))).to_have_count(1, timeout=STEP_MS)
         expect(clicks.filter(has_text=re.compile(r"^0 "))).to_have_count(1)
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(screenshot), full_page=True)
+        save_screenshot(page, screenshot)
 
 
 async def test_dashboard_creates_a_campaign_with_variants_a_window_and_tracked_links(
@@ -512,7 +528,7 @@ async def test_dashboard_creates_a_campaign_with_variants_a_window_and_tracked_l
     from tests import test_watch
     from tests.test_demo import read_until
 
-    assert VENDOR_JS.exists(), f"{VENDOR_JS} is missing: run `make install` (npm ci + copy)"
+    require_vendored(VENDOR_JS)
     base = "https://go.example"  # what recipients would reach; the test asks the daemon itself
     monkeypatch.setitem(test_watch.ENVIRONMENT, "CAMPAIGN_ENGINE_LINKS_BASE_URL", base)
     png = ARTIFACTS / "dashboard-links.png"
@@ -521,7 +537,7 @@ async def test_dashboard_creates_a_campaign_with_variants_a_window_and_tracked_l
             await daemon.make_account()
             await daemon.make_contacts(5)
             driver = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "tests.test_dashboard_browser", "links", daemon.url,
+                [sys.executable, "-m", DRIVERS, "links", daemon.url,
                  daemon.token, str(png)],
                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             )  # fmt: skip
@@ -551,17 +567,25 @@ async def test_dashboard_creates_a_campaign_with_variants_a_window_and_tracked_l
     assert (await trio.Path(png).stat()).st_size > 10_000
 
 
-if __name__ == "__main__":
+def run_driver(drivers: dict[str, Callable[..., None]], argv: list[str]) -> None:
+    """The child process: `argv` is MODE URL TOKEN PNG [EXTRA...]."""
     import asyncio
 
     # Playwright's own asyncio loop: the standard one, whatever was imported before.
     asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
-    drivers: dict[str, Any] = {
-        "dashboard": drive_dashboard,
-        "docs": drive_docs,
-        "events": drive_events,
-        "variants": drive_variants,
-        "window": drive_window,
-        "links": drive_links,
-    }
-    drivers[sys.argv[1]](sys.argv[2], sys.argv[3], Path(sys.argv[4]), *sys.argv[5:])
+    mode, url, token, screenshot, *extra = argv
+    drivers[mode](url, token, Path(screenshot), *extra)
+
+
+if __name__ == "__main__":
+    run_driver(
+        {
+            "dashboard": drive_dashboard,
+            "docs": drive_docs,
+            "events": drive_events,
+            "variants": drive_variants,
+            "window": drive_window,
+            "links": drive_links,
+        },
+        sys.argv[1:],
+    )

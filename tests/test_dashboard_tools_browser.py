@@ -2,37 +2,28 @@
 card previews the Cloud API body, sends a test to a typed number (no recipient), and
 after the campaign retargets its failed recipients into a new draft card.
 
-As in tests/test_dashboard_browser.py (whose browser settings it shares), Playwright
-drives the browser from a child process: `python -m tests.test_dashboard_tools_browser
-URL TOKEN PNG`.
+As in tests/test_dashboard_browser.py (whose browser settings and helpers it shares),
+Playwright drives the browser from a child process: `python -m
+tests.test_dashboard_tools_browser tools URL TOKEN PNG`.
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import trio
-
 from tests.test_dashboard_browser import (
-    ARTIFACTS,
-    CHROMIUM,
-    ROOT,
+    BROWSER_MARKS,
     STEP_MS,
-    VENDOR_JS,
     chromium,
+    create_draft,
+    drive_with_contacts,
+    run_driver,
+    save_screenshot,
     signed_in,
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)",
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 def drive_tools(url: str, token: str, screenshot: Path) -> None:
@@ -42,14 +33,8 @@ def drive_tools(url: str, token: str, screenshot: Path) -> None:
         page = signed_in(browser, url, token, height=1300)
         expect(page.locator("#account option")).to_have_count(1)
 
-        page.fill("#name", "Browser tools")
-        page.fill("#message", "Hello {{firstName}} from the browser")
-        page.fill("#rate", "6000")
-        page.check('input[name="schedule"][value="manual"]')
-        page.click("#create")
-        named = page.locator(".campaign", has=page.locator(".name", has_text="Browser tools"))
-        expect(named).to_have_attribute("data-status", "draft", timeout=STEP_MS)
-        card = page.locator(f'.campaign[data-id="{named.get_attribute("data-id")}"]')
+        campaign_id = create_draft(page, "Browser tools", 6000)
+        card = page.locator(f'.campaign[data-id="{campaign_id}"]')
         tools = card.locator(".tools")
         tools.locator("summary").click()
         expect(tools.locator(".retarget-row")).to_be_hidden()  # a draft sent nothing
@@ -83,31 +68,14 @@ def drive_tools(url: str, token: str, screenshot: Path) -> None:
         draft = page.locator(".campaign", has=page.locator(".name", has_text="(retarget: failed)"))
         expect(draft).to_have_attribute("data-status", "draft", timeout=STEP_MS)
         expect(draft.locator(".bar-label")).to_contain_text("1 recipients")
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(screenshot), full_page=True)
+        save_screenshot(page, screenshot)
 
 
 async def test_dashboard_previews_sends_a_test_and_retargets(database_url: str) -> None:
-    from tests.test_watch import running_daemon  # not in the driver process
-
-    assert VENDOR_JS.exists(), f"{VENDOR_JS} is missing: run `make install` (npm ci + copy)"
-    png = ARTIFACTS / "dashboard-tools.png"
-    with trio.fail_after(180):
-        async with running_daemon(database_url) as daemon:
-            await daemon.make_account()
-            await daemon.make_contacts(5)
-            driver = await trio.run_process(
-                [sys.executable, "-m", "tests.test_dashboard_tools_browser", daemon.url,
-                 daemon.token, str(png)],
-                cwd=ROOT, check=False, capture_stdout=True, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-            assert driver.returncode == 0, driver.stdout.decode(errors="replace")
-    assert (await trio.Path(png).stat()).st_size > 10_000
+    await drive_with_contacts(
+        database_url, "tools", 5, "dashboard-tools.png", module="tests.test_dashboard_tools_browser"
+    )
 
 
 if __name__ == "__main__":
-    import asyncio
-
-    # Playwright's own asyncio loop: the standard one, whatever was imported before.
-    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
-    drive_tools(sys.argv[1], sys.argv[2], Path(sys.argv[3]))
+    run_driver({"tools": drive_tools}, sys.argv[1:])
