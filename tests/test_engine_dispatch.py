@@ -421,3 +421,35 @@ async def test_a_restricted_number_pauses_every_campaign_sending_through_it(
         status, reason = statuses[uuid.UUID(campaign)]
         assert status == "paused" and "131048" in reason
     assert statuses[uuid.UUID(elsewhere)][0] == "completed"
+
+
+async def test_marks_slower_than_a_group_cost_no_turns(
+    db: Database, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each mark takes 30 ms, three times a group's span: groups wait for a place on
+    the wire before they reserve turns, and the lead grows at once to cover a slow
+    mark, so no send is handed over too late to be written (none is put back) and
+    the campaign keeps its pace."""
+    slow = 0.03
+    marks = (recipients.mark_sending, recipients.mark_sending_groups)
+
+    async def mark_sending(*args: object, **kwargs: object) -> object:
+        await trio.sleep(slow)
+        return await marks[0](*args, **kwargs)  # type: ignore[arg-type]
+
+    async def mark_sending_groups(*args: object, **kwargs: object) -> object:
+        await trio.sleep(slow)
+        return await marks[1](*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(recipients, "mark_sending", mark_sending)
+    monkeypatch.setattr(recipients, "mark_sending_groups", mark_sending_groups)
+    gateway = ScriptedGateway(latency=0.02)
+    with trio.fail_after(36_000):
+        _, engine = await run_to_completion(
+            db, gateway, contacts=400, per_minute=30_000, sender_concurrency="50"
+        )
+    assert engine.statistics().sender_pool.released == 0
+    times = sorted(s.at for s in gateway.sends)
+    assert len(times) == 400
+    # 500 a second: 399 intervals of 2 ms, and the first marks' start-up.
+    assert times[-1] - times[0] <= 399 / 500 + 0.1

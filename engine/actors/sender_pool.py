@@ -36,6 +36,14 @@ from engine.settings import DeliverySettings, SenderSettings
 
 log = logging.getLogger(__name__)
 
+# A late job's new turn may be this far off, no further than groups are marked
+# ahead of their turns anyway (engine/actors/campaign/dispatch.py: lead + span).
+# Under load a mark can take longer than its lead: its group's turns have passed
+# when it is handed over, and the number's next free turns are that far ahead.
+# Sent back to pending instead, each such row would cost a second mark and a
+# record, making a loaded database slower still.
+RETIME_HORIZON_SECONDS = 0.05
+
 # Upper bounds (seconds) of the send latency histogram exposed for monitoring.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -197,7 +205,7 @@ class _Sender:
                 # share a rolling second with the number's next turns: it takes a new
                 # turn, or goes back to pending when none is free that soon.
                 turns = await self._budgets.reserve(
-                    job.endpoint.phone_number_id, job.account_rate, 1, LATE_TOLERANCE_SECONDS
+                    job.endpoint.phone_number_id, job.account_rate, 1, RETIME_HORIZON_SECONDS
                 )
                 if not turns:
                     pool._released += 1

@@ -61,8 +61,8 @@ T = TypeVar("T")
 
 # A group is the turns of `_SPAN` seconds (one statement marks them at high
 # rates); it is marked `lead` seconds before its first turn, 1.5 times what a
-# mark took lately (a mark is a durable commit), so a slow database costs no
-# turns. Lead plus span stays under 50 ms: "no send starts more than 50 ms after
+# slow mark took lately (a mark is a durable commit), so a slow database costs
+# no turns. Lead plus span stays under 50 ms: "no send starts more than 50 ms after
 # a pause" holds for sends marked ahead too.
 _SPAN = 0.01
 _MIN_LEAD = 0.002
@@ -124,7 +124,7 @@ class Dispatcher:
         self._mark_slots = trio.Semaphore(_MARKS_IN_FLIGHT)
         self._marking = 0  # rows in a mark statement on the wire
         self._lead = _MIN_LEAD
-        self._mark_seconds = 0.0  # moving average of a mark's duration
+        self._mark_seconds = 0.0  # a recent slow mark's duration, decaying
         self._not_running_here = False
         self.dispatched = 0
         self._window = plan.send_window
@@ -358,6 +358,25 @@ class Dispatcher:
             if account_due - self._lead > trio.current_time():
                 await self._wait(account_due - self._lead)
                 continue  # look again: a rate change or retries may have come meanwhile
+            # A place on the wire for the mark first (a mark is a durable commit,
+            # slower than a group's turns under load; the semaphore bounds how many
+            # overlap): turns reserved and then held up waiting for it would be late
+            # by the time the rows are marked, and go back to pending unwritten.
+            await self._mark_slots.acquire()
+            group, turns = await self._reserve_group(waiting, count)
+            if not group:
+                self._mark_slots.release()
+                continue
+            self._marking += len(group)
+            self._background().start_soon(self._mark_and_hand_over, group, turns)
+
+    async def _reserve_group(
+        self, waiting: deque[PendingRecipient], count: int
+    ) -> tuple[list[PendingRecipient], list[float]]:
+        """Take sender slots and the turns of both paces due within the horizon for
+        up to `count` rows of `waiting`: the group to mark, with each row's turn.
+        The caller holds a mark slot; cancelled here, this gives it back."""
+        try:
             slots = await self._pool.acquire_slots(count)
             now = trio.current_time()
             horizon = self._lead + _SPAN
@@ -365,18 +384,12 @@ class Dispatcher:
             account_turns = await self._budgets.reserve(
                 self._budget_key, self._account_rate, len(turns), horizon
             )
-            group = [waiting.popleft() for _ in account_turns]
-            self._pool.release_slots(slots - len(group))
-            if group:
-                # Marks overlap (a mark is a durable commit, slower than a group's
-                # turns under load); the semaphore bounds how many are on the wire.
-                await self._mark_slots.acquire()
-                self._marking += len(group)
-                self._background().start_soon(
-                    self._mark_and_hand_over,
-                    group,
-                    [max(a, b) for a, b in zip(turns, account_turns, strict=False)],
-                )
+        except BaseException:
+            self._mark_slots.release()
+            raise
+        group = [waiting.popleft() for _ in account_turns]
+        self._pool.release_slots(slots - len(group))
+        return group, [max(a, b) for a, b in zip(turns, account_turns, strict=False)]
 
     async def _mark_and_hand_over(self, group: list[PendingRecipient], turns: list[float]) -> None:
         try:
@@ -403,7 +416,11 @@ class Dispatcher:
                     self._pool.submit(self._job(recipient, turn))
                     self._in_flight[recipient.id] = recipient
             self.dispatched += len(marked)
-        self._mark_seconds = 0.8 * self._mark_seconds + 0.2 * (trio.current_time() - started)
+        # A slow mark counts at once, then fades over a few dozen marks: an average
+        # lagged behind a loaded database, and every mark slower than its lead made
+        # its group's first turns late.
+        took = trio.current_time() - started
+        self._mark_seconds = max(took, 0.95 * self._mark_seconds)
         self._lead = min(_MAX_LEAD, max(_MIN_LEAD, 1.5 * self._mark_seconds))
         if marked and self._reach_limited:
             last_turn = self._clock.now() + timedelta(seconds=max(turns) - trio.current_time())
