@@ -10,10 +10,11 @@ reverse proxy.
 Where the time went, and what is done about it (py-spy, benchmarks/webhook_ingestion.py):
 
 - h11 parsing a request head cost ~70 µs, half the budget: the plain heads
-  webhooks have are read by `api/webhooks/request_head.py`'s `parse_simple`
-  (~10 µs), which hands every other head to h11 (a fresh `h11.Connection`
-  per such request, which also reads chunked bodies and answers
-  `Expect: 100-continue`). A body of known length is read here.
+  webhooks have are read by `HeadReader.parse_plain`
+  (engine/core/http1_request_head.py, ~5 µs), which hands every other head to
+  h11 (a fresh `h11.Connection` per such request, which also reads chunked
+  bodies and answers `Expect: 100-continue`). A body of known length is read
+  here.
 - h11 does not write the answers: they are a few fixed headers rendered here,
   where h11's event and state machinery cost as much as parsing the request.
 - The socket is read and written through its descriptor, waiting with
@@ -40,7 +41,7 @@ import h11
 import trio
 
 from api.webhooks.receive import Answer, WebhookDoor, failure
-from api.webhooks.request_head import RequestHead, from_h11, parse_simple
+from engine.core.http1_request_head import HeadReader, ReceivedHead
 from engine.socket_wire import SocketWire
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ MAX_HEAD_BYTES = 16 * 1024
 TIMEOUT = 150.0
 
 _PATH = b"/webhooks/whatsapp"
+_SIGNATURE = b"x-hub-signature-256"  # the first one counts
+_HEADS = HeadReader({_SIGNATURE})
 _HEALTHY = Answer(200, b'{"status":"ok"}')
 _HEAD_TOO_LARGE = failure(
     431, "request_header_too_large", f"The request head is larger than {MAX_HEAD_BYTES} bytes"
@@ -113,9 +116,9 @@ async def _serve_connection(door: WebhookDoor, stream: trio.SocketStream) -> Non
 
 async def _next_head(
     wire: SocketWire, received: bytes, closed: bool
-) -> tuple[RequestHead | None, h11.Connection | None, bytes, bool]:
+) -> tuple[ReceivedHead | None, h11.Connection | None, bytes, bool]:
     """The next request's head, the h11 connection that read it (None when
-    `parse_simple` did), and what was received beyond it; None at end of stream."""
+    `parse_plain` did), and what was received beyond it; None at end of stream."""
     end = received.find(b"\r\n\r\n")
     while end < 0 and not closed and len(received) <= MAX_HEAD_BYTES:
         more = await wire.receive()
@@ -129,7 +132,7 @@ async def _next_head(
     if not received and closed:
         return None, None, b"", True
     if end >= 0:
-        head = parse_simple(received[:end])
+        head = _HEADS.parse_plain(received[:end])
         if head is not None:
             return head, None, received[end + 4 :], closed
     # Anything else is h11's to read, accept or refuse (RemoteProtocolError).
@@ -141,7 +144,7 @@ async def _next_head(
     if type(request) is not h11.Request:
         return None, None, b"", True  # ConnectionClosed
     unread, closed = conn.trailing_data
-    return from_h11(request), conn, unread, closed
+    return _HEADS.from_h11(request), conn, unread, closed
 
 
 async def _next_event(conn: h11.Connection, wire: SocketWire) -> object:
@@ -163,7 +166,7 @@ class _Served(NamedTuple):
 async def _serve_request(
     wire: SocketWire,
     door: WebhookDoor,
-    head: RequestHead,
+    head: ReceivedHead,
     conn: h11.Connection | None,
     received: bytes,
     closed: bool,
@@ -192,12 +195,12 @@ async def _serve_request(
     return _Served(_route(door, head, body), not head.keep_alive, received, closed)
 
 
-def _route(door: WebhookDoor, head: RequestHead, body: bytes) -> Answer:
+def _route(door: WebhookDoor, head: ReceivedHead, body: bytes) -> Answer:
     path, _, query = head.target.partition(b"?")
     method = head.method.decode("ascii", "replace")
     if path == _PATH:
         if method == "POST":
-            return door.notification(head.signature, body)
+            return door.notification(head.headers.get(_SIGNATURE), body)
         if method == "GET":
             return door.subscription(_query(query))
         return failure(405, "method_not_allowed", f"{method} is not allowed on {_PATH.decode()}")

@@ -9,12 +9,10 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import h11
 import pytest
 import trio
 
 from engine.tools.simulator import SimulatorConfig, SimulatorHandle, serve_simulator
-from engine.tools.simulator.http_head import RequestHead, from_h11, parse_plain
 
 SEND = json.dumps(
     {"messaging_product": "whatsapp", "to": "15550001", "type": "text", "text": {"body": "hi"}}
@@ -172,6 +170,20 @@ async def test_lowercase_bearer_is_accepted() -> None:
         assert status == 200, body
 
 
+@pytest.mark.parametrize("version", [b"HTTP/1.1", b"HTTP/1.0"], ids=["plain", "h11"])
+async def test_the_first_authorization_is_the_one_that_counts(version: bytes) -> None:
+    bearer_first = post(extra=b"authorization: Basic dXNlcjpwYXNz\r\n")
+    basic_first = post(auth=b"Basic dXNlcjpwYXNz", extra=b"authorization: Bearer t\r\n")
+    async with simulator() as handle:
+        statuses = []
+        for request in (bearer_first, basic_first):
+            stream, answers = await connect(handle)
+            async with stream:
+                await stream.send_all(request.replace(b"HTTP/1.1", version, 1))
+                statuses.append((await answers.next())[0])
+        assert statuses == [200, 401]
+
+
 async def test_http_1_0_is_served_through_h11_then_closed() -> None:
     async with simulator() as handle:
         stream, answers = await connect(handle)
@@ -239,49 +251,3 @@ async def test_client_closing_mid_request_does_not_kill_the_server() -> None:
         async with stream:
             await stream.send_all(post())
             assert (await answers.next())[0] == 200
-
-
-def _h11_read(head: bytes) -> tuple[RequestHead, int]:
-    conn = h11.Connection(h11.SERVER)
-    conn.receive_data(head + b"\r\n\r\n")
-    request = conn.next_event()
-    assert type(request) is h11.Request
-    lengths = [int(v) for n, v in request.headers if n == b"content-length"]
-    return from_h11(request), lengths[0] if lengths else 0
-
-
-@pytest.mark.parametrize(
-    "head",
-    [
-        b"POST /v21.0/1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer abc\r\n"
-        b"Content-Length: 12",
-        b"GET /simulator/stats?x=1 HTTP/1.1\r\nhost: x",
-        b"POST /a HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 0",
-        b"POST /a HTTP/1.1\r\nhost: x\r\nConnection:  keep-alive \r\nauthorization:bearer  t ",
-        b"POST /a HTTP/1.1\r\nhost: x\r\nauthorization: Basic t\r\nauthorization: Bearer u",
-        b"PUT /a HTTP/1.1\r\nhost: x\r\nauthorization: Bearer \r\nx-empty:",
-    ],
-)
-def test_parse_plain_reads_what_h11_reads(head: bytes) -> None:
-    plain = parse_plain(head)
-    assert plain is not None
-    reference, length = _h11_read(head)
-    assert plain._replace(content_length=0) == reference
-    assert plain.content_length == length
-
-
-@pytest.mark.parametrize(
-    "head",
-    [
-        b"POST /a HTTP/1.0\r\nhost: x",
-        b"POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked",
-        b"POST /a HTTP/1.1\r\nhost: x\r\nexpect: 100-continue",
-        b"POST /a HTTP/1.1\r\nhost: x\r\nconnection: keep-alive, upgrade",
-        b"POST /a HTTP/1.1\r\nhost: x\r\n folded",
-        b"POST /a HTTP/1.1\r\nhost : x",
-        b"POST /a HTTP/1.1\r\nhost: x\nx: y",
-        b"POST  /a HTTP/1.1\r\nhost: x",
-    ],
-)
-def test_parse_plain_leaves_other_heads_to_h11(head: bytes) -> None:
-    assert parse_plain(head) is None

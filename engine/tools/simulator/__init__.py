@@ -8,8 +8,9 @@ trio, cheap per request so it is never the bottleneck of a benchmark.
 - `webhooks`: statuses posted one per request, in order per message;
   `notifications`: the webhook bodies in Meta's shapes.
 - `control`: the `/simulator/...` endpoints; `record`: what it accepted and rejected.
-- `server`: `serve_simulator`; `http_head`: the plain request heads read without h11
-  (h11 reads the others); `cli`: `campaign-engine simulator ...`.
+- `server`: `serve_simulator` (plain request heads read by
+  engine/core/http1_request_head.py, h11 reads the others); `cli`:
+  `campaign-engine simulator ...`.
 
 In process: `handle = await nursery.start(serve_simulator, config)`, then read
 `handle.state`. As a program: `main(argv)`.

@@ -3,9 +3,10 @@ post webhooks. `serve_simulator` is what tests, the demo and the CLI run.
 
 The simulator shares the benchmarks' 2 cores with the daemon under test, so every µs
 it spends is taken from what is measured. h11 cost most of it (~0.45 ms of CPU per
-message): the plain heads the daemon sends are read by `http_head.parse_plain`, a body
-of known length is sliced off the buffer here, and each answer is one pre-formatted
-bytes written in one send. Every other head (chunked bodies, HTTP/1.0, Expect, anything
+message): the plain heads the daemon sends are read by `HeadReader.parse_plain`
+(engine/core/http1_request_head.py, the webhook listener's reader too), a body of known
+length is sliced off the buffer here, and each answer is one pre-formatted bytes written
+in one send. Every other head (chunked bodies, HTTP/1.0, Expect, anything
 odd) goes through h11 as before, a fresh `h11.Connection` per such request; what h11
 refuses is answered 400 and the connection closes. The socket is read and written
 through its descriptor, as in api/webhook_listener.py: trio's socket methods cost an
@@ -21,11 +22,11 @@ import h11
 import msgspec
 import trio
 
+from engine.core.http1_request_head import HeadReader, ReceivedHead
 from engine.socket_wire import SocketWire
 from engine.tools.simulator.cloud_api import CloudApi
 from engine.tools.simulator.config import SimulatorConfig
 from engine.tools.simulator.control import Control
-from engine.tools.simulator.http_head import RequestHead, from_h11, parse_plain
 from engine.tools.simulator.record import SimulatorState
 from engine.tools.simulator.webhooks import Webhooks
 
@@ -37,6 +38,8 @@ _NOT_FOUND = msgspec.json.encode(
     {"error": {"message": "Unknown path", "code": 100, "type": "GraphMethodException"}}
 )
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_AUTHORIZATION = b"authorization"
+_HEADS = HeadReader({_AUTHORIZATION})
 _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
@@ -62,6 +65,14 @@ def _phone_number_id(path: str) -> str | None:
     return None
 
 
+def _bearer(authorization: bytes | None) -> bool:
+    """`Authorization: Bearer <non-empty>` (the scheme is case-insensitive); the first
+    Authorization header is the one that counts."""
+    if authorization is None:
+        return False
+    return authorization[:7].lower() == b"bearer " and bool(authorization[7:].strip())
+
+
 def _error(message: str) -> bytes:
     return msgspec.json.encode(
         {"error": {"message": message, "code": 100, "type": "GraphMethodException"}}
@@ -74,7 +85,7 @@ class _Router:
         self.cloud_api = cloud_api
         self.control = control
 
-    async def route(self, head: RequestHead, body: bytes) -> tuple[int, bytes]:
+    async def route(self, head: ReceivedHead, body: bytes) -> tuple[int, bytes]:
         target = head.target.decode("ascii", "replace")
         path, _, query = target.partition("?")
         if path.startswith("/simulator/"):
@@ -83,7 +94,8 @@ class _Router:
         if head.method == b"POST":
             phone_number_id = _phone_number_id(path)
             if phone_number_id is not None:
-                answer = self.cloud_api.answer(phone_number_id, head.authorized, body)
+                authorized = _bearer(head.headers.get(_AUTHORIZATION))
+                answer = self.cloud_api.answer(phone_number_id, authorized, body)
                 if self.latency:
                     await trio.sleep(self.latency)
                 return answer
@@ -146,7 +158,7 @@ async def _serve_connection(stream: trio.SocketStream, router: _Router) -> None:
 
 async def _next_request(
     wire: SocketWire, received: bytes, closed: bool
-) -> tuple[RequestHead, bytes, bytes, bool] | None:
+) -> tuple[ReceivedHead, bytes, bytes, bool] | None:
     """The next request's head and body, and what was received beyond them and whether
     the client closed after; None at a clean end of stream."""
     end = received.find(b"\r\n\r\n")
@@ -161,7 +173,7 @@ async def _next_request(
             closed = True
     if not received and closed:
         return None
-    head = parse_plain(received[:end]) if end >= 0 else None
+    head = _HEADS.parse_plain(received[:end]) if end >= 0 else None
     if head is None:
         return await _next_request_h11(wire, received, closed)
     if head.content_length > MAX_BODY_BYTES:
@@ -178,7 +190,7 @@ async def _next_request(
 
 async def _next_request_h11(
     wire: SocketWire, received: bytes, closed: bool
-) -> tuple[RequestHead, bytes, bytes, bool] | None:
+) -> tuple[ReceivedHead, bytes, bytes, bool] | None:
     """The same through h11, the reference parser, for every head not of the plain shape."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
     conn.receive_data(received)
@@ -203,7 +215,7 @@ async def _next_request_h11(
         else:  # ConnectionClosed mid-body
             raise trio.BrokenResourceError("the client closed mid-request")
     received, closed = conn.trailing_data
-    return from_h11(request), b"".join(chunks), received, closed
+    return _HEADS.from_h11(request), b"".join(chunks), received, closed
 
 
 async def _next_event(conn: h11.Connection, wire: SocketWire) -> object:
