@@ -19,6 +19,7 @@ from engine.actors.account_budget import (
     AccountRates,
     LocalAccountBudget,
     SharedAccountBudget,
+    spacing,
 )
 from engine.store import account_rates
 from engine.store.accounts import update_account
@@ -113,7 +114,7 @@ async def test_a_rate_change_applies_from_the_next_turn(autojump_clock: MockCloc
         rates.current["PN"] = 50
         budget.account_changed("PN")
         due = await budget.next_due("PN", 2)
-        assert due - first[0] == pytest.approx(1.05 / 50)
+        assert due - first[0] == pytest.approx(spacing(50))
 
 
 async def test_the_callers_rate_is_only_a_fallback(autojump_clock: MockClock) -> None:

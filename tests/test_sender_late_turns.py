@@ -19,7 +19,7 @@ from engine.messages import DispatchGate, Outcome, Recorded, SendJob
 from engine.settings import DeliverySettings, SenderSettings
 from tests.fake_gateway import ScriptedGateway
 
-RATE = 100.0  # the number's messages per second: turns 10.5 ms apart
+RATE = 100.0  # the number's messages per second: turns about 10 ms apart
 ENDPOINT = AccountEndpoint("account", "http://cloud.test/v21.0", "number", "token")
 
 
