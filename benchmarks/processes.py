@@ -153,6 +153,7 @@ class Stack:
     webhook_url: str  # where the simulators post
     webhook_door: str  # "listener" (the daemon's own webhook port) or "api"
     database: str  # the scratch database's name
+    dsn: str  # and how to reach it
 
     @property
     def simulator(self) -> Simulator:
@@ -241,7 +242,7 @@ async def running_stack(
         )
         await _wait_ready(http, f"{daemon_url}/healthz", daemon)
         database = urlsplit(dsn).path.strip("/")
-        yield Stack(started, daemon, daemon_url, jwt_secret, webhook_url, door, database)
+        yield Stack(started, daemon, daemon_url, jwt_secret, webhook_url, door, database, dsn)
     finally:
         if daemon is not None:
             await _stop(daemon)
