@@ -84,3 +84,40 @@ async def test_settling_sends_in_doubt_lets_a_waiting_campaign_finish_at_once(
     assert counts == ({"sent": 7, "failed": 3} if final == "failed" else {"sent": 10})
     sends = {r: gateway.sends_for(r) for r in {s.message.recipient_id for s in gateway.sends}}
     assert sorted(sends.values()) == ([1] * 10 if action == "fail" else [1] * 7 + [2] * 3)
+
+
+async def test_a_settlement_during_the_dispatchers_read_is_not_lost(
+    db: VirtualTimeDatabase, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator settles the sends in doubt while the dispatcher reads how long to
+    wait for them: the recheck came before its wait began, and still ends it."""
+    gateway = ScriptedGateway(latency=0.01)
+    settings = engine_settings(sender_concurrency="1", delivery_in_doubt_timeout=str(TIMEOUT))
+    log = EventLog()
+    read_oldest = recipients.next_in_doubt_since
+    settled: list[float] = []
+
+    with trio.fail_after(36_000):
+        account = await make_account(db)
+        await make_contacts(db, 4)
+        async with trio.open_nursery() as nursery:
+            async with running_engine(db, gateway, settings) as engine:
+
+                async def settle_while_read(*args: object, **kwargs: object) -> object:
+                    oldest = await read_oldest(*args, **kwargs)  # type: ignore[arg-type]
+                    if not settled:
+                        settled.append(trio.current_time())
+                        await engine.resolve_in_doubt(campaign, OWNER, "fail")
+                        await db.heard(f"recheck:{campaign}")
+                        await trio.testing.wait_all_tasks_blocked()  # the actor was told
+                    return oldest  # as read before the settlement
+
+                monkeypatch.setattr(recipients, "next_in_doubt_since", settle_while_read)
+                await nursery.start(log.collect, engine)
+                gateway.script = lost_answers(set(range(1, 10**6)))  # every answer lost
+                campaign = await make_campaign(db, account, messages_per_minute=6_000)
+                await log.wait_for("campaign:completed", campaign)
+                completed_at = trio.current_time()
+            nursery.cancel_scope.cancel()
+    assert settled and completed_at - settled[0] < 5.0  # not TIMEOUT later
+    assert await recipients.count_by_status(db, campaign) == {"failed": 4}
