@@ -4,7 +4,9 @@ by hand.
 Why not `engine.transport.http1`: its at-most-once rules (an idle poll before each
 reuse, the distinction between unsent and maybe-sent) matter for sends, not here, and
 every µs the simulator spends at the 3,500 webhook requests per second of one number at
-full speed is taken from the machine the daemon under test runs on. Webhook requests are
+full speed is taken from the machine the daemon under test runs on. For the same reason
+the socket is read and written through its descriptor (engine/socket_wire.py), and the
+timeout is a bare cancel scope. Webhook requests are
 all alike (one JSON body, a signature header) and WhatsApp's webhooks are at-least-once,
 so every failure here simply means "post again". Responses may carry `Content-Length`, a chunked
 body or neither (read to EOF).
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import trio
 
+from engine.socket_wire import SocketWire
 from engine.transport.http1 import Origin
 
 
@@ -32,6 +35,7 @@ class PostConnection:
             f"POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
         ).encode()
         self._stream: trio.SocketStream | None = None
+        self._wire: SocketWire | None = None
         self._buffer = b""
         self.connections_opened = 0
 
@@ -41,22 +45,24 @@ class PostConnection:
             self._head, len(body), signature, body,
         )  # fmt: skip
         try:
-            with trio.fail_after(self.timeout):
-                if self._stream is None:
+            with trio.CancelScope(deadline=trio.current_time() + self.timeout):
+                if self._wire is None:
                     self._stream = await trio.open_tcp_stream(self.origin.host, self.origin.port)
+                    self._wire = SocketWire(self._stream)
                     self._buffer = b""
                     self.connections_opened += 1
-                await self._stream.send_all(request)
+                await self._wire.send_all(request)
                 return await self._answer()
-        except (trio.TooSlowError, OSError, trio.BrokenResourceError, ValueError, PostError) as exc:
+            raise PostError(f"no answer within {self.timeout} s")
+        except (OSError, trio.BrokenResourceError, ValueError, PostError) as exc:
             await self.aclose()
             if isinstance(exc, PostError):
                 raise
             raise PostError(f"{type(exc).__name__}: {exc}") from exc
 
     async def _receive(self) -> bytes:
-        assert self._stream is not None
-        data = await self._stream.receive_some(65536)
+        assert self._wire is not None
+        data = await self._wire.receive()
         if not data:
             raise PostError("connection closed before a complete answer")
         return data
@@ -117,6 +123,6 @@ class PostConnection:
                 return buffer
 
     async def aclose(self) -> None:
-        stream, self._stream = self._stream, None
+        stream, self._stream, self._wire = self._stream, None, None
         if stream is not None:
             await trio.aclose_forcefully(stream)
