@@ -18,6 +18,7 @@ import pytest
 import trio
 import trio.testing
 
+from engine.actors.account_budget import LocalAccountBudget
 from engine.gateway import OutgoingMessage, SendResult
 from engine.service.engine import Engine
 from engine.store import recipients
@@ -196,6 +197,42 @@ async def test_slots_come_back_when_an_actor_stops_with_requests_in_flight(
                 assert pool.slots_in_use == 0
             nursery.cancel_scope.cancel()
     assert await recipients.count_by_status(db, second) == {"sent": 30}
+
+
+async def test_slots_come_back_when_an_actor_stops_during_a_budget_reservation(
+    db: Database, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A number's budget that does not answer (a shared one waits for Redis) while the
+    dispatcher holds sender slots for the group it reserves turns for: stopping the
+    actor gives those slots back."""
+    reserve = LocalAccountBudget.reserve
+    stuck = trio.Event()
+
+    async def hanging_reserve(
+        self: LocalAccountBudget, number: str, rate: float, count: int, horizon: float
+    ) -> list[float]:
+        if stuck.is_set() or len(gateway.sends) >= 5:
+            stuck.set()
+            await trio.sleep_forever()
+        return await reserve(self, number, rate, count, horizon)
+
+    monkeypatch.setattr(LocalAccountBudget, "reserve", hanging_reserve)
+    gateway = ScriptedGateway(latency=0.01)
+    with trio.fail_after(36_000):
+        account = await make_account(db, messages_per_second=1_000)
+        await make_contacts(db, 30)
+        log = EventLog()
+        async with trio.open_nursery() as nursery:
+            async with running_engine(db, gateway, engine_settings()) as engine:
+                await nursery.start(log.collect, engine)
+                campaign = await make_campaign(db, account, messages_per_minute=60_000)
+                await stuck.wait()
+                await engine.pause(campaign, OWNER)
+                await log.wait_for("campaign:paused", campaign)
+                await trio.testing.wait_all_tasks_blocked()
+                assert not engine.statistics().supervisor.running
+                assert engine.statistics().sender_pool.slots_in_use == 0
+            nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -375,7 +375,9 @@ class Dispatcher:
     ) -> tuple[list[PendingRecipient], list[float]]:
         """Take sender slots and the turns of both paces due within the horizon for
         up to `count` rows of `waiting`: the group to mark, with each row's turn.
-        The caller holds a mark slot; cancelled here, this gives it back."""
+        The caller holds a mark slot; cancelled here, this gives it back, and the
+        sender slots it took (a shared budget's reservation is a Redis round trip)."""
+        slots = 0
         try:
             slots = await self._pool.acquire_slots(count)
             now = trio.current_time()
@@ -385,6 +387,7 @@ class Dispatcher:
                 self._budget_key, self._account_rate, len(turns), horizon
             )
         except BaseException:
+            self._pool.release_slots(slots)
             self._mark_slots.release()
             raise
         group = [waiting.popleft() for _ in account_turns]
