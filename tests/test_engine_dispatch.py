@@ -235,6 +235,33 @@ async def test_slots_come_back_when_an_actor_stops_during_a_budget_reservation(
             nursery.cancel_scope.cancel()
 
 
+async def test_slots_come_back_when_a_mark_statement_fails(
+    db: Database, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mark that fails for another reason than an outage ends the actor with its
+    error; its group's slots come back, and the campaign is taken up again and ends."""
+    mark = recipients.mark_sending
+    failures = 0
+
+    async def failing_once(*args: object, **kwargs: object) -> object:
+        nonlocal failures
+        if failures == 0 and len(gateway.sends) >= 5:
+            failures += 1
+            raise RuntimeError("the statement failed")
+        return await mark(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(recipients, "mark_sending", failing_once)
+    gateway = ScriptedGateway(latency=0.01)
+    with trio.fail_after(36_000):
+        campaign, engine = await run_to_completion(
+            db, gateway, contacts=30, per_minute=60_000, sender_concurrency="3"
+        )
+        assert failures == 1
+        assert engine.statistics().supervisor.crashed == 1
+        assert engine.statistics().sender_pool.slots_in_use == 0
+    assert await recipients.count_by_status(db, campaign) == {"sent": 30}
+
+
 @pytest.mark.parametrize("seed", range(4))
 async def test_a_crash_at_any_point_leaves_at_most_the_bound_in_doubt(
     db: Database, autojump_clock: trio.testing.MockClock, seed: int

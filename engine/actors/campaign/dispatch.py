@@ -413,6 +413,11 @@ class Dispatcher:
                 marked = set(await self._mark_statement([r.id for r in group]))
             except DatabaseUnavailable:
                 marked = set()  # nothing was marked; the rows are still pending
+            except BaseException:
+                # The group's own statement failed and was rolled back: nothing to
+                # send, and the actor ends with the error; the slots are not its to keep.
+                self._pool.release_slots(len(group))
+                raise
             self._pool.release_slots(len(group) - len(marked))
             for recipient, turn in zip(group, turns, strict=True):
                 if recipient.id in marked:
