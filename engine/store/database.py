@@ -33,6 +33,7 @@ Record = asyncpg.Record
 # Every migrating daemon takes this lock, so two starting at once apply each
 # migration exactly once.
 _MIGRATION_LOCK_KEY = 0x63616D70  # "camp"
+_CANCEL_GRACE_SECONDS = 2.0
 
 
 def _encode_jsonb(value: Any) -> bytes:
@@ -286,6 +287,15 @@ async def open_database(
         max_inactive_connection_lifetime=0,
         # Likewise a prepared statement's expiry timer; the cache stays bounded by size.
         max_cached_statement_lifetime=0,
+        # asyncpg's own deadline, a little beyond ours so that ours fires first. What it
+        # is for: a statement cancelled from trio makes asyncpg send a cancel request
+        # on a new connection and hold the pooled one until that is done, without a
+        # bound when this is unset. Seen in the test suite, ~1 run in 60 of one test:
+        # such a request never connected, and the pool's release, then the engine's
+        # stop, waited for ever. Past this, asyncpg drops the connection instead.
+        # It costs a timer per statement, armed and cancelled (purged by
+        # engine/asyncio_loop.py): a few µs, against a stop that may never end.
+        command_timeout=operation_timeout + _CANCEL_GRACE_SECONDS,
     )
     try:
         yield Database(pool, operation_timeout=operation_timeout)
