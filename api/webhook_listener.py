@@ -119,16 +119,7 @@ async def _next_head(
 ) -> tuple[ReceivedHead | None, h11.Connection | None, bytes, bool]:
     """The next request's head, the h11 connection that read it (None when
     `parse_plain` did), and what was received beyond it; None at end of stream."""
-    end = received.find(b"\r\n\r\n")
-    while end < 0 and not closed and len(received) <= MAX_HEAD_BYTES:
-        more = await wire.receive()
-        if more:
-            # Only the new bytes can complete the terminator.
-            start = max(0, len(received) - 3)
-            received += more
-            end = received.find(b"\r\n\r\n", start)
-        else:
-            closed = True
+    received, end, closed = await wire.receive_head(received, closed, MAX_HEAD_BYTES)
     if not received and closed:
         return None, None, b"", True
     if end >= 0:
@@ -140,20 +131,11 @@ async def _next_head(
     conn.receive_data(received)
     if closed:
         conn.receive_data(b"")  # b"" is h11's end of stream
-    request = await _next_event(conn, wire)
+    request = await wire.next_h11_event(conn)
     if type(request) is not h11.Request:
         return None, None, b"", True  # ConnectionClosed
     unread, closed = conn.trailing_data
     return _HEADS.from_h11(request), conn, unread, closed
-
-
-async def _next_event(conn: h11.Connection, wire: SocketWire) -> object:
-    while True:
-        event = conn.next_event()
-        if event is not h11.NEED_DATA:
-            return event
-        # b"" at end of stream tells h11 the client closed.
-        conn.receive_data(await wire.receive())
 
 
 class _Served(NamedTuple):
@@ -214,7 +196,7 @@ async def _read_chunked(conn: h11.Connection, wire: SocketWire, limit: int) -> b
     chunks: list[bytes] = []
     size = 0
     while True:
-        event = await _next_event(conn, wire)
+        event = await wire.next_h11_event(conn)
         if type(event) is h11.Data:
             size += len(event.data)
             if size > limit:

@@ -161,16 +161,7 @@ async def _next_request(
 ) -> tuple[ReceivedHead, bytes, bytes, bool] | None:
     """The next request's head and body, and what was received beyond them and whether
     the client closed after; None at a clean end of stream."""
-    end = received.find(b"\r\n\r\n")
-    while end < 0 and not closed and len(received) <= MAX_HEAD_BYTES:
-        more = await wire.receive()
-        if more:
-            # Only the new bytes can complete the terminator.
-            start = max(0, len(received) - 3)
-            received += more
-            end = received.find(b"\r\n\r\n", start)
-        else:
-            closed = True
+    received, end, closed = await wire.receive_head(received, closed, MAX_HEAD_BYTES)
     if not received and closed:
         return None
     head = _HEADS.parse_plain(received[:end]) if end >= 0 else None
@@ -196,7 +187,7 @@ async def _next_request_h11(
     conn.receive_data(received)
     if closed:
         conn.receive_data(b"")  # b"" is h11's end of stream
-    request = await _next_event(conn, wire)
+    request = await wire.next_h11_event(conn)
     if type(request) is not h11.Request:
         return None  # ConnectionClosed
     if conn.they_are_waiting_for_100_continue:
@@ -204,7 +195,7 @@ async def _next_request_h11(
     chunks: list[bytes] = []
     size = 0
     while True:
-        event = await _next_event(conn, wire)
+        event = await wire.next_h11_event(conn)
         if type(event) is h11.Data:
             size += len(event.data)
             if size > MAX_BODY_BYTES:
@@ -216,15 +207,6 @@ async def _next_request_h11(
             raise trio.BrokenResourceError("the client closed mid-request")
     received, closed = conn.trailing_data
     return _HEADS.from_h11(request), b"".join(chunks), received, closed
-
-
-async def _next_event(conn: h11.Connection, wire: SocketWire) -> object:
-    while True:
-        event = conn.next_event()
-        if event is not h11.NEED_DATA:
-            return event
-        # b"" at end of stream tells h11 the client closed.
-        conn.receive_data(await wire.receive())
 
 
 async def _send_quietly(wire: SocketWire, status: int, message: str) -> None:
