@@ -365,7 +365,6 @@ class Dispatcher:
             await self._mark_slots.acquire()
             group, turns = await self._reserve_group(waiting, count)
             if not group:
-                self._mark_slots.release()
                 continue
             self._marking += len(group)
             self._background().start_soon(self._mark_and_hand_over, group, turns)
@@ -375,8 +374,9 @@ class Dispatcher:
     ) -> tuple[list[PendingRecipient], list[float]]:
         """Take sender slots and the turns of both paces due within the horizon for
         up to `count` rows of `waiting`: the group to mark, with each row's turn.
-        The caller holds a mark slot; cancelled here, this gives it back, and the
-        sender slots it took (a shared budget's reservation is a Redis round trip)."""
+        The caller holds a mark slot: given back here when there is no group (no turn
+        that soon) or this is cancelled, with the sender slots it took (a shared
+        budget's reservation is a Redis round trip)."""
         slots = 0
         try:
             slots = await self._pool.acquire_slots(count)
@@ -392,6 +392,8 @@ class Dispatcher:
             raise
         group = [waiting.popleft() for _ in account_turns]
         self._pool.release_slots(slots - len(group))
+        if not group:
+            self._mark_slots.release()
         return group, [max(a, b) for a, b in zip(turns, account_turns, strict=False)]
 
     async def _mark_and_hand_over(self, group: list[PendingRecipient], turns: list[float]) -> None:
