@@ -1,8 +1,9 @@
-"""A server connection's socket, read and written through its descriptor, and the
-reading of a request head from it that both servers share.
+"""A connection's socket, read and written through its descriptor, and the reading
+of a request head from it that both servers share.
 
 For the two servers on a hot path, the webhook listener (api/webhook_listener.py)
-and the simulator (engine/tools/simulator/server.py): trio's socket wrappers cost
+and the simulator (engine/tools/simulator/server.py), and the simulator's webhook
+posts (engine/tools/simulator/post_connection.py): trio's socket wrappers cost
 a scheduler round trip per send and a failed recv (EAGAIN) before every wait.
 trio still owns the socket: it closes it, and its I/O manager does the waiting.
 """
