@@ -1,5 +1,6 @@
 """The trio-asyncio loop the asyncio libraries (asyncpg, redis.asyncio,
-python-socketio) run in, with cancelled timers purged.
+python-socketio) run in, with cancelled timers purged and ready callbacks run
+in rounds.
 
 asyncio's own loop drops cancelled timers from its heap once they are more than
 half of it. trio-asyncio keeps every one until its moment comes, and the
@@ -12,6 +13,14 @@ grows with the work done, and a heap that costs more at every push.
 
 So the loop here counts cancellations as asyncio's does and rebuilds the heap
 without them when they pass the same threshold.
+
+trio-asyncio runs one callback per step of its loop, and each step waits for the
+next one under a fresh deadline (`move_on_after` the nearest timer, and there
+always is one: the pool's inactivity timer): a cancel scope registered and
+pruned for every callback, about four times the cost of a trio checkpoint. The
+step here runs every callback already queued, then checkpoints once, and only
+waits under a deadline when nothing is ready. That is asyncio's own rhythm (one
+iteration runs the whole ready list), and trio still gets a turn per round.
 
 Both that rebuild and asyncio's finalizer of abandoned async generators run at one
 of trio's safe points (`TrioToken.run_sync_soon`), never where they are triggered:
@@ -30,10 +39,15 @@ from typing import Any
 
 import trio
 import trio_asyncio
+from sniffio import thread_local as sniffio_library
+from trio_asyncio._handles import AsyncHandle
 
 # As asyncio's base loop: purge once this many are cancelled and they are more
 # than half of the heap.
 _MIN_CANCELLED_TO_PURGE = 100
+# At most this many callbacks run between two of trio's turns (asyncio runs the
+# whole ready list; a bound keeps a callback that queues another from holding on).
+_CALLBACKS_PER_ROUND = 64
 
 
 class _TimerPurge:
@@ -83,6 +97,46 @@ def _deferred(token: trio.lowlevel.TrioToken, hook: Callable[[Any], None]) -> Ca
     return at_a_safe_point
 
 
+def _round_of_ready_callbacks(loop: Any) -> Callable[..., Any]:
+    """A replacement for `loop._main_loop_one` (see the module's docstring)."""
+    waiting_step = loop._main_loop_one
+    receive_nowait = loop._q_recv.receive_nowait
+
+    async def main_loop_one(no_wait: bool = False) -> None:
+        if no_wait:  # the drain at the loop's exit: trio-asyncio's own step
+            await waiting_step(no_wait=True)
+            return
+        ran = 0
+        timers: list[asyncio.TimerHandle] = loop._timers
+        while ran < _CALLBACKS_PER_ROUND:
+            if timers and timers[0].when() <= loop.time():
+                handle: Any = heapq.heappop(timers)
+            else:
+                try:
+                    handle = receive_nowait()
+                except trio.WouldBlock:
+                    break
+                if isinstance(handle, asyncio.TimerHandle):
+                    heapq.heappush(timers, handle)
+                    continue
+            ran += 1
+            if isinstance(handle, AsyncHandle):  # a trio task to start, as trio-asyncio does
+                handle._context.run(loop._nursery.start_soon, handle._run, name=handle._callback)
+                await handle._started.wait()
+            elif not handle._cancelled:
+                previous, sniffio_library.name = sniffio_library.name, "asyncio"
+                try:
+                    handle._run()
+                finally:
+                    sniffio_library.name = previous
+        if ran:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            await waiting_step()
+
+    return main_loop_one
+
+
 @asynccontextmanager
 async def open_loop() -> AsyncIterator[Any]:
     """`trio_asyncio.open_loop()`, whose cancelled timers do not pile up."""
@@ -90,6 +144,8 @@ async def open_loop() -> AsyncIterator[Any]:
         token = trio.lowlevel.current_trio_token()
         loop._timer_handle_cancelled = _TimerPurge(loop, token)
         loop._asyncgen_finalizer_hook = _deferred(token, loop._asyncgen_finalizer_hook)
+        # Looked up at every step of the loop already running: the next step is ours.
+        loop._main_loop_one = _round_of_ready_callbacks(loop)
         yield loop
 
 

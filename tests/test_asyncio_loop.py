@@ -97,3 +97,63 @@ async def test_an_abandoned_async_generator_is_finalized_at_a_safe_point(
     gc.collect()
     with trio.fail_after(10):
         await closed.wait()
+
+
+class LoopSteps(trio.abc.Instrument):
+    """Counts the steps trio gives the task that runs the asyncio loop."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("._main_loop"):
+            self.steps += 1
+
+
+async def test_ready_callbacks_run_in_rounds_not_one_per_trio_step(aio_loop: object) -> None:
+    # trio-asyncio alone takes one trio step, under a fresh deadline, per callback.
+    loop = asyncio.get_event_loop()
+    loop.call_later(HOUR, lambda: None)  # a far timer, as asyncpg's statement deadline
+    await trio.testing.wait_all_tasks_blocked()
+    ran: list[int] = []
+    steps = LoopSteps()
+    trio.lowlevel.add_instrument(steps)
+    try:
+        for n in range(50):
+            loop.call_soon(ran.append, n)
+        await trio.testing.wait_all_tasks_blocked()
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    assert ran == list(range(50))
+    assert steps.steps <= 3
+
+
+async def test_a_callback_that_queues_itself_still_lets_trio_run(aio_loop: object) -> None:
+    loop = asyncio.get_event_loop()
+    rounds = 0
+
+    def again() -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds < 10_000:
+            loop.call_soon(again)
+
+    loop.call_soon(again)
+    for _ in range(5):
+        await trio.lowlevel.checkpoint()  # each lets the loop's task take a round
+    assert rounds < 10_000
+    await trio.testing.wait_all_tasks_blocked()
+    assert rounds == 10_000
+
+
+async def test_due_timers_run_in_their_order_between_callbacks(aio_loop: object) -> None:
+    loop = asyncio.get_event_loop()
+    order: list[str] = []
+    done = trio.Event()
+    loop.call_later(0.02, order.append, "second timer")
+    loop.call_later(0.01, order.append, "first timer")
+    loop.call_soon(order.append, "callback")
+    loop.call_later(0.03, done.set)
+    with trio.fail_after(10):
+        await done.wait()
+    assert order == ["callback", "first timer", "second timer"]
