@@ -16,8 +16,9 @@ without them when they pass the same threshold.
 
 trio-asyncio runs one callback per step of its loop, and each step waits for the
 next one under a fresh deadline (`move_on_after` the nearest timer, and there
-always is one: the pool's inactivity timer): a cancel scope registered and
-pruned for every callback, about four times the cost of a trio checkpoint. The
+nearly always is one: asyncpg arms its statement timeout at every query,
+engine/store/database.py): a cancel scope registered and pruned for every
+callback, about four times the cost of a trio checkpoint. The
 step here runs every callback already queued, then checkpoints once, and only
 waits under a deadline when nothing is ready. That is asyncio's own rhythm (one
 iteration runs the whole ready list), and trio still gets a turn per round.
@@ -139,7 +140,8 @@ def _round_of_ready_callbacks(loop: Any) -> Callable[..., Any]:
 
 @asynccontextmanager
 async def open_loop() -> AsyncIterator[Any]:
-    """`trio_asyncio.open_loop()`, whose cancelled timers do not pile up."""
+    """`trio_asyncio.open_loop()`, whose cancelled timers do not pile up and whose
+    ready callbacks run in rounds."""
     async with trio_asyncio.open_loop() as loop:
         token = trio.lowlevel.current_trio_token()
         loop._timer_handle_cancelled = _TimerPurge(loop, token)

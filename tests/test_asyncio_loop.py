@@ -146,14 +146,21 @@ async def test_a_callback_that_queues_itself_still_lets_trio_run(aio_loop: objec
     assert rounds == 10_000
 
 
-async def test_due_timers_run_in_their_order_between_callbacks(aio_loop: object) -> None:
+async def test_due_timers_run_in_their_order_between_callbacks(
+    aio_loop: object, autojump_clock: trio.testing.MockClock
+) -> None:
     loop = asyncio.get_event_loop()
-    order: list[str] = []
+    order: list[tuple[str, float]] = []
+
+    def note(what: str) -> None:
+        order.append((what, loop.time()))
+
+    start = loop.time()
+    loop.call_later(20, note, "second timer")
+    loop.call_later(10, note, "first timer")
+    loop.call_soon(note, "callback")
     done = trio.Event()
-    loop.call_later(0.02, order.append, "second timer")
-    loop.call_later(0.01, order.append, "first timer")
-    loop.call_soon(order.append, "callback")
-    loop.call_later(0.03, done.set)
-    with trio.fail_after(10):
-        await done.wait()
-    assert order == ["callback", "first timer", "second timer"]
+    loop.call_later(30, done.set)
+    await done.wait()
+    assert [what for what, _ in order] == ["callback", "first timer", "second timer"]
+    assert [round(at - start) for _, at in order] == [0, 10, 20]

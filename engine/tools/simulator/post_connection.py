@@ -6,10 +6,10 @@ reuse, the distinction between unsent and maybe-sent) matter for sends, not here
 every µs the simulator spends at the 3,500 webhook requests per second of one number at
 full speed is taken from the machine the daemon under test runs on. For the same reason
 the socket is read and written through its descriptor (engine/socket_wire.py), and the
-timeout is a bare cancel scope. Webhook requests are
-all alike (one JSON body, a signature header) and WhatsApp's webhooks are at-least-once,
-so every failure here simply means "post again". Responses may carry `Content-Length`, a chunked
-body or neither (read to EOF).
+timeout is a bare cancel scope. Webhook requests are all alike (one JSON body, a signature
+header) and WhatsApp's webhooks are at-least-once, so every failure here simply means
+"post again". Responses may carry `Content-Length`, a chunked body or neither (read to
+EOF).
 """
 
 from __future__ import annotations
