@@ -95,6 +95,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="where the simulator posts webhooks: the daemon's dedicated webhook listener "
         "when it has one (default), or POST /webhooks/whatsapp on the API port",
     )
+    # Meta sends about 3.5 webhook requests per message: sent, delivered, read and some
+    # inbound replies, one each. The simulator's own defaults are a quieter audience.
+    pipeline.add_argument(
+        "--read-share",
+        type=float,
+        default=1.0,
+        help="share of messages the simulator reports read, webhooks on (default 1.0)",
+    )
+    pipeline.add_argument(
+        "--reply-share",
+        type=float,
+        default=0.5,
+        help="share of messages the simulator answers with an inbound reply (default 0.5: "
+        "with --read-share 1.0, 3.5 webhook requests per message)",
+    )
     pipeline.add_argument(
         "--rate-campaigns",
         type=int,
@@ -186,13 +201,18 @@ async def _import(api: Api, count: int, *, prefix: str, parts: int, tag: str) ->
             "per_second": round(imported / seconds, 1)}  # fmt: skip
 
 
+def _audience(args: argparse.Namespace) -> tuple[str, ...]:
+    """How the simulator's recipients answer: what decides the webhooks per message."""
+    return ("--read-share", str(args.read_share), "--reply-share", str(args.reply_share))
+
+
 async def run_pipeline(args: argparse.Namespace, http: aiohttp.ClientSession) -> dict[str, Any]:
     """Webhooks off: the pipeline, the bare loop, rates, pauses. Then the pipeline against
     a second simulator whose webhooks are on, one status per request."""
     result: dict[str, Any] = {}
     simulators = {
         "quiet": SimulatorSpec(args.latency_ms),
-        "hooks": SimulatorSpec(args.latency_ms, webhooks=True, webhook_batch=1),
+        "hooks": SimulatorSpec(args.latency_ms, webhooks=True, extra_args=_audience(args)),
     }
     async with (
         fresh_database(args.database_url) as dsn,
@@ -246,7 +266,7 @@ async def run_pipeline(args: argparse.Namespace, http: aiohttp.ClientSession) ->
 
 
 async def run_full_speed(args: argparse.Namespace, http: aiohttp.ClientSession) -> dict[str, Any]:
-    spec = SimulatorSpec(args.full_speed_latency_ms, webhooks=True, webhook_batch=1)
+    spec = SimulatorSpec(args.full_speed_latency_ms, webhooks=True, extra_args=_audience(args))
     async with (
         fresh_database(args.database_url) as dsn,
         running_stack(dsn, concurrency=args.full_speed_concurrency, http=http,
@@ -384,6 +404,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "rate_seconds": args.rate_seconds,
             "pauses": args.pauses,
             "webhook_door": args.webhook_door,
+            "read_share": args.read_share,
+            "reply_share": args.reply_share,
         },
         "code": _code_version(),
         "machine": {
