@@ -50,7 +50,7 @@ from engine.service.links import Links
 from engine.service.monitoring import Monitoring
 from engine.service.segments import Segments
 from engine.settings import Settings
-from engine.store import campaign_runs, campaigns, errors, in_doubt, secrets, statuses, variants
+from engine.store import campaign_runs, campaigns, errors, in_doubt, secrets
 from engine.store.database import Database
 from engine.store.in_doubt import InDoubtAction
 from engine.transport.redis_link import open_redis
@@ -118,11 +118,11 @@ class Engine:
 
     async def start(self, campaign_id: str, owner_id: str) -> dict[str, Any]:
         # Refused with `missing_variable` when recipients lack a variable (docs/http-api.md).
-        previous, _row = await campaigns.start_campaign(
+        previous, detail = await campaigns.start_campaign(
             self.db, campaign_id, owner_id, now=self.clock.now()
         )
         log.info("campaign %s: start accepted (was %s)", campaign_id, previous)
-        return await self.campaign(campaign_id, owner_id)
+        return self._shown(detail)
 
     async def pause(self, campaign_id: str, owner_id: str) -> dict[str, Any]:
         previous = await self._apply(campaign_id, owner_id, "pause")
@@ -161,16 +161,19 @@ class Engine:
         await campaign_runs.notify(self.db, CommandKind.THROTTLE, campaign_id)
 
     async def campaign(self, campaign_id: str, owner_id: str) -> dict[str, Any]:
-        row = await campaigns.campaign_row(self.db, campaign_id, owner_id)
-        if row is None:
+        detail = await campaigns.campaign_detail(self.db, campaign_id, owner_id)
+        if detail is None:
             raise errors.NotFound(campaign_id)
+        return self._shown(detail)
+
+    def _shown(self, detail: campaigns.CampaignDetail) -> dict[str, Any]:
         shown = campaign_object(
-            row,
+            detail.row,
             in_doubt_timeout=self._in_doubt_timeout,
-            variant_counts=await variants.counts_of(self.db, row),  # A/B: one aggregate
+            variant_counts=detail.variant_counts,  # A/B: one aggregate
         )
         # Messages per pricing category: an aggregate, for one campaign's detail only.
-        shown["pricing"] = await statuses.pricing_counts(self.db, campaign_id)
+        shown["pricing"] = detail.pricing
         return shown
 
     async def resolve_in_doubt(

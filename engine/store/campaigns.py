@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from engine.core import lifecycle, variables
+from engine.core.metrics import CampaignStats
 from engine.core.retarget import Audience
 from engine.core.variant_content import with_variant_urls
 from engine.messages import CommandKind
-from engine.store import retarget
+from engine.store import retarget, statuses, variants
 from engine.store.campaign_runs import apply_action_in, notify_in
 from engine.store.database import Connection, Database, Record
 from engine.store.errors import InvalidReference, set_clause
@@ -242,7 +243,7 @@ async def _check_recipients_have_variables(
 
 async def _start_campaign(
     conn: Connection, campaign_id: str, owner_id: str, now: datetime
-) -> tuple[str, Record]:
+) -> tuple[str, CampaignDetail]:
     current = await conn.fetchrow(
         "SELECT status, recipients_frozen FROM campaigns WHERE id = $1 AND owner_id = $2"
         " FOR UPDATE",
@@ -253,16 +254,47 @@ async def _start_campaign(
         await retarget.drop_opted_out_in(conn, campaign_id)  # frozen long before its start
     previous, row = await apply_action_in(conn, campaign_id, owner_id, "start", now=now)
     await _check_recipients_have_variables(conn, row)
-    return previous, row
+    detail = await _detail_in(conn, campaign_id, owner_id)
+    assert detail is not None  # locked above
+    return previous, detail
 
 
 async def start_campaign(
     db: Database, campaign_id: str, owner_id: str, *, now: datetime
-) -> tuple[str, Record]:
+) -> tuple[str, CampaignDetail]:
     """The `start` action (engine/store/campaign_runs.py), refused with
     `missing_variable` (nothing changes) when its recipients lack a variable.
-    Returns (previous status, new row); NotFound, TransitionRefused."""
+    Returns (previous status, the campaign's detail as started), in one crossing;
+    NotFound, TransitionRefused."""
     return await db.transaction(_start_campaign, campaign_id, owner_id, now)
+
+
+class CampaignDetail(NamedTuple):
+    """What one campaign's object shows (`engine.core.campaign_view.campaign_object`)."""
+
+    row: Record  # the campaign with its counters
+    variant_counts: list[tuple[int, CampaignStats]] | None  # None without A/B variants
+    pricing: dict[str, dict[str, int]]  # messages per pricing category
+
+
+async def _detail_in(
+    conn: Connection, campaign_id: str, owner_id: str | None
+) -> CampaignDetail | None:
+    row = await conn.fetchrow(_CAMPAIGN_OF_OWNER, campaign_id, owner_id)
+    if row is None:
+        return None
+    return CampaignDetail(
+        row,
+        await variants.counts_of_in(conn, row),
+        await statuses.pricing_counts_in(conn, campaign_id),
+    )
+
+
+async def campaign_detail(
+    db: Database, campaign_id: str, owner_id: str | None = None
+) -> CampaignDetail | None:
+    """One campaign's detail, in one crossing; scoped to `owner_id` when given."""
+    return await db.run(_detail_in, campaign_id, owner_id)
 
 
 # Select this next to `c.*` to have everything `campaign_object` needs in one row.
@@ -295,6 +327,11 @@ _DEFERRED = """LEFT JOIN LATERAL (
 CAMPAIGN_WITH_COUNTERS = f"""SELECT c.*, {COUNTER_COLUMNS}
     FROM campaigns c LEFT JOIN campaign_counters k ON k.campaign_id = c.id
     {_DEFERRED}"""
+
+
+_CAMPAIGN_OF_OWNER = (
+    f"{CAMPAIGN_WITH_COUNTERS} WHERE c.id = $1 AND ($2::text IS NULL OR c.owner_id = $2)"
+)
 
 
 async def _campaign_with_counters(conn: Connection, campaign_id: Any) -> Record:
@@ -588,11 +625,7 @@ async def campaign_row(
 ) -> Record | None:
     """One campaign with its counters (`campaign_view.campaign_object` builds the
     object); scoped to `owner_id` when given."""
-    return await db.fetchrow(
-        f"{CAMPAIGN_WITH_COUNTERS} WHERE c.id = $1 AND ($2::text IS NULL OR c.owner_id = $2)",
-        campaign_id,
-        owner_id,
-    )
+    return await db.fetchrow(_CAMPAIGN_OF_OWNER, campaign_id, owner_id)
 
 
 async def campaign_rows(db: Database, campaign_ids: Sequence[str]) -> list[Record]:

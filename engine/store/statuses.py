@@ -5,7 +5,7 @@ names its recipient by a verified reference, else by wamid; it applies only if i
 phone number id is that of the recipient's account, if the wamid is the recipient's
 once one is stored, and never to a recipient still `pending`. A status's `pricing`
 is kept on the recipient (`pricing_*`), counted per category on demand
-(`pricing_counts`).
+(`pricing_counts_in`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import asyncpg
 import msgspec
 
 from engine.messages import StatusUpdate
-from engine.store.database import Database
+from engine.store.database import Connection, Database
 from engine.store.errors import DatabaseUnavailable
 
 # What applying a batch may fail with while PostgreSQL is unreachable, restarting or
@@ -137,11 +137,11 @@ async def apply_status_updates(db: Database, updates: Sequence[StatusUpdate]) ->
     )
 
 
-async def pricing_counts(db: Database, campaign_id: str) -> dict[str, dict[str, int]]:
+async def pricing_counts_in(conn: Connection, campaign_id: str) -> dict[str, dict[str, int]]:
     """`{category: {messages, billable}}` over the campaign's recipients that a
     status priced. Counted when asked, not kept up to date per message: a counter
     would cost every status of every message, and only a campaign's detail asks."""
-    rows = await db.fetch(
+    rows = await conn.fetch(
         """SELECT pricing_category AS category, count(*) AS messages,
                   count(*) FILTER (WHERE pricing_billable) AS billable
            FROM campaign_recipients

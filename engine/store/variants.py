@@ -34,7 +34,8 @@ _COUNTS = """SELECT variant, count(*) AS recipients,
     GROUP BY variant"""
 
 
-async def _counts(conn: Connection, campaign_id: str, variants: int) -> list[VariantCounts]:
+async def counts_in(conn: Connection, campaign_id: str, variants: int) -> list[VariantCounts]:
+    """`variant_counts` on a connection the caller holds."""
     rows = {r["variant"]: r for r in await conn.fetch(_COUNTS, campaign_id)}
     counts = []
     for index in range(variants):
@@ -49,7 +50,7 @@ async def _counts(conn: Connection, campaign_id: str, variants: int) -> list[Var
 
 async def variant_counts(db: Database, campaign_id: str, variants: int) -> list[VariantCounts]:
     """Each of the campaign's `variants` (their number) in order, with its counts."""
-    return await db.run(_counts, campaign_id, variants)
+    return await db.run(counts_in, campaign_id, variants)
 
 
 async def sample_sent(db: Database, campaign_id: str, decide_at: datetime) -> datetime:
@@ -85,7 +86,7 @@ async def _decide(
     assert row is not None
     if row["ab_winner"] is not None:
         return Chosen(row["ab_winner"], row["ab_values"], row["ab_decided_at"], now=False)
-    counts = await _counts(conn, campaign_id, row["variants"])
+    counts = await counts_in(conn, campaign_id, row["variants"])
     decision = choose([c.stats for c in counts])
     await conn.execute(
         """UPDATE campaigns SET ab_winner = $2, ab_values = $3, ab_decided_at = $4
@@ -118,10 +119,17 @@ async def decide_winner(
     return await db.transaction(_decide, campaign_id, choose, now)
 
 
-async def counts_of(db: Database, row: Record) -> list[tuple[int, CampaignStats]] | None:
+async def counts_of_in(conn: Connection, row: Record) -> list[tuple[int, CampaignStats]] | None:
     """The counts `campaign_view.campaign_object` shows per variant of a campaigns row
     (None, and no query, for a campaign without variants)."""
     if not row["variants"]:
         return None
-    counts = await variant_counts(db, str(row["id"]), len(row["variants"]))
+    counts = await counts_in(conn, str(row["id"]), len(row["variants"]))
     return [(c.recipients, c.stats) for c in counts]
+
+
+async def counts_of(db: Database, row: Record) -> list[tuple[int, CampaignStats]] | None:
+    """`counts_of_in` in a crossing of its own (none for a campaign without variants)."""
+    if not row["variants"]:
+        return None
+    return await db.run(counts_of_in, row)
