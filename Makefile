@@ -26,7 +26,7 @@ demo: $(INSTALLED)
 	$(BIN)/campaign-engine demo
 
 bench: $(INSTALLED)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks --scenario all
 
 install: $(INSTALLED)
 
