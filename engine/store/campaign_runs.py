@@ -94,12 +94,14 @@ async def _apply_action(
     action: lifecycle.CampaignAction,
     now: datetime,
     reason: str | None,
+    current: Record | None = None,
 ) -> tuple[str, Record]:
-    current = await conn.fetchrow(
-        "SELECT status FROM campaigns WHERE id = $1 AND owner_id = $2 FOR UPDATE",
-        campaign_id,
-        owner_id,
-    )
+    if current is None:
+        current = await conn.fetchrow(
+            "SELECT status FROM campaigns WHERE id = $1 AND owner_id = $2 FOR UPDATE",
+            campaign_id,
+            owner_id,
+        )
     if current is None:
         raise NotFound(campaign_id)
     previous: lifecycle.CampaignStatus = current["status"]
@@ -111,7 +113,7 @@ async def _apply_action(
         *([reason] if action == "pause" else []),
     )
     if action == "start":
-        await materialise_in(conn, campaign_id)
+        await materialise_in(conn, campaign_id, row)
     await notify_in(conn, CommandKind(action), campaign_id)
     assert row is not None
     return previous, row
@@ -141,10 +143,12 @@ async def apply_action_in(
     action: lifecycle.CampaignAction,
     *,
     now: datetime,
+    current: Record | None = None,
 ) -> tuple[str, Record]:
     """`apply_action` inside a transaction the caller holds (a start that checks
-    its recipients in the same transaction, engine/store/campaigns.py)."""
-    return await _apply_action(conn, campaign_id, owner_id, action, now, None)
+    its recipients in the same transaction, engine/store/campaigns.py). `current`:
+    the campaign's row (with `status`) when the caller has it locked for its owner."""
+    return await _apply_action(conn, campaign_id, owner_id, action, now, None, current)
 
 
 async def notify_in(conn: Connection, kind: CommandKind, campaign_id: object) -> None:

@@ -252,7 +252,9 @@ async def _start_campaign(
     )
     if current is not None and current["status"] == "draft" and current["recipients_frozen"]:
         await retarget.drop_opted_out_in(conn, campaign_id)  # frozen long before its start
-    previous, row = await apply_action_in(conn, campaign_id, owner_id, "start", now=now)
+    previous, row = await apply_action_in(
+        conn, campaign_id, owner_id, "start", now=now, current=current
+    )
     await _check_recipients_have_variables(conn, row)
     detail = await _detail_in(conn, campaign_id, owner_id)
     assert detail is not None  # locked above

@@ -21,7 +21,7 @@ import msgspec
 from engine.core import ab_split
 from engine.core.metrics import CampaignStats
 from engine.messages import Outcome
-from engine.store.database import Connection, Database
+from engine.store.database import Connection, Database, Record
 
 
 class PendingRecipient(msgspec.Struct, frozen=True, gc=False):
@@ -86,13 +86,14 @@ ON CONFLICT (campaign_id, phone) DO NOTHING
 """
 
 
-async def _materialise(conn: Connection, campaign_id: str) -> int:
-    campaign = await conn.fetchrow(
-        "SELECT recipients_frozen, variants, ab_test FROM campaigns WHERE id = $1 FOR UPDATE",
-        campaign_id,
-    )
+async def _materialise(conn: Connection, campaign_id: str, campaign: Record | None = None) -> int:
     if campaign is None:
-        raise LookupError(f"campaign {campaign_id} does not exist")
+        campaign = await conn.fetchrow(
+            "SELECT recipients_frozen, variants, ab_test FROM campaigns WHERE id = $1 FOR UPDATE",
+            campaign_id,
+        )
+        if campaign is None:
+            raise LookupError(f"campaign {campaign_id} does not exist")
     await conn.execute(
         "INSERT INTO campaign_counters (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING",
         campaign_id,
@@ -131,9 +132,10 @@ async def materialise_recipients(db: Database, campaign_id: str) -> int:
     return await db.transaction(_materialise, campaign_id)
 
 
-async def materialise_in(conn: Connection, campaign_id: str) -> int:
-    """`materialise_recipients` inside a transaction the caller already holds."""
-    return await _materialise(conn, campaign_id)
+async def materialise_in(conn: Connection, campaign_id: str, campaign: Record | None = None) -> int:
+    """`materialise_recipients` inside a transaction the caller already holds;
+    `campaign` is its campaigns row when the caller has it locked (not read again)."""
+    return await _materialise(conn, campaign_id, campaign)
 
 
 # A claimed batch is held in memory until it is sent: whatever the contacts hold,
