@@ -19,7 +19,7 @@ from engine.messages import CommandKind
 from engine.store import retarget, statuses, variants
 from engine.store.campaign_runs import apply_action_in, notify_in
 from engine.store.database import Connection, Database, Record
-from engine.store.errors import InvalidReference, set_clause
+from engine.store.errors import InvalidReference, NotFound, set_clause
 from engine.store.recipients import materialise_in
 from engine.store.segments import _audience_size
 
@@ -250,7 +250,9 @@ async def _start_campaign(
         campaign_id,
         owner_id,
     )
-    if current is not None and current["status"] == "draft" and current["recipients_frozen"]:
+    if current is None:
+        raise NotFound(campaign_id)
+    if current["status"] == "draft" and current["recipients_frozen"]:
         await retarget.drop_opted_out_in(conn, campaign_id)  # frozen long before its start
     previous, row = await apply_action_in(
         conn, campaign_id, owner_id, "start", now=now, current=current

@@ -35,7 +35,7 @@ _COUNTS = """SELECT variant, count(*) AS recipients,
 
 
 async def counts_in(conn: Connection, campaign_id: str, variants: int) -> list[VariantCounts]:
-    """`variant_counts` on a connection the caller holds."""
+    """Each of the campaign's `variants` (their number) in order, with its counts."""
     rows = {r["variant"]: r for r in await conn.fetch(_COUNTS, campaign_id)}
     counts = []
     for index in range(variants):
@@ -46,11 +46,6 @@ async def counts_in(conn: Connection, campaign_id: str, variants: int) -> list[V
         stats = {k: int(v) for k, v in row.items() if k not in ("variant", "recipients")}
         counts.append(VariantCounts(int(row["recipients"]), CampaignStats(**stats)))
     return counts
-
-
-async def variant_counts(db: Database, campaign_id: str, variants: int) -> list[VariantCounts]:
-    """Each of the campaign's `variants` (their number) in order, with its counts."""
-    return await db.run(counts_in, campaign_id, variants)
 
 
 async def sample_sent(db: Database, campaign_id: str, decide_at: datetime) -> datetime:
