@@ -13,7 +13,7 @@ import trio
 
 from engine.core.campaign_view import campaign_object
 from engine.messages import Outcome, StatusUpdate
-from engine.store import campaign_runs, leases, recipients, statuses
+from engine.store import campaign_runs, campaigns, leases, recipients, statuses
 from engine.store.campaigns import CAMPAIGN_WITH_COUNTERS
 from engine.store.contacts import ContactInput, upsert_contacts
 from engine.store.database import Database, apply_migrations, open_database
@@ -121,6 +121,62 @@ async def test_materialise_excludes_opted_out_keeps_one_per_phone_and_is_idempot
     assert len({r["phone"] for r in phones}) == 40
     assert await recipients.count_by_status(db, campaign) == {"pending": 40}
     assert (await recipients.campaign_stats(db, campaign)).pending == 40
+
+
+class StatementLog(Database):
+    """The real Database, keeping every statement its operations send (BEGIN and
+    COMMIT included): the round trips each one waits for."""
+
+    statements: list[str]
+
+    async def run(self, operation: Callable[..., Awaitable[T]], *args: Any) -> T:
+        self.statements = []
+
+        def logged(query: Any) -> None:
+            self.statements.append(" ".join(query.query.split())[:60])
+
+        async def with_log(conn: Any, *inner: Any) -> T:
+            conn.add_query_logger(logged)
+            try:
+                return await operation(conn, *inner)
+            finally:
+                conn.remove_query_logger(logged)
+
+        return await super().run(with_log, *args)
+
+
+async def test_a_start_is_seven_statements_and_answers_what_it_froze(
+    aio_loop: object, database_url: str
+) -> None:
+    # Each statement of a start is a round trip waited for on a loop that every
+    # running campaign shares (benchmarks/README.md, start latency): lock, insert
+    # the audience, one update, the variables check, the detail; BEGIN and COMMIT.
+    async with open_database(database_url, min_size=1, max_size=1) as db:
+        account = await make_account(db)
+        await make_contacts(db, 30)
+        first, campaign = [await make_campaign(db, account, schedule_type="manual") for _ in "ab"]
+        logged = StatementLog(db._pool)
+        # The first start also has asyncpg learn the types of its parameters, once.
+        await campaigns.start_campaign(logged, first, OWNER, now=utc_now())
+
+        previous, detail = await campaigns.start_campaign(logged, campaign, OWNER, now=utc_now())
+
+        assert len(logged.statements) == 7, logged.statements
+        assert previous == "draft"
+        shown = campaign_object(detail.row)
+        assert (shown["status"], shown["total_recipients"], shown["stats"]["pending"]) == (
+            "scheduled",
+            30,
+            30,
+        )
+        assert detail.pricing == {}
+        assert await recipients.count_by_status(db, campaign) == {"pending": 30}
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM campaign_counters WHERE campaign_id = $1", campaign
+            )
+            == 1
+        )
 
 
 async def test_materialise_audiences_by_tags_contacts_and_segment(db: Database) -> None:

@@ -14,7 +14,7 @@ from engine.core.send_window import SendWindow
 from engine.messages import CommandKind
 from engine.store.database import Connection, Database, Record
 from engine.store.errors import NotFound
-from engine.store.recipients import materialise_in
+from engine.store.recipients import ENSURE_COUNTERS, FREEZE_COLUMNS, insert_audience_in
 
 # NOTIFY channel: every daemon's supervisor listens, so a command issued through
 # any daemon reaches the one that owns the campaign. Payload: "<action>:<campaign id>".
@@ -87,6 +87,14 @@ _ACTION_UPDATES = {
 }
 
 
+# A start in one statement once the audience is inserted: the status, the frozen
+# counts and the announcement to every daemon (at commit, as `notify_in`).
+_START = f"""WITH {ENSURE_COUNTERS}
+    UPDATE campaigns SET {_ACTION_UPDATES["start"]}, updated_at = $2, {FREEZE_COLUMNS}
+    FROM (SELECT pg_notify($3, $4)) AS announced
+    WHERE campaigns.id = $1 RETURNING campaigns.*"""
+
+
 async def _apply_action(
     conn: Connection,
     campaign_id: str,
@@ -98,7 +106,7 @@ async def _apply_action(
 ) -> tuple[str, Record]:
     if current is None:
         current = await conn.fetchrow(
-            "SELECT status FROM campaigns WHERE id = $1 AND owner_id = $2 FOR UPDATE",
+            "SELECT * FROM campaigns WHERE id = $1 AND owner_id = $2 FOR UPDATE",
             campaign_id,
             owner_id,
         )
@@ -106,15 +114,20 @@ async def _apply_action(
         raise NotFound(campaign_id)
     previous: lifecycle.CampaignStatus = current["status"]
     lifecycle.check(action, previous)
-    row = await conn.fetchrow(
-        f"UPDATE campaigns SET {_ACTION_UPDATES[action]}, updated_at = $2 WHERE id = $1 RETURNING *",
-        campaign_id,
-        now,
-        *([reason] if action == "pause" else []),
-    )
     if action == "start":
-        await materialise_in(conn, campaign_id, row)
-    await notify_in(conn, CommandKind(action), campaign_id)
+        await insert_audience_in(conn, current)
+        row = await conn.fetchrow(
+            _START, campaign_id, now, COMMAND_CHANNEL, f"{CommandKind.START}:{campaign_id}"
+        )
+    else:
+        row = await conn.fetchrow(
+            f"UPDATE campaigns SET {_ACTION_UPDATES[action]}, updated_at = $2"
+            " WHERE id = $1 RETURNING *",
+            campaign_id,
+            now,
+            *([reason] if action == "pause" else []),
+        )
+        await notify_in(conn, CommandKind(action), campaign_id)
     assert row is not None
     return previous, row
 
@@ -147,7 +160,7 @@ async def apply_action_in(
 ) -> tuple[str, Record]:
     """`apply_action` inside a transaction the caller holds (a start that checks
     its recipients in the same transaction, engine/store/campaigns.py). `current`:
-    the campaign's row (with `status`) when the caller has it locked for its owner."""
+    the campaign's whole row when the caller has it locked for its owner."""
     return await _apply_action(conn, campaign_id, owner_id, action, now, None, current)
 
 

@@ -245,8 +245,7 @@ async def _start_campaign(
     conn: Connection, campaign_id: str, owner_id: str, now: datetime
 ) -> tuple[str, CampaignDetail]:
     current = await conn.fetchrow(
-        "SELECT status, recipients_frozen FROM campaigns WHERE id = $1 AND owner_id = $2"
-        " FOR UPDATE",
+        "SELECT * FROM campaigns WHERE id = $1 AND owner_id = $2 FOR UPDATE",
         campaign_id,
         owner_id,
     )
@@ -284,13 +283,11 @@ class CampaignDetail(NamedTuple):
 async def _detail_in(
     conn: Connection, campaign_id: str, owner_id: str | None
 ) -> CampaignDetail | None:
-    row = await conn.fetchrow(_CAMPAIGN_OF_OWNER, campaign_id, owner_id)
+    row = await conn.fetchrow(_DETAIL_OF_OWNER, campaign_id, owner_id)
     if row is None:
         return None
     return CampaignDetail(
-        row,
-        await variants.counts_of_in(conn, row),
-        await statuses.pricing_counts_in(conn, campaign_id),
+        row, await variants.counts_of_in(conn, row), statuses.pricing_counts(row["pricing"])
     )
 
 
@@ -336,6 +333,11 @@ CAMPAIGN_WITH_COUNTERS = f"""SELECT c.*, {COUNTER_COLUMNS}
 _CAMPAIGN_OF_OWNER = (
     f"{CAMPAIGN_WITH_COUNTERS} WHERE c.id = $1 AND ($2::text IS NULL OR c.owner_id = $2)"
 )
+
+# The same row with its pricing counts (`pricing`), for a campaign's detail.
+_DETAIL_OF_OWNER = f"""SELECT c.*, {COUNTER_COLUMNS}, {statuses.PRICING_COUNTS} AS pricing
+    FROM campaigns c LEFT JOIN campaign_counters k ON k.campaign_id = c.id
+    {_DEFERRED} WHERE c.id = $1 AND ($2::text IS NULL OR c.owner_id = $2)"""
 
 
 async def _campaign_with_counters(conn: Connection, campaign_id: Any) -> Record:

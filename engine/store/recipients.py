@@ -86,28 +86,41 @@ ON CONFLICT (campaign_id, phone) DO NOTHING
 """
 
 
+# Freezing sets these on the campaign row, after its recipients were inserted by an
+# earlier statement of the same transaction (a statement does not see its own insert).
+FREEZE_COLUMNS = """recipients_frozen = true,
+    total_recipients = (SELECT count(*) FROM campaign_recipients WHERE campaign_id = $1),
+    ab_sample_size = CASE WHEN ab_test IS NOT NULL THEN (
+        SELECT count(*) FROM campaign_recipients
+        WHERE campaign_id = $1 AND variant IS NOT NULL) END"""
+
+# A common table expression for the freezing statement: a campaign has its counters
+# row from its creation; this covers one created before they existed.
+ENSURE_COUNTERS = """counters AS (
+    INSERT INTO campaign_counters (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING)"""
+
+
+async def insert_audience_in(conn: Connection, campaign: Record) -> None:
+    """Insert the audience of a locked campaigns row as its recipients, unless it is
+    frozen already: the first statement of freezing (then FREEZE_COLUMNS)."""
+    if not campaign["recipients_frozen"]:
+        cuts, sample_end = _split(campaign["variants"], campaign["ab_test"])
+        await conn.execute(_MATERIALISE, campaign["id"], cuts, sample_end, HELD_FOR_WINNER)
+
+
 async def _materialise(conn: Connection, campaign_id: str, campaign: Record | None = None) -> int:
     if campaign is None:
         campaign = await conn.fetchrow(
-            "SELECT recipients_frozen, variants, ab_test FROM campaigns WHERE id = $1 FOR UPDATE",
+            "SELECT id, recipients_frozen, variants, ab_test FROM campaigns WHERE id = $1"
+            " FOR UPDATE",
             campaign_id,
         )
         if campaign is None:
             raise LookupError(f"campaign {campaign_id} does not exist")
-    await conn.execute(
-        "INSERT INTO campaign_counters (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING",
-        campaign_id,
-    )
-    if not campaign["recipients_frozen"]:
-        cuts, sample_end = _split(campaign["variants"], campaign["ab_test"])
-        await conn.execute(_MATERIALISE, campaign_id, cuts, sample_end, HELD_FOR_WINNER)
+    await insert_audience_in(conn, campaign)
     total: int = await conn.fetchval(
-        """UPDATE campaigns SET recipients_frozen = true,
-               total_recipients = (SELECT count(*) FROM campaign_recipients WHERE campaign_id = $1),
-               ab_sample_size = CASE WHEN ab_test IS NOT NULL THEN (
-                   SELECT count(*) FROM campaign_recipients
-                   WHERE campaign_id = $1 AND variant IS NOT NULL) END
-           WHERE id = $1 RETURNING total_recipients""",
+        f"WITH {ENSURE_COUNTERS} UPDATE campaigns SET {FREEZE_COLUMNS}"
+        " WHERE id = $1 RETURNING total_recipients",
         campaign_id,
     )
     return total

@@ -5,7 +5,7 @@ names its recipient by a verified reference, else by wamid; it applies only if i
 phone number id is that of the recipient's account, if the wamid is the recipient's
 once one is stored, and never to a recipient still `pending`. A status's `pricing`
 is kept on the recipient (`pricing_*`), counted per category on demand
-(`pricing_counts_in`).
+(`PRICING_COUNTS`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import asyncpg
 import msgspec
 
 from engine.messages import StatusUpdate
-from engine.store.database import Connection, Database
+from engine.store.database import Database
 from engine.store.errors import DatabaseUnavailable
 
 # What applying a batch may fail with while PostgreSQL is unreachable, restarting or
@@ -137,16 +137,19 @@ async def apply_status_updates(db: Database, updates: Sequence[StatusUpdate]) ->
     )
 
 
-async def pricing_counts_in(conn: Connection, campaign_id: str) -> dict[str, dict[str, int]]:
-    """`{category: {messages, billable}}` over the campaign's recipients that a
-    status priced. Counted when asked, not kept up to date per message: a counter
-    would cost every status of every message, and only a campaign's detail asks."""
-    rows = await conn.fetch(
-        """SELECT pricing_category AS category, count(*) AS messages,
-                  count(*) FILTER (WHERE pricing_billable) AS billable
-           FROM campaign_recipients
-           WHERE campaign_id = $1 AND pricing_category IS NOT NULL
-           GROUP BY pricing_category ORDER BY pricing_category""",
-        campaign_id,
-    )
-    return {r["category"]: {"messages": r["messages"], "billable": r["billable"]} for r in rows}
+# `{category: {messages, billable}}` over the campaign `c`'s recipients that a status
+# priced, as a column of a query over campaigns. Counted when asked, not kept up to
+# date per message: a counter would cost every status of every message, and only a
+# campaign's detail asks.
+PRICING_COUNTS = """(SELECT jsonb_object_agg(p.category, jsonb_build_object(
+        'messages', p.messages, 'billable', p.billable))
+    FROM (SELECT pricing_category AS category, count(*) AS messages,
+                 count(*) FILTER (WHERE pricing_billable) AS billable
+          FROM campaign_recipients
+          WHERE campaign_id = c.id AND pricing_category IS NOT NULL
+          GROUP BY pricing_category) p)"""
+
+
+def pricing_counts(column: dict[str, dict[str, int]] | None) -> dict[str, dict[str, int]]:
+    """The PRICING_COUNTS column as the campaign object shows it: by category's name."""
+    return dict(sorted((column or {}).items()))
