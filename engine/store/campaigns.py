@@ -325,19 +325,19 @@ _DEFERRED = """LEFT JOIN LATERAL (
           AND r.deferred_reason IN ('messaging_limit', 'send_window')
     ) d ON true"""
 
-CAMPAIGN_WITH_COUNTERS = f"""SELECT c.*, {COUNTER_COLUMNS}
+
+def _with_counters(extra_columns: str = "") -> str:
+    return f"""SELECT c.*, {COUNTER_COLUMNS}{extra_columns}
     FROM campaigns c LEFT JOIN campaign_counters k ON k.campaign_id = c.id
     {_DEFERRED}"""
 
 
-_CAMPAIGN_OF_OWNER = (
-    f"{CAMPAIGN_WITH_COUNTERS} WHERE c.id = $1 AND ($2::text IS NULL OR c.owner_id = $2)"
-)
+CAMPAIGN_WITH_COUNTERS = _with_counters()
 
+_OF_OWNER = " WHERE c.id = $1 AND ($2::text IS NULL OR c.owner_id = $2)"
+_CAMPAIGN_OF_OWNER = CAMPAIGN_WITH_COUNTERS + _OF_OWNER
 # The same row with its pricing counts (`pricing`), for a campaign's detail.
-_DETAIL_OF_OWNER = f"""SELECT c.*, {COUNTER_COLUMNS}, {statuses.PRICING_COUNTS} AS pricing
-    FROM campaigns c LEFT JOIN campaign_counters k ON k.campaign_id = c.id
-    {_DEFERRED} WHERE c.id = $1 AND ($2::text IS NULL OR c.owner_id = $2)"""
+_DETAIL_OF_OWNER = _with_counters(f", {statuses.PRICING_COUNTS} AS pricing") + _OF_OWNER
 
 
 async def _campaign_with_counters(conn: Connection, campaign_id: Any) -> Record:

@@ -108,15 +108,13 @@ async def insert_audience_in(conn: Connection, campaign: Record) -> None:
         await conn.execute(_MATERIALISE, campaign["id"], cuts, sample_end, HELD_FOR_WINNER)
 
 
-async def _materialise(conn: Connection, campaign_id: str, campaign: Record | None = None) -> int:
+async def _materialise(conn: Connection, campaign_id: str) -> int:
+    campaign = await conn.fetchrow(
+        "SELECT id, recipients_frozen, variants, ab_test FROM campaigns WHERE id = $1 FOR UPDATE",
+        campaign_id,
+    )
     if campaign is None:
-        campaign = await conn.fetchrow(
-            "SELECT id, recipients_frozen, variants, ab_test FROM campaigns WHERE id = $1"
-            " FOR UPDATE",
-            campaign_id,
-        )
-        if campaign is None:
-            raise LookupError(f"campaign {campaign_id} does not exist")
+        raise LookupError(f"campaign {campaign_id} does not exist")
     await insert_audience_in(conn, campaign)
     total: int = await conn.fetchval(
         f"WITH {ENSURE_COUNTERS} UPDATE campaigns SET {FREEZE_COLUMNS}"
@@ -145,10 +143,9 @@ async def materialise_recipients(db: Database, campaign_id: str) -> int:
     return await db.transaction(_materialise, campaign_id)
 
 
-async def materialise_in(conn: Connection, campaign_id: str, campaign: Record | None = None) -> int:
-    """`materialise_recipients` inside a transaction the caller already holds;
-    `campaign` is its campaigns row when the caller has it locked (not read again)."""
-    return await _materialise(conn, campaign_id, campaign)
+async def materialise_in(conn: Connection, campaign_id: str) -> int:
+    """`materialise_recipients` inside a transaction the caller already holds."""
+    return await _materialise(conn, campaign_id)
 
 
 # A claimed batch is held in memory until it is sent: whatever the contacts hold,
