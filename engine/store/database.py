@@ -1,19 +1,9 @@
-"""The connection pools, and the only door from trio into asyncpg.
+"""The connection pool, and the only door from trio into asyncpg.
 
 asyncpg is an asyncio library; it runs inside the trio-asyncio loop that the
 process opens once at the top. Each call here crosses that bridge exactly once
 (~100 µs), so callers pass whole logical operations — a batch claim, a batch of
 outcomes, a transaction — never a single row.
-
-Two pools, told apart by how PostgreSQL plans their prepared statements. The
-main one plans every execution for its own parameters (a custom plan), which
-the batch statements once needed: a generic plan of the old mark scanned a
-whole campaign's pending rows. The statements that run for every few messages
-(marking, recording outcomes, applying webhook facts) are written so that any
-plan of theirs looks rows up by primary key (tests/test_store_plans.py checks
-their generic plans), and planning them at each execution cost PostgreSQL about
-as much as running them: they are declared `planned_once` and go to a second
-pool whose sessions plan each prepared statement once.
 """
 
 from __future__ import annotations
@@ -22,7 +12,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
-from functools import partial
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -37,20 +26,6 @@ from engine.store.errors import DatabaseUnavailable, Unstorable
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-S = TypeVar("S")
-
-# Statements (SQL text) and `Database.run` operations that run on the pool whose
-# sessions use one generic plan per prepared statement (see the module's docstring).
-_PLANNED_ONCE: set[object] = set()
-
-
-def planned_once(statement: S) -> S:
-    """Declare an SQL statement, or an operation for `Database.run` (all of whose
-    statements then qualify), as planned once: its generic plan must look every
-    row up by key whatever the batch's size, since it serves every size."""
-    _PLANNED_ONCE.add(statement)
-    return statement
-
 
 Connection = asyncpg.Connection
 Record = asyncpg.Record
@@ -165,23 +140,12 @@ class Listener(msgspec.Struct, frozen=True):
 
 
 class Database:
-    """Pools of PostgreSQL connections, used from trio. Raises Unstorable for values
+    """A pool of PostgreSQL connections, used from trio. Raises Unstorable for values
     PostgreSQL cannot store."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        *,
-        operation_timeout: float = 120.0,
-        planned_once_pool: asyncpg.Pool | None = None,
-    ) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, operation_timeout: float = 120.0) -> None:
         self._pool = pool
-        # Without one, planned-once statements share the main pool (and its custom plans).
-        self._planned_once_pool = planned_once_pool or pool
         self._operation_timeout = operation_timeout
-
-    def _pool_for(self, statement: object) -> asyncpg.Pool:
-        return self._planned_once_pool if statement in _PLANNED_ONCE else self._pool
 
     @contextmanager
     def _guarded(self) -> Iterator[None]:
@@ -191,36 +155,28 @@ class Database:
 
     async def fetch(self, query: str, *args: Any) -> list[Record]:
         with self._guarded():
-            rows: list[Record] = await trio_asyncio.aio_as_trio(self._pool_for(query).fetch)(
-                query, *args
-            )
+            rows: list[Record] = await trio_asyncio.aio_as_trio(self._pool.fetch)(query, *args)
         return rows
 
     async def fetchrow(self, query: str, *args: Any) -> Record | None:
         with self._guarded():
-            row: Record | None = await trio_asyncio.aio_as_trio(self._pool_for(query).fetchrow)(
-                query, *args
-            )
+            row: Record | None = await trio_asyncio.aio_as_trio(self._pool.fetchrow)(query, *args)
         return row
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         with self._guarded():
-            return await trio_asyncio.aio_as_trio(self._pool_for(query).fetchval)(query, *args)
+            return await trio_asyncio.aio_as_trio(self._pool.fetchval)(query, *args)
 
     async def execute(self, query: str, *args: Any) -> str:
         with self._guarded():
-            status: str = await trio_asyncio.aio_as_trio(self._pool_for(query).execute)(
-                query, *args
-            )
+            status: str = await trio_asyncio.aio_as_trio(self._pool.execute)(query, *args)
         return status
 
     async def run(self, operation: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run `operation(connection, *args)` — an asyncio coroutine function — in one crossing."""
 
-        pool = self._pool_for(operation)
-
         async def on_connection() -> T:
-            async with pool.acquire() as conn:
+            async with self._pool.acquire() as conn:
                 return await operation(conn, *args)
 
         with self._guarded():
@@ -305,45 +261,15 @@ async def open_database(
     operation_timeout: float = 120.0,
     close_timeout: float = 10.0,
 ) -> AsyncIterator[Database]:
-    """Open the pools. Must run inside `trio_asyncio.open_loop()`.
+    """Open a pool. Must run inside `trio_asyncio.open_loop()`.
 
-    Each pool holds at most `max_size` connections; the planned-once pool opens
-    its connections when first needed. Connections broken later (a server
-    restart) are replaced on their next use; `connect_timeout` bounds how long an
-    operation waits for a server that does not answer (asyncpg's default is a
-    minute), `operation_timeout` how long any one operation may take before it
-    counts as unreachable (the longest is materialising a campaign's recipients,
-    ~30,000 rows/s). Closing waits at most `close_timeout` for connections still
-    in use, then drops them: a stop never hangs on a connection that no longer
-    answers."""
-    opened = partial(
-        _open_pool,
-        dsn,
-        max_size=max_size,
-        connect_timeout=connect_timeout,
-        operation_timeout=operation_timeout,
-        close_timeout=close_timeout,
-    )
-    async with (
-        opened(plan_cache_mode="force_custom_plan", min_size=min_size) as pool,
-        opened(plan_cache_mode="force_generic_plan", min_size=0) as planned_once_pool,
-    ):
-        yield Database(
-            pool, operation_timeout=operation_timeout, planned_once_pool=planned_once_pool
-        )
-
-
-@asynccontextmanager
-async def _open_pool(
-    dsn: str,
-    *,
-    plan_cache_mode: str,
-    min_size: int,
-    max_size: int,
-    connect_timeout: float,
-    operation_timeout: float,
-    close_timeout: float,
-) -> AsyncIterator[asyncpg.Pool]:
+    Connections broken later (a server restart) are replaced on their next use;
+    `connect_timeout` bounds how long an operation waits for a server that does
+    not answer (asyncpg's default is a minute), `operation_timeout` how long
+    any one operation may take before it counts as unreachable (the longest is
+    materialising a campaign's recipients, ~30,000 rows/s). Closing waits at most
+    `close_timeout` for connections still in use, then drops them: a stop never
+    hangs on a connection that no longer answers."""
     pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
         dsn,
         min_size=min_size,
@@ -351,7 +277,10 @@ async def _open_pool(
         timeout=connect_timeout,
         init=_init_connection,
         reset=_keep_session,
-        server_settings={"plan_cache_mode": plan_cache_mode},
+        # Every statement here works on a batch whose size and campaign the
+        # planner must see: a generic plan of a prepared statement scans a whole
+        # campaign's recipients where a custom one does primary-key lookups.
+        server_settings={"plan_cache_mode": "force_custom_plan"},
         # No inactivity timer: asyncpg arms one at every release and cancels it at
         # the next acquire, thousands a second (engine/asyncio_loop.py says what
         # cancelled timers cost under trio-asyncio). Idle connections stay open.
@@ -369,7 +298,7 @@ async def _open_pool(
         command_timeout=operation_timeout + _CANCEL_GRACE_SECONDS,
     )
     try:
-        yield pool
+        yield Database(pool, operation_timeout=operation_timeout)
     finally:
         # asyncpg's close waits for every connection to be released and closed
         # gracefully, however long that takes; cancelled, it terminates them.

@@ -16,7 +16,7 @@ import asyncpg
 import msgspec
 
 from engine.messages import StatusUpdate
-from engine.store.database import Database, planned_once
+from engine.store.database import Database
 from engine.store.errors import DatabaseUnavailable
 
 # What applying a batch may fail with while PostgreSQL is unreachable, restarting or
@@ -28,7 +28,7 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
 )
 
-_APPLY_STATUSES = planned_once("""
+_APPLY_STATUSES = """
 WITH u AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
                          $8::text[], $9::boolean[], $10::text[], $11::text[])
@@ -39,7 +39,7 @@ WITH u AS (
     SELECT coalesce(u.ref_id, (SELECT r.id FROM campaign_recipients r
                                WHERE r.provider_message_id = u.wamid LIMIT 1)) AS rid, u.*
     FROM u
-), locked AS MATERIALIZED (
+), locked AS (
     -- Lock in id order: campaign actors record outcomes on the same rows concurrently.
     -- What may apply is judged on the row as locked (its latest version).
     SELECT x.id, x.status AS old_status, x.provider_message_id AS old_wamid, a.phone_number_id
@@ -49,7 +49,7 @@ WITH u AS (
     WHERE x.id IN (SELECT rid FROM keyed) AND x.status <> 'pending'
     ORDER BY x.id FOR UPDATE OF x
 ), matched AS (
-    SELECT k.*, l.old_status FROM keyed k JOIN locked l ON l.id = k.rid
+    SELECT k.* FROM keyed k JOIN locked l ON l.id = k.rid
     -- NULL in a fact: not checked (facts built in-process; webhooks always carry both).
     WHERE (k.phone_number_id IS NULL OR k.phone_number_id = l.phone_number_id)
       AND (k.wamid IS NULL OR l.old_wamid IS NULL OR l.old_wamid = k.wamid)
@@ -66,10 +66,7 @@ WITH u AS (
            max(wamid) AS wamid,
            -- What WhatsApp bills: the same object on each status of a message.
            max(pricing_category) AS pricing_category, bool_or(pricing_billable) AS pricing_billable,
-           max(pricing_model) AS pricing_model, max(pricing_type) AS pricing_type,
-           -- The locked row's status rides along: the update then finds each row by
-           -- its key alone (its generic plan joins nothing else).
-           bool_or(old_status = 'in_doubt') AS was_in_doubt
+           max(pricing_model) AS pricing_model, max(pricing_type) AS pricing_type
     FROM matched GROUP BY rid
 )
 UPDATE campaign_recipients r SET
@@ -98,10 +95,10 @@ UPDATE campaign_recipients r SET
     pricing_billable = coalesce(g.pricing_billable, r.pricing_billable),
     pricing_model = coalesce(g.pricing_model, r.pricing_model),
     pricing_type = coalesce(g.pricing_type, r.pricing_type)
-FROM g
+FROM g JOIN locked ON locked.id = g.rid
 WHERE r.id = g.rid
-RETURNING r.campaign_id, g.facts, g.was_in_doubt AND r.status <> 'in_doubt' AS resolved
-""")
+RETURNING r.campaign_id, g.facts, locked.old_status = 'in_doubt' AND r.status <> 'in_doubt' AS resolved
+"""
 
 
 class AppliedStatuses(msgspec.Struct, frozen=True):
