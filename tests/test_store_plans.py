@@ -51,12 +51,11 @@ async def test_recording_outcomes_reads_its_batch_once(
     db: Database,
 ) -> None:
     """The statement once joined the outcomes with their locked rows: EXPLAIN put
-    its planning at ~10 ms (it is planned at each execution), and its backend
-    spent two to four times the CPU per outcome on batches of 150 to 300
-    (benchmarks/README.md). Each
-    outcome now rides along with its row's lock: the batch is read once, and
-    the rows updated are the rows locked (which scan finds them is the
-    planner's choice, by the table's size)."""
+    its planning at ~10 ms (it is planned at each execution), and PostgreSQL's
+    backend spent two to four times the CPU per outcome on batches of 150 to 300
+    (benchmarks/README.md). Each outcome now rides along with its row's lock:
+    the batch is read once, and the rows updated are the rows locked (which scan
+    finds them is the planner's choice, by the table's size)."""
     with trio.fail_after(60):
         account = await make_account(db)
         await make_contacts(db, BATCH)
@@ -90,7 +89,7 @@ async def test_recording_outcomes_reads_its_batch_once(
         )
     assert n == BATCH
     assert plan["Actual Rows"] == BATCH  # every outcome applied
-    nodes = _nodes(plan)
-    assert [n["Node Type"] for n in nodes].count("Function Scan") == 1  # the batch, read once
+    scans = [node["Node Type"] for node in _nodes(plan)].count("Function Scan")
+    assert scans == 1  # the batch, read once
     assert stored.changed == BATCH
     assert await recipients.count_by_status(db, campaign) == {"sent": BATCH}

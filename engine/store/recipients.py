@@ -388,7 +388,7 @@ _RECORD_OUTCOMES = """UPDATE campaign_recipients r SET
                -- updates the same rows concurrently. The outcome rides along with its
                -- lock: joined to the locked rows instead, the batch took ~10 ms to
                -- plan (planned at each execution), and 2-4 times the CPU per outcome
-               -- at 150-300 outcomes (tests/test_store_plans.py).
+               -- at 150-300 outcomes (benchmarks/README.md, commit 1fe61c1).
                SELECT o.* FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[],
                                       $5::text[], $6::text[], $7::timestamptz[],
                                       $9::bool[], $10::bool[])
