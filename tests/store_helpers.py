@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.store import campaign_runs, leases
+from engine.store import campaign_runs, leases, recipients
 from engine.store.accounts import create_account
 from engine.store.campaigns import CampaignInput, create_campaign
 from engine.store.contacts import ContactInput, upsert_contacts
@@ -81,3 +81,18 @@ async def make_running(db: Database, campaign_id: str, *, owner: str = LEASE_OWN
     now = utc_now()
     assert await leases.try_acquire_lease(db, campaign_id, owner=owner, ttl=60)
     assert await campaign_runs.begin_running(db, campaign_id, now=now)
+
+
+async def running_campaign(db: Database, size: int) -> tuple[str, list[int]]:
+    """A running campaign (our lease) of `size` pending recipients, and their ids."""
+    account = await make_account(db)
+    await make_contacts(db, size)
+    campaign = await make_campaign(db, account)
+    await make_running(db, campaign)
+    pending = await recipients.claim_batch(db, campaign, after_id=0, limit=size, now=utc_now())
+    return campaign, [r.id for r in pending]
+
+
+def plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every node of an `EXPLAIN (FORMAT JSON)` plan, depth first."""
+    return [node, *(n for child in node.get("Plans", ()) for n in plan_nodes(child))]

@@ -26,6 +26,8 @@ from tests.store_helpers import (
     make_contacts,
     make_running,
     phone,
+    plan_nodes,
+    running_campaign,
     utc_now,
 )
 
@@ -54,16 +56,6 @@ class CountingDatabase(Database):
     async def run(self, operation: Callable[..., Awaitable[T]], *args: Any) -> T:
         self.crossings += 1
         return await super().run(operation, *args)
-
-
-async def running_campaign(db: Database, size: int) -> tuple[str, list[int]]:
-    """A running campaign (our lease) of `size` pending recipients, and their ids."""
-    account = await make_account(db)
-    await make_contacts(db, size)
-    campaign = await make_campaign(db, account)
-    await make_running(db, campaign)
-    pending = await recipients.claim_batch(db, campaign, after_id=0, limit=size, now=utc_now())
-    return campaign, [r.id for r in pending]
 
 
 async def test_migrations_apply_once_and_then_change_nothing(
@@ -443,10 +435,6 @@ async def test_a_claimed_batch_stops_at_its_byte_budget(db: Database) -> None:
     assert len(claimed) + len(rest) == 60
 
 
-def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
-    return [node, *(n for child in node.get("Plans", ()) for n in _plan_nodes(child))]
-
-
 async def test_marking_a_few_recipients_reads_only_those_rows_whatever_the_statistics(
     db: Database,
 ) -> None:
@@ -464,6 +452,6 @@ async def test_marking_a_few_recipients_reads_only_those_rows_whatever_the_stati
         )
     plan = msgspec.json.decode(rows[0][0])[0]["Plan"]
     # No index walk returns more than the group (a small table may still be read whole).
-    walked = [n["Actual Rows"] for n in _plan_nodes(plan) if n["Node Type"].startswith("Index")]
+    walked = [n["Actual Rows"] for n in plan_nodes(plan) if n["Node Type"].startswith("Index")]
     assert max(walked) <= 5
     assert await recipients.count_by_status(db, campaign) == {"pending": 995, "sending": 5}

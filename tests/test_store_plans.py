@@ -12,20 +12,9 @@ import trio
 from engine.messages import Outcome
 from engine.store import recipients
 from engine.store.database import Connection, Database
-from tests.store_helpers import (
-    LEASE_OWNER,
-    make_account,
-    make_campaign,
-    make_contacts,
-    make_running,
-    utc_now,
-)
+from tests.store_helpers import LEASE_OWNER, plan_nodes, running_campaign, utc_now
 
 BATCH = 300
-
-
-def _nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
-    return [node, *(n for child in node.get("Plans", ()) for n in _nodes(child))]
 
 
 class _RolledBack(Exception):
@@ -57,13 +46,9 @@ async def test_recording_outcomes_reads_its_batch_once(
     the batch is read once, and the rows updated are the rows locked (which scan
     finds them is the planner's choice, by the table's size)."""
     with trio.fail_after(60):
-        account = await make_account(db)
-        await make_contacts(db, BATCH)
-        campaign = await make_campaign(db, account)
-        await make_running(db, campaign)
-        pending = await recipients.claim_batch(db, campaign, after_id=0, limit=BATCH, now=utc_now())
+        campaign, pending = await running_campaign(db, BATCH)
         ids = await recipients.mark_sending(
-            db, campaign, [r.id for r in pending], lease_owner=LEASE_OWNER, now=utc_now()
+            db, campaign, pending, lease_owner=LEASE_OWNER, now=utc_now()
         )
         n = len(ids)
         plan = await _executed_plan(
@@ -89,7 +74,7 @@ async def test_recording_outcomes_reads_its_batch_once(
         )
     assert n == BATCH
     assert plan["Actual Rows"] == BATCH  # every outcome applied
-    scans = [node["Node Type"] for node in _nodes(plan)].count("Function Scan")
+    scans = [node["Node Type"] for node in plan_nodes(plan)].count("Function Scan")
     assert scans == 1  # the batch, read once
     assert stored.changed == BATCH
     assert await recipients.count_by_status(db, campaign) == {"sent": BATCH}
