@@ -54,6 +54,13 @@ class Recorder:
         self._inbox = inbox
         self._credits = trio.Semaphore(credits)
         self._credit_count = credits
+        # Store once half the credits wait: the other half keeps senders going
+        # while the statement runs, so they never wait for a credit in steady state.
+        self._enough = max(1, credits // 2)
+        self._queued = 0  # handed over, not yet in a batch being stored
+        # Set by a sender once a batch is worth storing: the recorder wakes once per
+        # batch, not once per outcome (a scheduler pass each, at thousands a second).
+        self._batch_ready = trio.Event()
         self._stored = 0
         self._batches = 0
         self._failed_attempts = 0
@@ -61,10 +68,17 @@ class Recorder:
     async def submit(
         self, campaign_id: str, outcome: Outcome, reply_to: trio.MemorySendChannel[Recorded]
     ) -> None:
-        """Hand over one outcome; waits only when `credits` outcomes are still unstored."""
-        await self._credits.acquire()
+        """Hand over one outcome; waits only when `credits` outcomes are still unstored.
+        Not a checkpoint while credits last: the sender's next request is one."""
+        try:
+            self._credits.acquire_nowait()
+        except trio.WouldBlock:
+            await self._credits.acquire()
         # Never blocks: the inbox holds as many as there are credits.
         self._inbox.send_nowait(_Pending(campaign_id, reply_to, outcome))
+        self._queued += 1
+        if self._queued >= self._enough or self.starved:
+            self._batch_ready.set()
 
     @property
     def starved(self) -> bool:
@@ -109,16 +123,15 @@ class Recorder:
         self, first: _Pending, inbox: trio.MemoryReceiveChannel[_Pending], linger: float
     ) -> list[_Pending]:
         batch = [first]
-        # Store once half the credits wait: the other half keeps senders going
-        # while the statement runs, so they never wait for a credit in steady state.
-        enough = max(1, self._credit_count // 2)
-        with trio.move_on_after(linger):
-            while len(batch) < enough and not self.starved:
-                batch.append(await inbox.receive())
+        self._batch_ready = trio.Event()  # set by a submit from here on, when it is time
+        if self._queued < self._enough and not self.starved:
+            with trio.move_on_after(linger):
+                await self._batch_ready.wait()
         while True:
             try:
                 batch.append(inbox.receive_nowait())
             except trio.WouldBlock:
+                self._queued = 0  # all taken: nothing was handed over meanwhile
                 return batch
 
     async def _store(
