@@ -22,9 +22,10 @@ from engine.service.engine import Engine, open_engine
 from engine.settings import Settings, load_settings
 from engine.store.database import Database
 from engine.transport.http1 import HTTPConnection, Origin
+from tests.engine_helpers import JWT_SECRET
 from tests.fake_gateway import ScriptedGateway
 
-SECRET = "test-secret"
+SECRET = JWT_SECRET
 APP_SECRET = "app-secret"
 VERIFY_TOKEN = "verify-me"
 USER = "user-1"

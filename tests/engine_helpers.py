@@ -17,9 +17,12 @@ from engine.store.database import Database
 from tests.store_helpers import OWNER
 from tests.virtual_time import VirtualTimeDatabase
 
+# HS256 wants a key as long as its hash (RFC 7518, 3.2); PyJWT warns about a shorter one.
+JWT_SECRET = "test-secret-of-at-least-32-bytes-for-hs256"
+
 
 def engine_settings(**overrides: str) -> Settings:
-    environ = {"ENGINE_JWT_SECRET": "test-secret", "WHATSAPP_APP_SECRET": "app-secret"}
+    environ = {"ENGINE_JWT_SECRET": JWT_SECRET, "WHATSAPP_APP_SECRET": "app-secret"}
     environ.update({f"CAMPAIGN_ENGINE_{k.upper()}": v for k, v in overrides.items()})
     return load_settings(None, environ)
 

@@ -16,7 +16,7 @@ from engine.service.engine import Engine, open_engine
 from engine.settings import Settings, load_settings
 from engine.store.database import Database, open_database
 from tests.conftest import REDIS_URL
-from tests.engine_helpers import EventLog, engine_settings
+from tests.engine_helpers import JWT_SECRET, EventLog, engine_settings
 from tests.fake_gateway import ScriptedGateway
 from tests.store_helpers import make_account, make_campaign, make_contacts
 
@@ -83,7 +83,7 @@ async def two_skewed_daemons_on_one_number(db: Database, database_url: str) -> l
     settings = load_settings(
         None,
         {
-            "ENGINE_JWT_SECRET": "test-secret",
+            "ENGINE_JWT_SECRET": JWT_SECRET,
             "REDIS_URL": REDIS_URL,
             "CAMPAIGN_ENGINE_ENGINE_MAX_RUNNING_CAMPAIGNS": "1",
         },
