@@ -115,6 +115,45 @@ async def test_materialise_excludes_opted_out_keeps_one_per_phone_and_is_idempot
     assert (await recipients.campaign_stats(db, campaign)).pending == 40
 
 
+async def test_freezing_an_audience_checks_no_key_per_recipient(db: Database) -> None:
+    # A per-row foreign-key check cost half of a start's insert (migration 0016).
+    account = await make_account(db)
+    await make_contacts(db, 40)
+    campaign = await make_campaign(db, account, schedule_type="manual")  # not frozen yet
+    cuts, sample_end = recipients._split([], None)
+
+    async def explain(conn: Any) -> Any:
+        async with conn.transaction():
+            rows = await conn.fetch(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + recipients._MATERIALISE,
+                campaign,
+                cuts,
+                sample_end,
+                recipients.HELD_FOR_WINNER,
+            )
+            return msgspec.json.decode(rows[0][0])[0]
+
+    run = await db.run(explain)
+    assert run["Plan"]["Tuples Inserted"] == 40
+    # The counters, once for the statement, and nothing for each row.
+    assert [(t["Trigger Name"], t["Calls"]) for t in run["Triggers"]] == [
+        ("recipients_counters_insert", 1)
+    ]
+
+
+async def test_deleting_a_campaign_deletes_its_recipients_and_no_others(db: Database) -> None:
+    account = await make_account(db)
+    await make_contacts(db, 12)
+    kept, deleted = [await make_campaign(db, account) for _ in "ab"]
+    for campaign in (kept, deleted):
+        assert await recipients.materialise_recipients(db, campaign) == 12
+
+    assert await campaigns.delete_campaign(db, OWNER, deleted)
+
+    assert await recipients.count_by_status(db, deleted) == {}
+    assert await recipients.count_by_status(db, kept) == {"pending": 12}
+
+
 class StatementLog(Database):
     """The real Database, keeping every statement its operations send (BEGIN and
     COMMIT included): the round trips each one waits for."""
