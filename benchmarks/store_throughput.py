@@ -21,7 +21,7 @@ import trio
 import trio_asyncio
 
 from engine.messages import Outcome
-from engine.store import campaign_runs, leases
+from engine.store import campaign_runs, leases, recipients
 from engine.store.accounts import create_account
 from engine.store.campaigns import CampaignInput, create_campaign
 from engine.store.contacts import ContactInput, upsert_contacts
@@ -41,7 +41,7 @@ def _admin(url: str, statement: str) -> None:
     asyncio.run(run())
 
 
-async def _measure(db: Database, recipients: int, batch: int) -> dict[str, float]:
+async def _measure(db: Database, count: int, batch: int) -> dict[str, float]:
     now = datetime.now(UTC)
     account = await create_account(
         db,
@@ -51,9 +51,9 @@ async def _measure(db: Database, recipients: int, batch: int) -> dict[str, float
         access_token="t",
         api_url="http://127.0.0.1:1",
     )
-    contacts = [ContactInput(phone=f"+1555{i:07d}", first_name=f"F{i}") for i in range(recipients)]
+    contacts = [ContactInput(phone=f"+1555{i:07d}", first_name=f"F{i}") for i in range(count)]
     started = time.perf_counter()
-    for first in range(0, recipients, 10_000):
+    for first in range(0, count, 10_000):
         await upsert_contacts(db, OWNER, contacts[first : first + 10_000])
     contacts_seconds = time.perf_counter() - started
 
@@ -102,7 +102,7 @@ async def _measure(db: Database, recipients: int, batch: int) -> dict[str, float
     return {
         "recipients": total,
         "batch": batch,
-        "contacts_upserted_per_second": round(recipients / contacts_seconds),
+        "contacts_upserted_per_second": round(count / contacts_seconds),
         "recipients_materialised_per_second": round(total / materialise_seconds),
         "recipients_marked_sending_per_second": round(total / mark_seconds),
         "outcomes_recorded_per_second": round(total / record_seconds),
