@@ -156,8 +156,9 @@ def load(
         send_next(sock)
     while in_flight:
         for key, _events in selector.select():
-            sock = key.fileobj
-            assert isinstance(sock, socket.socket)
+            ready = key.fileobj
+            assert isinstance(ready, socket.socket)
+            sock = ready
             request, buffer = in_flight[sock]
             chunk = sock.recv(65536)
             if not chunk:
