@@ -141,6 +141,40 @@ async def test_groups_of_several_campaigns_are_marked_in_one_statement(db: Datab
     )
 
 
+async def test_small_groups_wait_for_the_statement_on_the_wire_and_enough_rows_do_not(
+    db: Database,
+) -> None:
+    """A slow campaign's one-row group shares the next statement rather than making
+    its own beside one on the wire; a group of `_ROWS_TO_OVERLAP` rows overlaps it,
+    taking the small ones queued along."""
+    (first, first_ids), (small, small_ids), (big, big_ids) = await campaigns_with_rows(db, 3, 4)
+    gated, marker = gated_marker(db)
+    answers: dict[str, list[int]] = {}
+
+    async def mark(campaign: str, ids: list[int]) -> None:
+        answers[campaign] = await marker.mark(campaign, ids, now=utc_now())
+
+    gated.gate = trio.Event()
+    on_the_wire: list[int] = []  # statements after each step
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(mark, first, first_ids[:1])
+            await gated.on_wire.wait()
+            nursery.start_soon(mark, small, small_ids[:1])
+            await trio.testing.wait_all_tasks_blocked()
+            on_the_wire.append(gated.statements)
+            nursery.start_soon(mark, big, big_ids[:3])  # 1 + 3 rows queued: enough
+            await trio.testing.wait_all_tasks_blocked()
+            on_the_wire.append(gated.statements)
+            gated.gate.set()  # marks are not cancellable: asserted once all answered
+
+    # The small group waited behind the first; the big one went beside it, with it.
+    assert on_the_wire == [1, 2]
+    assert gated.statements == 2
+    assert answers == {first: first_ids[:1], small: small_ids[:1], big: big_ids[:3]}
+    assert await statuses(db, small) == {"sending": 1, "pending": 3}
+
+
 @pytest.mark.parametrize(
     "take_away",
     [
