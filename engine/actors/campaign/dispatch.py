@@ -68,9 +68,22 @@ _SPAN = 0.01
 _MIN_LEAD = 0.002
 _MAX_LEAD = 0.04
 _MARKS_IN_FLIGHT = 3
+# A slow campaign (under one turn per span: its groups are single rows) wakes for
+# its next turn on this grid, up to one step early: campaigns due within the same
+# few milliseconds wake in one scheduler pass and share a mark statement
+# (engine/actors/marker.py), where 1,000 such campaigns woken one by one each woke
+# the loop and made a commit of their own. Half the span, so the turn it woke for
+# is still inside its group's horizon: nothing is marked further ahead of its send
+# than lead plus span.
+_WAKE_GRID = 0.005
+
 # A pass that found nothing to claim although rows are pending (they were locked
 # by a concurrent statement, or became due meanwhile) looks again after this.
 _IDLE_RECHECK_SECONDS = 1.0
+
+
+def _on_the_grid(deadline: float) -> float:
+    return math.floor(deadline / _WAKE_GRID) * _WAKE_GRID
 
 
 class Dispatcher:
@@ -353,7 +366,10 @@ class Dispatcher:
             if not waiting:
                 return
             count = min(len(waiting), self._group_size())
-            await self._wait(self.bucket.next_due(trio.current_time()) - self._lead)
+            wake_at = self.bucket.next_due(trio.current_time()) - self._lead
+            if self.bucket.rate_per_second * _SPAN < 1:
+                wake_at = _on_the_grid(wake_at)  # a lone row: woken early, it loses no turn
+            await self._wait(wake_at)
             account_due = await self._budgets.next_due(self._budget_key, self._account_rate)
             if account_due - self._lead > trio.current_time():
                 await self._wait(account_due - self._lead)
