@@ -62,6 +62,11 @@ def _sender_metrics(s: MonitoringSnapshot) -> Iterator[Metric]:
     yield _counter("messages_throttled", "Rate-limit answers from the Cloud API.", m.throttled)
     yield _gauge("sender_concurrency", "Configured concurrent sends.", s.sender_concurrency)
     yield _gauge("sender_slots_in_use", "Sends in flight now.", s.sender_slots_in_use)
+    yield _counter(
+        "sends_released",
+        "Marked sends put back pending unwritten (a pause, a rate change, a turn missed).",
+        s.sends_released,
+    )
     latency = s.send_latency
     if len(latency.counts) == len(latency.bounds) + 1:
         cumulative, buckets = 0, []

@@ -70,6 +70,7 @@ async def test_health_and_metrics(api: Harness) -> None:
             "campaign_engine_webhook_facts_applied_total",
             "campaign_engine_socketio_clients",
             "campaign_engine_messages_sent_total",
+            "campaign_engine_sends_released_total",
         ):
             assert name in text
 

@@ -40,7 +40,9 @@ def job(write_at: float, reply_to: trio.MemorySendChannel[Recorded]) -> SendJob:
     )
 
 
-async def dispatch_late(budget: LocalAccountBudget, gateway: ScriptedGateway) -> Outcome:
+async def dispatch_late(
+    budget: LocalAccountBudget, gateway: ScriptedGateway
+) -> tuple[Outcome, SenderPool]:
     """One job whose turn was 30 ms ago (beyond the tolerance), through one sender."""
     send, _ = trio.open_memory_channel[SendJob](2)
     pool = SenderPool(send, concurrency=1, prefetch=1)
@@ -56,7 +58,7 @@ async def dispatch_late(budget: LocalAccountBudget, gateway: ScriptedGateway) ->
     )
     late = LATE_TOLERANCE_SECONDS + 0.005
     reply_to, _ = trio.open_memory_channel[Recorded](1)
-    return await sender._dispatch(gateway, job(trio.current_time() - late, reply_to))
+    return await sender._dispatch(gateway, job(trio.current_time() - late, reply_to)), pool
 
 
 async def test_a_late_send_takes_the_next_free_turn_of_its_number(
@@ -67,10 +69,11 @@ async def test_a_late_send_takes_the_next_free_turn_of_its_number(
     held = await budget.reserve("number", RATE, 3, horizon=1.0)
     gateway = ScriptedGateway()
 
-    outcome = await dispatch_late(budget, gateway)
+    outcome, pool = await dispatch_late(budget, gateway)
 
     assert outcome.status == "sent"
     assert [s.at for s in gateway.sends] == [pytest.approx(held[-1] + spacing(RATE))]
+    assert pool.statistics().released == 0
 
 
 async def test_a_late_send_goes_back_to_pending_when_no_turn_is_free_soon(
@@ -82,10 +85,11 @@ async def test_a_late_send_goes_back_to_pending_when_no_turn_is_free_soon(
     await budget.reserve("number", RATE, count, horizon=1.0)
     gateway = ScriptedGateway()
 
-    outcome = await dispatch_late(budget, gateway)
+    outcome, pool = await dispatch_late(budget, gateway)
 
     assert (outcome.status, outcome.attempts) == ("pending", 0)
     assert gateway.sends == []
+    assert pool.statistics().released == 1  # counted: GET /metrics shows it
 
 
 async def test_a_late_send_to_a_slowed_number_goes_back_to_pending(
@@ -95,7 +99,8 @@ async def test_a_late_send_to_a_slowed_number_goes_back_to_pending(
     await budget.slow_down("number", 5.0)  # WhatsApp answered 130429
     gateway = ScriptedGateway()
 
-    outcome = await dispatch_late(budget, gateway)
+    outcome, pool = await dispatch_late(budget, gateway)
 
     assert (outcome.status, outcome.attempts) == ("pending", 0)
     assert gateway.sends == []
+    assert pool.statistics().released == 1  # counted: GET /metrics shows it

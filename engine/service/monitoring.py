@@ -45,6 +45,8 @@ class MonitoringSnapshot(msgspec.Struct, frozen=True):
     messages: MessageCounts
     sender_concurrency: int
     sender_slots_in_use: int
+    # Marked sends put back pending unwritten: a pause, a rate change, a late turn.
+    sends_released: int
     send_latency: LatencyHistogram
     campaigns_by_status: dict[str, int]  # all daemons
     running_campaigns: int  # all daemons
@@ -98,6 +100,7 @@ class Monitoring:
             ),
             sender_concurrency=pool.concurrency,
             sender_slots_in_use=pool.slots_in_use,
+            sends_released=pool.released,
             send_latency=LatencyHistogram(
                 LATENCY_BUCKETS, pool.latency_bucket_counts, pool.latency_sum_seconds
             ),
