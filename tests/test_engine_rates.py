@@ -79,3 +79,37 @@ async def test_a_new_messages_per_second_applies_to_a_running_campaign_at_once(
     assert sum(1 for t in after if t < changed_at + 1.0) >= 30
     # ...and never beyond it.
     assert most_in_any_second(after) <= 40
+
+
+async def test_campaigns_due_together_on_a_slow_number_each_keep_their_rate(
+    db: VirtualTimeDatabase, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Four campaigns at 60 a minute fall due at the same instant on a number at 100/s:
+    the number's turns for them are 10 ms apart, so the last ones' come after their
+    group's horizon. Their own turns wait for the next group instead of being lost;
+    lost, those campaigns would fall a turn behind each time they meet the others."""
+    rates, recipients = [60.0] * 4, 10
+    gateway = ScriptedGateway(latency=0.01)
+    log = EventLog()
+    with trio.fail_after(36_000):
+        account = await make_account(db, messages_per_second=100)
+        await make_contacts(db, recipients)
+        campaigns = [await make_campaign(db, account, messages_per_minute=r) for r in rates]
+        async with trio.open_nursery() as nursery:
+            async with running_engine(db, gateway, engine_settings()) as engine:
+                await nursery.start(log.collect, engine)
+                for campaign in campaigns:
+                    await log.wait_for("campaign:completed", campaign)
+            nursery.cancel_scope.cancel()
+
+    rows = await db.fetch("SELECT id, campaign_id FROM campaign_recipients")
+    campaign_of = {r["id"]: str(r["campaign_id"]) for r in rows}
+    sent_at: dict[str, list[float]] = {c: [] for c in campaigns}
+    for send in gateway.sends:
+        sent_at[campaign_of[send.message.recipient_id]].append(send.at)
+    for campaign in campaigns:
+        times = sent_at[campaign]
+        assert len(times) == recipients
+        # Nine intervals of a second each, give or take the number's spacing.
+        assert abs(times[-1] - times[0] - (recipients - 1)) < 0.05, times
+    assert most_in_any_second([s.at for s in gateway.sends]) <= 100

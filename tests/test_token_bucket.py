@@ -339,3 +339,14 @@ def test_reserve_after_a_rate_change_uses_the_new_rate() -> None:
     assert bucket.reserve(0.0105, 100, 0.01) == []
     # Half a token had accrued at the old rate: the next comes half a second later.
     assert bucket.next_due(0.0105) == pytest.approx(0.5105)
+
+
+def test_tokens_given_back_are_due_again_as_reserved() -> None:
+    # A group's turns the phone number had no turn for (engine/actors/campaign/dispatch.py).
+    bucket = TokenBucket.paced(10.0, now=0.0)
+    assert bucket.reserve(0.0, 3, horizon=0.25) == pytest.approx([0.0, 0.1, 0.2])
+    bucket.give_back(2)
+    assert bucket.next_due(0.05) == pytest.approx(0.1)
+    assert bucket.reserve(0.05, 3, horizon=0.25) == pytest.approx([0.1, 0.2, 0.3])
+    with pytest.raises(ValueError):
+        bucket.give_back(-1)

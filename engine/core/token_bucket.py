@@ -99,6 +99,12 @@ class TokenBucket:
             self._empty_at = due
         return times
 
+    def give_back(self, count: int) -> None:
+        """Return the last `count` tokens taken, unused: they are due again as before."""
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
+        self._empty_at -= count / self._rate
+
     def next_due(self, now: float) -> float:
         """When the next token is due (at most `now` when one is there)."""
         self._drop_overflow(now)

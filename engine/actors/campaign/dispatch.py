@@ -394,6 +394,7 @@ class Dispatcher:
         that soon) or this is cancelled, with the sender slots it took (a shared
         budget's reservation is a Redis round trip)."""
         slots = 0
+        turns: list[float] = []
         try:
             slots = await self._pool.acquire_slots(count)
             now = trio.current_time()
@@ -403,9 +404,13 @@ class Dispatcher:
                 self._budget_key, self._account_rate, len(turns), horizon
             )
         except BaseException:
+            self.bucket.give_back(len(turns))
             self._pool.release_slots(slots)
             self._mark_slots.release()
             raise
+        # The campaign's turns the number had no turn for this soon (other campaigns
+        # took them) are kept for its next group: lost, they would slow it down for good.
+        self.bucket.give_back(len(turns) - len(account_turns))
         group = [waiting.popleft() for _ in account_turns]
         self._pool.release_slots(slots - len(group))
         if not group:
