@@ -234,6 +234,16 @@ async def simulator_last(
     return int(document["accepted"]), document["last_accepted_at"]
 
 
+def counter(metrics_text: str, name: str) -> float:
+    """A Prometheus counter's value (`name` without `_total`), summed over labels; 0 if absent."""
+    total = 0.0
+    for line in metrics_text.splitlines():
+        metric, _, value = line.rpartition(" ")
+        if metric == f"{name}_total" or metric.startswith(f"{name}_total{{"):
+            total += float(value)
+    return total
+
+
 def histogram(metrics_text: str, name: str) -> list[tuple[float, float]]:
     """Cumulative (upper bound, count) pairs of a Prometheus histogram, summed over labels."""
     buckets: dict[float, float] = defaultdict(float)
