@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import socketio
+from prometheus_client.parser import text_string_to_metric_families
 
 from api.auth import issue_token
 
@@ -236,12 +237,13 @@ async def simulator_last(
 
 def counter(metrics_text: str, name: str) -> float:
     """A Prometheus counter's value (`name` without `_total`), summed over labels; 0 if absent."""
-    total = 0.0
-    for line in metrics_text.splitlines():
-        metric, _, value = line.rpartition(" ")
-        if metric == f"{name}_total" or metric.startswith(f"{name}_total{{"):
-            total += float(value)
-    return total
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        if family.name == name
+        for sample in family.samples
+        if sample.name == f"{name}_total"
+    )
 
 
 def histogram(metrics_text: str, name: str) -> list[tuple[float, float]]:

@@ -14,6 +14,7 @@ from engine.service.engine import Engine, open_engine
 from engine.settings import Settings, load_settings
 from engine.store.campaigns import update_campaign
 from engine.store.database import Database
+from tests.fake_gateway import ScriptedGateway
 from tests.store_helpers import OWNER
 from tests.virtual_time import VirtualTimeDatabase
 
@@ -97,3 +98,23 @@ async def change_rate(
         )
         await engine.throttle_changed(campaign_id)
         await db.heard(f"throttle:{campaign_id}")
+
+
+async def send_times_to_completion(
+    db: Database, gateway: ScriptedGateway, campaigns: list[str]
+) -> dict[str, list[float]]:
+    """Run the engine until every one of `campaigns` completed; each one's send
+    times at the gateway, in order."""
+    log = EventLog()
+    async with trio.open_nursery() as nursery:
+        async with running_engine(db, gateway, engine_settings()) as engine:
+            await nursery.start(log.collect, engine)
+            for campaign in campaigns:
+                await log.wait_for("campaign:completed", campaign)
+        nursery.cancel_scope.cancel()
+    rows = await db.fetch("SELECT id, campaign_id FROM campaign_recipients")
+    campaign_of = {r["id"]: str(r["campaign_id"]) for r in rows}
+    sent_at: dict[str, list[float]] = {c: [] for c in campaigns}
+    for send in gateway.sends:
+        sent_at[campaign_of[send.message.recipient_id]].append(send.at)
+    return sent_at

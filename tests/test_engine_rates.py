@@ -8,7 +8,7 @@ import trio.testing
 
 from engine.store.accounts import update_account
 from engine.store.database import Database
-from tests.engine_helpers import EventLog, engine_settings, running_engine
+from tests.engine_helpers import EventLog, engine_settings, running_engine, send_times_to_completion
 from tests.fake_gateway import ScriptedGateway
 from tests.store_helpers import OWNER, make_account, make_campaign, make_contacts
 from tests.virtual_time import VirtualTimeDatabase, virtual_time_db
@@ -90,23 +90,11 @@ async def test_campaigns_due_together_on_a_slow_number_each_keep_their_rate(
     lost, those campaigns would fall a turn behind each time they meet the others."""
     rates, recipients = [60.0] * 4, 10
     gateway = ScriptedGateway(latency=0.01)
-    log = EventLog()
     with trio.fail_after(36_000):
         account = await make_account(db, messages_per_second=100)
         await make_contacts(db, recipients)
         campaigns = [await make_campaign(db, account, messages_per_minute=r) for r in rates]
-        async with trio.open_nursery() as nursery:
-            async with running_engine(db, gateway, engine_settings()) as engine:
-                await nursery.start(log.collect, engine)
-                for campaign in campaigns:
-                    await log.wait_for("campaign:completed", campaign)
-            nursery.cancel_scope.cancel()
-
-    rows = await db.fetch("SELECT id, campaign_id FROM campaign_recipients")
-    campaign_of = {r["id"]: str(r["campaign_id"]) for r in rows}
-    sent_at: dict[str, list[float]] = {c: [] for c in campaigns}
-    for send in gateway.sends:
-        sent_at[campaign_of[send.message.recipient_id]].append(send.at)
+        sent_at = await send_times_to_completion(db, gateway, campaigns)
     for campaign in campaigns:
         times = sent_at[campaign]
         assert len(times) == recipients

@@ -4,7 +4,6 @@ the same moment are marked by one statement, and each campaign keeps its own pac
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
 from typing import Any
 
 import trio
@@ -12,7 +11,7 @@ import trio.testing
 
 from engine.store import recipients
 from engine.store.database import Record
-from tests.engine_helpers import EventLog, engine_settings, running_engine
+from tests.engine_helpers import send_times_to_completion
 from tests.fake_gateway import ScriptedGateway
 from tests.store_helpers import make_account, make_campaign, make_contacts
 from tests.virtual_time import VirtualTimeDatabase, virtual_time_db
@@ -47,22 +46,13 @@ async def run_campaigns(
     await make_contacts(counting, RECIPIENTS)
     campaigns = [await make_campaign(counting, account, messages_per_minute=rate) for rate in rates]
     gateway = ScriptedGateway(latency=0.02)
-    log = EventLog()
     with trio.fail_after(3_600):
-        async with trio.open_nursery() as nursery:
-            async with running_engine(counting, gateway, engine_settings()) as engine:
-                await nursery.start(log.collect, engine)
-                for campaign in campaigns:
-                    await log.wait_for("campaign:completed", campaign)
-            nursery.cancel_scope.cancel()
-
-    rows = await counting.fetch("SELECT id, campaign_id FROM campaign_recipients")
-    campaign_of = {r["id"]: str(r["campaign_id"]) for r in rows}
-    sent_at: defaultdict[str, list[float]] = defaultdict(list)
-    for send in gateway.sends:
-        sent_at[campaign_of[send.message.recipient_id]].append(send.at)
+        sent_at = await send_times_to_completion(counting, gateway, campaigns)
     # Each recipient once; each campaign at its own rate.
-    assert sorted(s.message.recipient_id for s in gateway.sends) == sorted(campaign_of)
+    recipients = await counting.fetch("SELECT id FROM campaign_recipients")
+    assert sorted(s.message.recipient_id for s in gateway.sends) == sorted(
+        r["id"] for r in recipients
+    )
     for campaign, rate in zip(campaigns, rates, strict=True):
         times = sent_at[campaign]
         assert len(times) == RECIPIENTS
