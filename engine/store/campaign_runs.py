@@ -87,12 +87,23 @@ _ACTION_UPDATES = {
 }
 
 
-# A start in one statement once the audience is inserted: the status, the frozen
-# counts and the announcement to every daemon (at commit, as `notify_in`).
-_START = f"""WITH {ENSURE_COUNTERS}
-    UPDATE campaigns SET {_ACTION_UPDATES["start"]}, updated_at = $2, {FREEZE_COLUMNS}
-    FROM (SELECT pg_notify($3, $4)) AS announced
-    WHERE campaigns.id = $1 RETURNING campaigns.*"""
+def start_statement(columns: str = "c.*", joins: str = "") -> str:
+    """The start in one statement once the audience is inserted: the status, the
+    frozen counts and the announcement to every daemon (at commit, as `notify_in`),
+    answering `columns` of the started row `c` (and of `joins`). Its parameters
+    begin with `start_arguments`; the statement sees the inserted recipients."""
+    return f"""WITH {ENSURE_COUNTERS}, started AS (
+        UPDATE campaigns SET {_ACTION_UPDATES["start"]}, updated_at = $2, {FREEZE_COLUMNS}
+        FROM (SELECT pg_notify($3, $4)) AS announced
+        WHERE campaigns.id = $1 RETURNING campaigns.*)
+    SELECT {columns} FROM started c {joins}"""
+
+
+def start_arguments(campaign_id: str, now: datetime) -> tuple[Any, ...]:
+    return campaign_id, now, COMMAND_CHANNEL, f"{CommandKind.START}:{campaign_id}"
+
+
+_START = start_statement()
 
 
 async def _apply_action(
@@ -116,9 +127,7 @@ async def _apply_action(
     lifecycle.check(action, previous)
     if action == "start":
         await insert_audience_in(conn, current)
-        row = await conn.fetchrow(
-            _START, campaign_id, now, COMMAND_CHANNEL, f"{CommandKind.START}:{campaign_id}"
-        )
+        row = await conn.fetchrow(_START, *start_arguments(campaign_id, now))
     else:
         row = await conn.fetchrow(
             f"UPDATE campaigns SET {_ACTION_UPDATES[action]}, updated_at = $2"
@@ -147,21 +156,6 @@ async def apply_action(
     Notifies every daemon in the same transaction.
     """
     return await db.transaction(_apply_action, campaign_id, owner_id, action, now, reason)
-
-
-async def apply_action_in(
-    conn: Connection,
-    campaign_id: str,
-    owner_id: str,
-    action: lifecycle.CampaignAction,
-    *,
-    now: datetime,
-    current: Record | None = None,
-) -> tuple[str, Record]:
-    """`apply_action` inside a transaction the caller holds (a start that checks
-    its recipients in the same transaction, engine/store/campaigns.py). `current`:
-    the campaign's whole row when the caller has it locked for its owner."""
-    return await _apply_action(conn, campaign_id, owner_id, action, now, None, current)
 
 
 async def notify_in(conn: Connection, kind: CommandKind, campaign_id: object) -> None:

@@ -17,10 +17,10 @@ from engine.core.retarget import Audience
 from engine.core.variant_content import with_variant_urls
 from engine.messages import CommandKind
 from engine.store import retarget, statuses, variants
-from engine.store.campaign_runs import apply_action_in, notify_in
+from engine.store.campaign_runs import notify_in, start_arguments, start_statement
 from engine.store.database import Connection, Database, Record
 from engine.store.errors import InvalidReference, NotFound, set_clause
-from engine.store.recipients import materialise_in
+from engine.store.recipients import insert_audience_in, materialise_in
 from engine.store.segments import _audience_size
 
 
@@ -200,50 +200,72 @@ async def _check_variables_known(
         )
 
 
-async def _check_recipients_have_variables(
-    conn: Connection, campaign: Record | dict[str, Any]
-) -> None:
-    """TransitionRefused `missing_variable` when some recipients lack a variable the
-    message names and no default covers it, unless the campaign allows it."""
+def _unfilled_variables(campaign: Record | dict[str, Any]) -> list[str]:
+    """The variables the message names that no default covers, in order (none when
+    the campaign allows missing ones): each recipient must have them."""
     if campaign["allow_missing_variables"]:
-        return
+        return []
     defaults = campaign["template_variables"] or {}
     found = variables.placeholders(campaign["message_type"], campaign["message_content"])
     for index, variant in enumerate(campaign["variants"]):
         # A/B: any recipient may get any variant (an A/B test's rest get the winner).
         field = f"variants[{index}].messageContent"
         found += variables.placeholders(campaign["message_type"], variant["messageContent"], field)
-    wanted = [name for name in variables.names(found) if name not in defaults]
-    if not wanted:
+    return [name for name in variables.names(found) if name not in defaults]
+
+
+# How many of campaign `c`'s recipients lack each variable of $N (see
+# `_unfilled_variables`), as [[name, count], ...] in that order, or NULL: one pass
+# over the recipients, every name checked per row, none for an empty list. An empty
+# value counts as missing, as the renderer reads it.
+def _lacking_recipients(names: str) -> str:
+    return f"""(SELECT jsonb_agg(jsonb_build_array(l.name, l.lacking) ORDER BY l.ord) FROM (
+        SELECT n.name, n.ord, count(*) AS lacking
+        FROM campaign_recipients r
+        CROSS JOIN LATERAL unnest({names}::text[]) WITH ORDINALITY AS n(name, ord)
+        WHERE cardinality({names}::text[]) > 0 AND r.campaign_id = c.id
+          AND coalesce(r.variables ->> n.name, '') = ''
+        GROUP BY n.name, n.ord) l)"""
+
+
+def _refuse_lacking(lacking: list[list[Any]] | None) -> None:
+    """TransitionRefused `missing_variable` when some recipients lack a variable."""
+    if not lacking:
         return
-    # One pass over the recipients, every wanted name checked per row. An empty
-    # value counts as missing, as the renderer reads it.
-    rows = await conn.fetch(
-        """SELECT n.name, count(*) AS lacking
-           FROM campaign_recipients r
-           CROSS JOIN LATERAL unnest($2::text[]) WITH ORDINALITY AS n(name, ord)
-           WHERE r.campaign_id = $1 AND coalesce(r.variables ->> n.name, '') = ''
-           GROUP BY n.name, n.ord ORDER BY n.ord""",
-        campaign["id"],
-        wanted,
+    described = "; ".join(
+        f"{{{{{name}}}}} is missing for {count} recipient{'s' if count != 1 else ''}"
+        for name, count in lacking
     )
-    if rows:
-        lacking = "; ".join(
-            f"{{{{{r['name']}}}}} is missing for {r['lacking']}"
-            f" recipient{'s' if r['lacking'] != 1 else ''}"
-            for r in rows
-        )
-        raise lifecycle.TransitionRefused(
-            "missing_variable",
-            f"{lacking}, and templateVariables has no default for it: add a default, fill"
-            " the contacts' field or attribute, or set allowMissingVariables to true"
-            " to send it empty",
+    raise lifecycle.TransitionRefused(
+        "missing_variable",
+        f"{described}, and templateVariables has no default for it: add a default, fill"
+        " the contacts' field or attribute, or set allowMissingVariables to true"
+        " to send it empty",
+    )
+
+
+async def _check_recipients_have_variables(
+    conn: Connection, campaign: Record | dict[str, Any]
+) -> None:
+    """TransitionRefused `missing_variable` when some recipients lack a variable the
+    message names and no default covers it, unless the campaign allows it."""
+    wanted = _unfilled_variables(campaign)
+    if wanted:
+        _refuse_lacking(
+            await conn.fetchval(
+                f"SELECT {_lacking_recipients('$2')} FROM campaigns c WHERE c.id = $1",
+                campaign["id"],
+                wanted,
+            )
         )
 
 
 async def _start_campaign(
     conn: Connection, campaign_id: str, owner_id: str, now: datetime
 ) -> tuple[str, CampaignDetail]:
+    # Five round trips in all (begin, the row locked, the audience inserted, the
+    # start answering its detail, commit): each waits its turn behind the running
+    # campaigns' work, so a start takes as long as they are few (benchmarks/README.md).
     current = await conn.fetchrow(
         "SELECT * FROM campaigns WHERE id = $1 AND owner_id = $2 FOR UPDATE",
         campaign_id,
@@ -251,15 +273,18 @@ async def _start_campaign(
     )
     if current is None:
         raise NotFound(campaign_id)
-    if current["status"] == "draft" and current["recipients_frozen"]:
+    previous: lifecycle.CampaignStatus = current["status"]
+    lifecycle.check("start", previous)
+    if previous == "draft" and current["recipients_frozen"]:
         await retarget.drop_opted_out_in(conn, campaign_id)  # frozen long before its start
-    previous, row = await apply_action_in(
-        conn, campaign_id, owner_id, "start", now=now, current=current
+    await insert_audience_in(conn, current)
+    # A refused start is rolled back with its transaction, announcement included.
+    row = await conn.fetchrow(
+        _START_WITH_DETAIL, *start_arguments(campaign_id, now), _unfilled_variables(current)
     )
-    await _check_recipients_have_variables(conn, row)
-    detail = await _detail_in(conn, campaign_id, owner_id)
-    assert detail is not None  # locked above
-    return previous, detail
+    assert row is not None  # locked above
+    _refuse_lacking(row["lacking"])
+    return previous, _detail_of(row, await variants.counts_of_in(conn, row))
 
 
 async def start_campaign(
@@ -280,15 +305,19 @@ class CampaignDetail(NamedTuple):
     pricing: dict[str, dict[str, int]]  # messages per pricing category
 
 
+def _detail_of(
+    row: Record, variant_counts: list[tuple[int, CampaignStats]] | None
+) -> CampaignDetail:
+    return CampaignDetail(row, variant_counts, statuses.pricing_counts(row["pricing"]))
+
+
 async def _detail_in(
     conn: Connection, campaign_id: str, owner_id: str | None
 ) -> CampaignDetail | None:
     row = await conn.fetchrow(_DETAIL_OF_OWNER, campaign_id, owner_id)
     if row is None:
         return None
-    return CampaignDetail(
-        row, await variants.counts_of_in(conn, row), statuses.pricing_counts(row["pricing"])
-    )
+    return _detail_of(row, await variants.counts_of_in(conn, row))
 
 
 async def campaign_detail(
@@ -326,10 +355,11 @@ _DEFERRED = """LEFT JOIN LATERAL (
     ) d ON true"""
 
 
+_COUNTER_JOINS = f"LEFT JOIN campaign_counters k ON k.campaign_id = c.id {_DEFERRED}"
+
+
 def _with_counters(extra_columns: str = "") -> str:
-    return f"""SELECT c.*, {COUNTER_COLUMNS}{extra_columns}
-    FROM campaigns c LEFT JOIN campaign_counters k ON k.campaign_id = c.id
-    {_DEFERRED}"""
+    return f"SELECT c.*, {COUNTER_COLUMNS}{extra_columns} FROM campaigns c {_COUNTER_JOINS}"
 
 
 CAMPAIGN_WITH_COUNTERS = _with_counters()
@@ -338,6 +368,13 @@ _OF_OWNER = " WHERE c.id = $1 AND ($2::text IS NULL OR c.owner_id = $2)"
 _CAMPAIGN_OF_OWNER = CAMPAIGN_WITH_COUNTERS + _OF_OWNER
 # The same row with its pricing counts (`pricing`), for a campaign's detail.
 _DETAIL_OF_OWNER = _with_counters(f", {statuses.PRICING_COUNTS} AS pricing") + _OF_OWNER
+# The start (`campaign_runs.start_statement`) answering the same row, and how many
+# recipients lack each variable of $5 (`lacking`, see `_lacking_recipients`).
+_START_WITH_DETAIL = start_statement(
+    f"c.*, {COUNTER_COLUMNS}, {statuses.PRICING_COUNTS} AS pricing,"
+    f" {_lacking_recipients('$5')} AS lacking",
+    _COUNTER_JOINS,
+)
 
 
 async def _campaign_with_counters(conn: Connection, campaign_id: Any) -> Record:
