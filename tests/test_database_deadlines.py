@@ -22,9 +22,7 @@ from engine.store.errors import DatabaseUnavailable
 async def test_an_operation_with_no_answer_fails_at_its_deadline_even_when_shielded(
     aio_loop: object, database_url: str
 ) -> None:
-    async with open_database(
-        database_url, min_size=1, max_size=1, operation_timeout=0.5
-    ) as db:
+    async with open_database(database_url, min_size=1, max_size=1, operation_timeout=0.5) as db:
         with trio.fail_after(20):
             started = trio.current_time()
             with trio.CancelScope(shield=True), pytest.raises(DatabaseUnavailable) as raised:
@@ -67,9 +65,7 @@ async def test_a_cancel_request_that_never_connects_does_not_hold_the_connection
         await asyncio.sleep(60)  # for ever, as far as this test goes
 
     monkeypatch.setattr(asyncpg.connect_utils, "_cancel", never_connects)
-    async with open_database(
-        database_url, min_size=1, max_size=1, operation_timeout=0.5
-    ) as db:
+    async with open_database(database_url, min_size=1, max_size=1, operation_timeout=0.5) as db:
         with trio.fail_after(15):
             with trio.move_on_after(0.05):
                 await db.execute("SELECT pg_sleep(0.3)")

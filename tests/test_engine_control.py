@@ -34,9 +34,7 @@ async def engine_and_events(
 ) -> AsyncIterator[tuple[Engine, EventLog]]:
     log = EventLog()
     async with trio.open_nursery() as nursery:
-        config = engine_settings(
-            sender_concurrency=str(CONCURRENCY), sender_prefetch=str(PREFETCH)
-        )
+        config = engine_settings(sender_concurrency=str(CONCURRENCY), sender_prefetch=str(PREFETCH))
         async with running_engine(db, gateway, config) as engine:
             await nursery.start(log.collect, engine)
             yield engine, log
