@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ from benchmarks.client import (
     simulator_get,
     wait_final,
 )
-from benchmarks.processes import PostgresCpu, Stack, sample_rss
+from benchmarks.processes import PostgresCpu, Process, Stack, sample_rss
 from benchmarks.socket_swarm import RawSwarm
 
 RELEASED_METRIC = "campaign_engine_sends_released"
@@ -63,6 +63,39 @@ async def _rates_from_send_times(
     return [(r["sends"] - 1) / float(r["span"]) * 60 for r in rows if r["span"]]
 
 
+class LoadMeter:
+    """The CPU shares of the daemon, of PostgreSQL and of the whole machine since the
+    last `lap()`: beside each tenth's start latency, the load it was measured under."""
+
+    def __init__(
+        self, daemon: Process, postgres: PostgresCpu, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self._daemon = daemon
+        self._postgres = postgres
+        self._clock = clock
+        self._restart()
+
+    def _restart(self) -> None:
+        self._at = self._clock()
+        self._daemon_cpu = self._daemon.cpu_seconds()
+        self._postgres.start()
+        psutil.cpu_percent()
+
+    def lap(self) -> dict[str, float]:
+        elapsed = max(self._clock() - self._at, 1e-9)
+        shares = {
+            "daemon_cpu_percent_of_one_core": round(
+                100 * (self._daemon.cpu_seconds() - self._daemon_cpu) / elapsed, 1
+            ),
+            "all_postgres_cpu_percent_of_one_core": round(
+                100 * self._postgres.seconds() / elapsed, 1
+            ),
+            "machine_cpu_percent_of_all_cores": psutil.cpu_percent(),
+        }
+        self._restart()
+        return shares
+
+
 async def many_campaigns(
     api: Api,
     stack: Stack,
@@ -82,20 +115,26 @@ async def many_campaigns(
     create_seconds = time.perf_counter() - created_at
     latencies: list[float] = []
     refused: list[str] = []  # start requests that failed: counted, not fatal
-    for campaign_id in ids:
+    tenth = max(1, count // 10)
+    meter = LoadMeter(stack.daemon, PostgresCpu())
+    loads: list[dict[str, float]] = []  # while each tenth's campaigns were started
+    for index, campaign_id in enumerate(ids):
+        if index and index % tenth == 0:
+            loads.append(meter.lap())
         started = time.perf_counter()
         try:
             await api.command(campaign_id, "start")
         except ApiError as exc:
             refused.append(str(exc))
         latencies.append((time.perf_counter() - started) * 1000)
-    tenth = max(1, count // 10)
+    loads.append(meter.lap())
     by_tenth = [
         {
             "campaigns_already_started": k,
             "start_ms": _quantiles(latencies[k : k + tenth]),
+            **load,
         }
-        for k in range(0, count, tenth)
+        for k, load in zip(range(0, count, tenth), loads, strict=True)
     ]
     await asyncio.sleep(warmup)
     daemon = stack.daemon
