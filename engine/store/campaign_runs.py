@@ -90,8 +90,9 @@ _ACTION_UPDATES = {
 def start_statement(columns: str = "c.*", joins: str = "") -> str:
     """The start in one statement once the audience is inserted: the status, the
     frozen counts and the announcement to every daemon (at commit, as `notify_in`),
-    answering `columns` of the started row `c` (and of `joins`). Its parameters
-    begin with `start_arguments`; the statement sees the inserted recipients."""
+    answering `columns` of the started row `c` (and of `joins`). Parameters: $1 the
+    campaign, $2 now, $3 and $4 the announcement (`start_in` gives them), then the
+    caller's; the statement sees the inserted recipients."""
     return f"""WITH {ENSURE_COUNTERS}, started AS (
         UPDATE campaigns SET {_ACTION_UPDATES["start"]}, updated_at = $2, {FREEZE_COLUMNS}
         FROM (SELECT pg_notify($3, $4)) AS announced
@@ -99,11 +100,44 @@ def start_statement(columns: str = "c.*", joins: str = "") -> str:
     SELECT {columns} FROM started c {joins}"""
 
 
-def start_arguments(campaign_id: str, now: datetime) -> tuple[Any, ...]:
-    return campaign_id, now, COMMAND_CHANNEL, f"{CommandKind.START}:{campaign_id}"
-
-
 _START = start_statement()
+
+
+async def start_in(
+    conn: Connection,
+    current: Record,
+    now: datetime,
+    *,
+    statement: str = _START,
+    extra: tuple[Any, ...] = (),
+) -> Record:
+    """Start a campaign whose row (`current`) the caller holds locked and checked:
+    insert its audience, then `statement` (a `start_statement`, with `extra` as its
+    parameters from $5). Returns the statement's row."""
+    await insert_audience_in(conn, current)
+    campaign_id = str(current["id"])
+    announcement = f"{CommandKind.START}:{campaign_id}"
+    row: Record | None = await conn.fetchrow(
+        statement, campaign_id, now, COMMAND_CHANNEL, announcement, *extra
+    )
+    assert row is not None  # locked by the caller
+    return row
+
+
+async def lock_for_action_in(
+    conn: Connection, campaign_id: str, owner_id: str, action: lifecycle.CampaignAction
+) -> Record:
+    """The owner's campaign row, locked for this transaction, once `action` is allowed
+    from its status. NotFound, or `lifecycle.TransitionRefused`."""
+    current: Record | None = await conn.fetchrow(
+        "SELECT * FROM campaigns WHERE id = $1 AND owner_id = $2 FOR UPDATE",
+        campaign_id,
+        owner_id,
+    )
+    if current is None:
+        raise NotFound(campaign_id)
+    lifecycle.check(action, current["status"])
+    return current
 
 
 async def _apply_action(
@@ -113,30 +147,19 @@ async def _apply_action(
     action: lifecycle.CampaignAction,
     now: datetime,
     reason: str | None,
-    current: Record | None = None,
 ) -> tuple[str, Record]:
-    if current is None:
-        current = await conn.fetchrow(
-            "SELECT * FROM campaigns WHERE id = $1 AND owner_id = $2 FOR UPDATE",
-            campaign_id,
-            owner_id,
-        )
-    if current is None:
-        raise NotFound(campaign_id)
-    previous: lifecycle.CampaignStatus = current["status"]
-    lifecycle.check(action, previous)
+    current = await lock_for_action_in(conn, campaign_id, owner_id, action)
+    previous: str = current["status"]
     if action == "start":
-        await insert_audience_in(conn, current)
-        row = await conn.fetchrow(_START, *start_arguments(campaign_id, now))
-    else:
-        row = await conn.fetchrow(
-            f"UPDATE campaigns SET {_ACTION_UPDATES[action]}, updated_at = $2"
-            " WHERE id = $1 RETURNING *",
-            campaign_id,
-            now,
-            *([reason] if action == "pause" else []),
-        )
-        await notify_in(conn, CommandKind(action), campaign_id)
+        return previous, await start_in(conn, current, now)
+    row = await conn.fetchrow(
+        f"UPDATE campaigns SET {_ACTION_UPDATES[action]}, updated_at = $2"
+        " WHERE id = $1 RETURNING *",
+        campaign_id,
+        now,
+        *([reason] if action == "pause" else []),
+    )
+    await notify_in(conn, CommandKind(action), campaign_id)
     assert row is not None
     return previous, row
 

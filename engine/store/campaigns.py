@@ -17,10 +17,10 @@ from engine.core.retarget import Audience
 from engine.core.variant_content import with_variant_urls
 from engine.messages import CommandKind
 from engine.store import retarget, statuses, variants
-from engine.store.campaign_runs import notify_in, start_arguments, start_statement
+from engine.store.campaign_runs import lock_for_action_in, notify_in, start_in, start_statement
 from engine.store.database import Connection, Database, Record
-from engine.store.errors import InvalidReference, NotFound, set_clause
-from engine.store.recipients import insert_audience_in, materialise_in
+from engine.store.errors import InvalidReference, set_clause
+from engine.store.recipients import materialise_in
 from engine.store.segments import _audience_size
 
 
@@ -214,11 +214,11 @@ def _unfilled_variables(campaign: Record | dict[str, Any]) -> list[str]:
     return [name for name in variables.names(found) if name not in defaults]
 
 
-# How many of campaign `c`'s recipients lack each variable of $N (see
-# `_unfilled_variables`), as [[name, count], ...] in that order, or NULL: one pass
-# over the recipients, every name checked per row, none for an empty list. An empty
-# value counts as missing, as the renderer reads it.
 def _lacking_recipients(names: str) -> str:
+    """A column: how many of campaign `c`'s recipients lack each variable of the
+    parameter `names` (see `_unfilled_variables`), as [[name, count], ...] in that
+    order, or NULL. One pass over the recipients, every name checked per row, none
+    for an empty list; an empty value counts as missing, as the renderer reads it."""
     return f"""(SELECT jsonb_agg(jsonb_build_array(l.name, l.lacking) ORDER BY l.ord) FROM (
         SELECT n.name, n.ord, count(*) AS lacking
         FROM campaign_recipients r
@@ -265,24 +265,15 @@ async def _start_campaign(
 ) -> tuple[str, CampaignDetail]:
     # Five round trips in all (begin, the row locked, the audience inserted, the
     # start answering its detail, commit): each waits its turn behind the running
-    # campaigns' work, so a start takes as long as they are few (benchmarks/README.md).
-    current = await conn.fetchrow(
-        "SELECT * FROM campaigns WHERE id = $1 AND owner_id = $2 FOR UPDATE",
-        campaign_id,
-        owner_id,
-    )
-    if current is None:
-        raise NotFound(campaign_id)
-    previous: lifecycle.CampaignStatus = current["status"]
-    lifecycle.check("start", previous)
+    # campaigns' work on the event loop and in PostgreSQL (benchmarks/README.md).
+    current = await lock_for_action_in(conn, campaign_id, owner_id, "start")
+    previous: str = current["status"]
     if previous == "draft" and current["recipients_frozen"]:
         await retarget.drop_opted_out_in(conn, campaign_id)  # frozen long before its start
-    await insert_audience_in(conn, current)
-    # A refused start is rolled back with its transaction, announcement included.
-    row = await conn.fetchrow(
-        _START_WITH_DETAIL, *start_arguments(campaign_id, now), _unfilled_variables(current)
+    row = await start_in(
+        conn, current, now, statement=_START_WITH_DETAIL, extra=(_unfilled_variables(current),)
     )
-    assert row is not None  # locked above
+    # A refused start is rolled back with its transaction, announcement included.
     _refuse_lacking(row["lacking"])
     return previous, _detail_of(row, await variants.counts_of_in(conn, row))
 
